@@ -1,0 +1,506 @@
+// The guest agent's logic, independent of ttrpc: containers and processes through runc, stdio, shares.
+// The ttrpc binding (server.ts) only decodes requests and maps AgentError codes.
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { silentLogger, type Logger } from '../util/log.js';
+import { ProcessIO, type StdioWanted } from './procio.js';
+import { Reaper, type ExitInfo } from './reaper.js';
+import { Runc, RuncError, type RuncStats } from './runc.js';
+import { setChildSubreaper, sysKill } from './sys.js';
+
+export type AgentErrorCode = 'NotFound' | 'AlreadyExists' | 'FailedPrecondition' | 'InvalidArgument' | 'Internal';
+
+export class AgentError extends Error {
+  constructor(
+    readonly code: AgentErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AgentError';
+  }
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+export function checkId(kind: string, id: string, allowEmpty = false): void {
+  if (allowEmpty && id === '') return;
+  if (!ID_RE.test(id)) throw new AgentError('InvalidArgument', `invalid ${kind} ${JSON.stringify(id)}`);
+}
+
+export interface MountSpec {
+  type: string;
+  source: string;
+  target?: string;
+  options: string[];
+}
+
+type ProcStatus = 'created' | 'running' | 'exited';
+
+export class AgentProcess {
+  status: ProcStatus = 'created';
+  pid = 0;
+  exit: ExitInfo | undefined;
+  readonly exited: Promise<ExitInfo>;
+  private resolveExit!: (e: ExitInfo) => void;
+  /** Resolved once stdout/stderr reached EOF at their consumers (or were cut off after exit). */
+  readonly outputDone: Array<Promise<void>> = [];
+  private outputResolvers: Array<() => void> = [];
+
+  constructor(
+    readonly containerId: string,
+    readonly execId: string,
+    readonly io: ProcessIO,
+    readonly processJson?: string,
+  ) {
+    this.exited = new Promise((r) => (this.resolveExit = r));
+    for (const s of [io.stdout, io.stderr]) {
+      if (!s) continue;
+      this.outputDone.push(new Promise((r) => this.outputResolvers.push(r)));
+    }
+  }
+
+  markExited(e: ExitInfo): void {
+    if (this.status === 'exited') return;
+    this.status = 'exited';
+    this.exit = e;
+    this.resolveExit(e);
+  }
+
+  /** Called by the output stream consumers when they delivered the last byte. */
+  outputFinished(stream: Readable): void {
+    const i = [this.io.stdout, this.io.stderr].filter(Boolean).indexOf(stream as never);
+    if (i >= 0) this.outputResolvers[i]?.();
+  }
+
+  allOutputDone(): void {
+    for (const r of this.outputResolvers) r();
+  }
+}
+
+export class AgentContainer {
+  readonly execs = new Map<string, AgentProcess>();
+  mountedRootfs = false;
+
+  constructor(
+    readonly id: string,
+    readonly bundle: string,
+    readonly init: AgentProcess,
+  ) {}
+
+  process(execId: string): AgentProcess {
+    if (execId === '') return this.init;
+    const p = this.execs.get(execId);
+    if (!p) throw new AgentError('NotFound', `exec ${execId} not found in container ${this.id}`);
+    return p;
+  }
+}
+
+export interface AgentOptions {
+  /** Directory for runc state, bundles and sockets. */
+  stateDir: string;
+  runcBinary?: string;
+  logger?: Logger;
+  /** After exit, how long output may keep flowing before it is cut off (a grandchild holding the pipe). */
+  drainTimeoutMs?: number;
+  reaper?: Reaper;
+}
+
+export interface OomListener {
+  (containerId: string): void;
+}
+
+export class Agent {
+  readonly runc: Runc;
+  private readonly containers = new Map<string, AgentContainer>();
+  private readonly shares = new Map<string, { path: string; mounted: boolean }>();
+  private readonly log: Logger;
+  private readonly reaper: Reaper;
+  private readonly drainTimeoutMs: number;
+  private readonly oomListeners = new Set<OomListener>();
+
+  constructor(readonly opts: AgentOptions) {
+    this.runc = new Runc({ binary: opts.runcBinary, root: join(opts.stateDir, 'runc'), logDir: opts.stateDir });
+    this.log = opts.logger ?? silentLogger;
+    this.reaper = opts.reaper ?? new Reaper();
+    this.drainTimeoutMs = opts.drainTimeoutMs ?? 2000;
+  }
+
+  async init(): Promise<void> {
+    // Container inits and detached execs are orphaned when runc exits; they must be reparented to us.
+    if (!setChildSubreaper()) throw new Error('prctl(PR_SET_CHILD_SUBREAPER) failed');
+    await mkdir(join(this.opts.stateDir, 'runc'), { recursive: true, mode: 0o700 });
+    await mkdir(join(this.opts.stateDir, 'bundles'), { recursive: true, mode: 0o700 });
+  }
+
+  container(id: string): AgentContainer {
+    const c = this.containers.get(id);
+    if (!c) throw new AgentError('NotFound', `container ${id} not found`);
+    return c;
+  }
+
+  get containerCount(): number {
+    return this.containers.size;
+  }
+
+  onOom(l: OomListener): () => void {
+    this.oomListeners.add(l);
+    return () => this.oomListeners.delete(l);
+  }
+
+  // ---- shares ----
+
+  async addShare(req: {
+    shareId: string;
+    kind: string;
+    source: string;
+    target: string;
+    readOnly: boolean;
+  }): Promise<string> {
+    checkId('share id', req.shareId);
+    if (this.shares.has(req.shareId)) throw new AgentError('AlreadyExists', `share ${req.shareId} exists`);
+    if (req.kind !== 'bind') throw new AgentError('InvalidArgument', `share kind ${req.kind} is not supported here`);
+    if (!req.source.startsWith('/')) throw new AgentError('InvalidArgument', 'share source must be absolute');
+    if (!req.target) {
+      // Identity: the source is visible as is (process backend).
+      this.shares.set(req.shareId, { path: req.source, mounted: false });
+      return req.source;
+    }
+    if (!req.target.startsWith('/')) throw new AgentError('InvalidArgument', 'share target must be absolute');
+    await mkdir(req.target, { recursive: true });
+    await runCmd('mount', ['--bind', req.source, req.target]);
+    if (req.readOnly) await runCmd('mount', ['-o', 'remount,bind,ro', req.target]);
+    this.shares.set(req.shareId, { path: req.target, mounted: true });
+    return req.target;
+  }
+
+  async removeShare(shareId: string): Promise<void> {
+    const s = this.shares.get(shareId);
+    if (!s) throw new AgentError('NotFound', `share ${shareId} not found`);
+    if (s.mounted) await runCmd('umount', ['-l', s.path]);
+    this.shares.delete(shareId);
+  }
+
+  // ---- containers ----
+
+  async createContainer(req: {
+    containerId: string;
+    specJson: Uint8Array;
+    rootfs: MountSpec[];
+    stdio: StdioWanted;
+    bundle?: string;
+  }): Promise<{ pid: number; bundle: string }> {
+    checkId('container id', req.containerId);
+    if (this.containers.has(req.containerId))
+      throw new AgentError('AlreadyExists', `container ${req.containerId} already exists`);
+    let spec: { root?: { path?: string }; process?: { terminal?: boolean } };
+    try {
+      spec = JSON.parse(Buffer.from(req.specJson).toString('utf8')) as typeof spec;
+    } catch (err) {
+      throw new AgentError('InvalidArgument', `spec is not JSON: ${(err as Error).message}`);
+    }
+    const bundle = req.bundle || join(this.opts.stateDir, 'bundles', req.containerId);
+    await mkdir(bundle, { recursive: true, mode: 0o711 });
+    const io = new ProcessIO(req.stdio);
+    const init = new AgentProcess(req.containerId, '', io);
+    const c = new AgentContainer(req.containerId, bundle, init);
+    this.containers.set(req.containerId, c);
+    const log = this.log.with({ container: req.containerId });
+    try {
+      if (req.rootfs.length > 0) {
+        const rootfs = join(bundle, 'rootfs');
+        await mkdir(rootfs, { recursive: true });
+        for (const m of req.rootfs) await mountOne(m, m.target ? join(rootfs, m.target) : rootfs);
+        c.mountedRootfs = true;
+        spec.root = { ...(spec.root ?? {}), path: rootfs };
+      }
+      spec.process = { ...(spec.process ?? {}), terminal: req.stdio.terminal };
+      await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+      const pidFile = join(bundle, 'init.pid');
+      const pid = await this.runCreateLike(io, bundle, (stdio, consoleSocket) =>
+        this.runc.create(req.containerId, { bundle, pidFile, consoleSocket, stdio }),
+      );
+      init.pid = pid || Number((await readFile(pidFile, 'utf8')).trim());
+      this.watchExit(init);
+      log.info('container created', { pid: init.pid });
+      return { pid: init.pid, bundle };
+    } catch (err) {
+      log.warn('container create failed', { error: err });
+      io.close();
+      await this.cleanupContainer(c).catch(() => undefined);
+      this.containers.delete(req.containerId);
+      throw err instanceof RuncError ? new AgentError('Internal', err.message) : err;
+    }
+  }
+
+  /** Runs a runc create/exec with the process's stdio wired (pipes or console socket). */
+  private async runCreateLike(
+    io: ProcessIO,
+    dir: string,
+    run: (stdio: Array<number | 'ignore' | 'pipe'>, consoleSocket?: string) => Promise<string>,
+  ): Promise<number> {
+    if (io.hasTerminal) {
+      const sock = join(dir, `console-${process.pid}-${Date.now()}.sock`);
+      let created!: Promise<string>;
+      const consoleReady = io.acceptConsole(
+        sock,
+        new Promise((resolve, reject) => {
+          setImmediate(() => {
+            created = run(['ignore', 'ignore', 'pipe'], sock);
+            created.then(resolve, reject);
+          });
+        }),
+      );
+      try {
+        await consoleReady;
+        await created;
+      } finally {
+        await rm(sock, { force: true });
+      }
+      return 0;
+    }
+    const stdio = io.openPipes();
+    try {
+      await run(stdio);
+    } finally {
+      io.childSpawned();
+    }
+    return 0;
+  }
+
+  private watchExit(p: AgentProcess): void {
+    void this.reaper.watch(p.pid).then((e) => {
+      this.log.debug('process exited', { container: p.containerId, exec: p.execId, pid: p.pid, status: e.status });
+      p.markExited(e);
+    });
+  }
+
+  async startProcess(containerId: string, execId: string): Promise<number> {
+    const c = this.container(containerId);
+    const p = c.process(execId);
+    if (p.status !== 'created')
+      throw new AgentError('FailedPrecondition', `process ${execId || containerId} is ${p.status}, not created`);
+    if (execId === '') {
+      await this.runc.start(containerId).catch((err: Error) => {
+        throw new AgentError('Internal', err.message);
+      });
+      if (p.status === 'created') p.status = 'running';
+      return p.pid;
+    }
+    const dir = join(c.bundle, 'execs');
+    await mkdir(dir, { recursive: true });
+    const pidFile = join(dir, `${execId}.pid`);
+    try {
+      await this.runCreateLike(p.io, dir, (stdio, consoleSocket) =>
+        this.runc.exec(containerId, { processJson: p.processJson!, pidFile, consoleSocket, stdio }),
+      );
+    } catch (err) {
+      // A failed start is an exit with status 1 (hcsshim semantics).
+      p.io.close();
+      p.markExited({ status: 1, exitedAt: new Date() });
+      throw new AgentError('Internal', (err as Error).message);
+    }
+    p.pid = Number((await readFile(pidFile, 'utf8')).trim());
+    p.status = 'running';
+    this.watchExit(p);
+    return p.pid;
+  }
+
+  async execProcess(req: {
+    containerId: string;
+    execId: string;
+    processJson: Uint8Array;
+    stdio: StdioWanted;
+  }): Promise<void> {
+    const c = this.container(req.containerId);
+    checkId('exec id', req.execId);
+    if (c.execs.has(req.execId)) throw new AgentError('AlreadyExists', `exec ${req.execId} already exists`);
+    if (c.init.status === 'exited') throw new AgentError('FailedPrecondition', `container ${c.id} is not running`);
+    let proc: { terminal?: boolean; args?: string[] };
+    try {
+      proc = JSON.parse(Buffer.from(req.processJson).toString('utf8')) as typeof proc;
+    } catch (err) {
+      throw new AgentError('InvalidArgument', `process spec is not JSON: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(proc.args) || proc.args.length === 0)
+      throw new AgentError('InvalidArgument', 'process spec has no args');
+    proc.terminal = req.stdio.terminal;
+    const dir = join(c.bundle, 'execs');
+    await mkdir(dir, { recursive: true });
+    const file = join(dir, `${req.execId}.json`);
+    await writeFile(file, JSON.stringify(proc));
+    c.execs.set(req.execId, new AgentProcess(req.containerId, req.execId, new ProcessIO(req.stdio), file));
+  }
+
+  async signalProcess(containerId: string, execId: string, signal: number, all: boolean): Promise<void> {
+    if (!Number.isInteger(signal) || signal <= 0 || signal > 64)
+      throw new AgentError('InvalidArgument', `invalid signal ${signal}`);
+    const c = this.container(containerId);
+    const p = c.process(execId);
+    if (p.status === 'exited') throw new AgentError('NotFound', 'process already finished');
+    if (p.status === 'created' && execId !== '') throw new AgentError('NotFound', 'process not started');
+    if (execId === '') {
+      try {
+        await this.runc.kill(containerId, signal, all);
+      } catch (err) {
+        if (err instanceof RuncError && err.notFound) throw new AgentError('NotFound', err.message);
+        throw new AgentError('Internal', (err as Error).message);
+      }
+      return;
+    }
+    if (!sysKill(p.pid, signal)) throw new AgentError('NotFound', 'process already finished');
+  }
+
+  /** Waits for exit and for the output to be delivered (or cut off after the drain timeout). */
+  async waitProcess(containerId: string, execId: string): Promise<ExitInfo> {
+    const p = this.container(containerId).process(execId);
+    const e = await p.exited;
+    if (p.outputDone.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const cut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), this.drainTimeoutMs)));
+      const r = await Promise.race([Promise.all(p.outputDone), cut]);
+      clearTimeout(timer);
+      if (r === 'timeout') {
+        p.io.abortOutput();
+        // Consumers finish their last send and report; do not wait for them forever.
+        await Promise.race([Promise.all(p.outputDone), new Promise((res) => setTimeout(res, 500))]);
+      }
+    }
+    return e;
+  }
+
+  resizePty(containerId: string, execId: string, width: number, height: number): void {
+    const p = this.container(containerId).process(execId);
+    if (!p.io.hasTerminal) throw new AgentError('FailedPrecondition', 'process has no terminal');
+    if (p.status === 'exited') throw new AgentError('NotFound', 'process already finished');
+    p.io.resize(width, height);
+  }
+
+  closeStdin(containerId: string, execId: string): void {
+    this.container(containerId).process(execId).io.closeStdin();
+  }
+
+  async pause(containerId: string): Promise<void> {
+    this.container(containerId);
+    await this.runc.pause(containerId).catch((err: Error) => {
+      throw new AgentError('FailedPrecondition', err.message);
+    });
+  }
+
+  async resume(containerId: string): Promise<void> {
+    this.container(containerId);
+    await this.runc.resume(containerId).catch((err: Error) => {
+      throw new AgentError('FailedPrecondition', err.message);
+    });
+  }
+
+  async update(containerId: string, resourcesJson: Uint8Array): Promise<void> {
+    const c = this.container(containerId);
+    try {
+      JSON.parse(Buffer.from(resourcesJson).toString('utf8'));
+    } catch {
+      throw new AgentError('InvalidArgument', 'resources are not JSON');
+    }
+    const file = join(c.bundle, `resources-${Date.now()}.json`);
+    await writeFile(file, resourcesJson);
+    try {
+      await this.runc.update(containerId, file);
+    } catch (err) {
+      throw new AgentError('Internal', (err as Error).message);
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async stats(containerId: string): Promise<RuncStats> {
+    const c = this.container(containerId);
+    if (c.init.status === 'exited') throw new AgentError('NotFound', `container ${containerId} is not running`);
+    try {
+      return await this.runc.stats(containerId);
+    } catch (err) {
+      throw new AgentError('Internal', (err as Error).message);
+    }
+  }
+
+  async listProcesses(containerId: string): Promise<Array<{ pid: number; execId: string }>> {
+    const c = this.container(containerId);
+    let pids: number[] = [];
+    if (c.init.status !== 'exited') {
+      try {
+        pids = await this.runc.ps(containerId);
+      } catch (err) {
+        this.log.debug('runc ps failed', { container: containerId, error: err });
+      }
+    }
+    const byPid = new Map<number, string>();
+    for (const [id, p] of c.execs) if (p.status === 'running') byPid.set(p.pid, id);
+    return pids.map((pid) => ({ pid, execId: byPid.get(pid) ?? '' }));
+  }
+
+  deleteProcess(containerId: string, execId: string): void {
+    const c = this.container(containerId);
+    if (execId === '') throw new AgentError('InvalidArgument', 'use DeleteContainer for the init process');
+    const p = c.process(execId);
+    if (p.status === 'running') throw new AgentError('FailedPrecondition', `exec ${execId} is running`);
+    p.io.close();
+    c.execs.delete(execId);
+  }
+
+  async deleteContainer(containerId: string): Promise<void> {
+    const c = this.container(containerId);
+    await this.cleanupContainer(c);
+    this.containers.delete(containerId);
+  }
+
+  private async cleanupContainer(c: AgentContainer): Promise<void> {
+    try {
+      await this.runc.delete(c.id, true);
+    } catch (err) {
+      if (!(err instanceof RuncError && err.notFound))
+        this.log.warn('runc delete failed', { container: c.id, error: err });
+    }
+    for (const p of [c.init, ...c.execs.values()]) {
+      if (p.status !== 'exited') p.markExited({ status: 255, exitedAt: new Date() });
+      p.io.close();
+    }
+    if (c.mountedRootfs) await runCmd('umount', ['-l', join(c.bundle, 'rootfs')]).catch(() => undefined);
+    await rm(c.bundle, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  /** Kills and deletes every container (agent shutdown). */
+  async shutdown(): Promise<void> {
+    for (const c of [...this.containers.values()]) {
+      await this.cleanupContainer(c).catch(() => undefined);
+      this.containers.delete(c.id);
+    }
+    for (const id of [...this.shares.keys()]) await this.removeShare(id).catch(() => undefined);
+  }
+
+  emitOom(containerId: string): void {
+    for (const l of this.oomListeners) l(containerId);
+  }
+}
+
+function runCmd(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const err: Buffer[] = [];
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0
+        ? resolve()
+        : reject(new AgentError('Internal', `${cmd} ${args.join(' ')}: ${Buffer.concat(err).toString().trim()}`)),
+    );
+  });
+}
+
+async function mountOne(m: MountSpec, target: string): Promise<void> {
+  if (!/^[a-z0-9_.-]+$/i.test(m.type)) throw new AgentError('InvalidArgument', `invalid mount type ${m.type}`);
+  const opts = m.options.filter((o) => o !== '');
+  const args = ['-t', m.type];
+  if (opts.length) args.push('-o', opts.join(','));
+  args.push(m.source, target);
+  await runCmd('mount', args);
+}

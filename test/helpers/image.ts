@@ -1,0 +1,171 @@
+// A local OCI test image built from Debian's busybox-static (no registry needed): a rootfs with
+// /bin/busybox and applet symlinks, packed as a gzip layer in an OCI image layout tar, cached on disk by
+// content hash, and imported with `ctr image import`.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, symlink, copyFile, chmod, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+
+const execFileP = promisify(execFile);
+
+export const BUSYBOX = '/bin/busybox';
+export const TEST_IMAGE = 'localhost/lcow-test/busybox:latest';
+export const APPLETS = [
+  'sh',
+  'echo',
+  'cat',
+  'sleep',
+  'true',
+  'false',
+  'uname',
+  'ps',
+  'ls',
+  'id',
+  'env',
+  'head',
+  'wc',
+  'stty',
+  'kill',
+  'mount',
+  'hostname',
+  'dd',
+  'seq',
+  'tr',
+  'grep',
+  'yes',
+  'test',
+];
+const DIRS = ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'root', 'run', 'var'];
+const BUILDER_VERSION = '1';
+
+/** A plain directory rootfs (for runc-level tests). */
+export async function buildBusyboxRootfs(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  for (const d of DIRS) await mkdir(join(dir, d), { recursive: true });
+  await copyFile(BUSYBOX, join(dir, 'bin/busybox'));
+  await chmod(join(dir, 'bin/busybox'), 0o755);
+  for (const a of APPLETS) await symlink('busybox', join(dir, 'bin', a));
+}
+
+// ---- tar (ustar) ----
+
+function octal(n: number, width: number): string {
+  return n.toString(8).padStart(width - 1, '0') + '\0';
+}
+
+function tarHeader(name: string, type: '0' | '2' | '5', size: number, mode: number, linkname = ''): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 100, 'utf8');
+  h.write(octal(mode, 8), 100);
+  h.write(octal(0, 8), 108);
+  h.write(octal(0, 8), 116);
+  h.write(octal(size, 12), 124);
+  h.write(octal(0, 12), 136);
+  h.write('        ', 148);
+  h.write(type, 156);
+  h.write(linkname, 157, 100, 'utf8');
+  h.write('ustar\0', 257);
+  h.write('00', 263);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(octal(sum, 7) + ' ', 148);
+  return h;
+}
+
+class TarWriter {
+  private parts: Buffer[] = [];
+  dir(name: string): void {
+    this.parts.push(tarHeader(name.endsWith('/') ? name : name + '/', '5', 0, 0o755));
+  }
+  file(name: string, data: Buffer, mode = 0o644): void {
+    this.parts.push(tarHeader(name, '0', data.length, mode), data);
+    const pad = (512 - (data.length % 512)) % 512;
+    if (pad) this.parts.push(Buffer.alloc(pad));
+  }
+  symlink(name: string, target: string): void {
+    this.parts.push(tarHeader(name, '2', 0, 0o777, target));
+  }
+  finish(): Buffer {
+    return Buffer.concat([...this.parts, Buffer.alloc(1024)]);
+  }
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** Builds (or reuses) the OCI layout tar; returns its path. */
+export function buildImageArchive(cacheDir = '/var/tmp/lcow-test-images'): string {
+  const bb = readFileSync(BUSYBOX);
+  const key = sha(Buffer.concat([bb, Buffer.from(BUILDER_VERSION + APPLETS.join(',') + TEST_IMAGE)])).slice(0, 16);
+  const out = join(cacheDir, `busybox-${key}.tar`);
+  if (existsSync(out)) return out;
+  mkdirSync(cacheDir, { recursive: true });
+
+  const layer = new TarWriter();
+  for (const d of DIRS) layer.dir(d);
+  layer.file('bin/busybox', bb, 0o755);
+  for (const a of APPLETS) layer.symlink(`bin/${a}`, 'busybox');
+  layer.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
+  layer.file('etc/group', Buffer.from('root:x:0:\n'));
+  const layerTar = layer.finish();
+  const layerGz = gzipSync(layerTar, { level: 6 });
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: { Env: ['PATH=/bin'], Cmd: ['sh'], WorkingDir: '/' },
+      rootfs: { type: 'layers', diff_ids: [`sha256:${sha(layerTar)}`] },
+      history: [{ created_by: 'lcow test image builder' }],
+    }),
+  );
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: {
+        mediaType: 'application/vnd.oci.image.config.v1+json',
+        digest: `sha256:${sha(config)}`,
+        size: config.length,
+      },
+      layers: [
+        {
+          mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+          digest: `sha256:${sha(layerGz)}`,
+          size: layerGz.length,
+        },
+      ],
+    }),
+  );
+  const index = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          digest: `sha256:${sha(manifest)}`,
+          size: manifest.length,
+          platform: { architecture: 'amd64', os: 'linux' },
+          annotations: { 'io.containerd.image.name': TEST_IMAGE, 'org.opencontainers.image.ref.name': 'latest' },
+        },
+      ],
+    }),
+  );
+  const archive = new TarWriter();
+  archive.file('oci-layout', Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
+  archive.dir('blobs');
+  archive.dir('blobs/sha256');
+  for (const blob of [config, manifest, layerGz]) archive.file(`blobs/sha256/${sha(blob)}`, blob);
+  archive.file('index.json', index);
+  writeFileSync(out + '.tmp', archive.finish());
+  writeFileSync(out, readFileSync(out + '.tmp'));
+  return out;
+}
+
+/** Imports the test image into a containerd reachable at `address` (namespace `ns`). */
+export async function importTestImage(address: string, ns = 'default', ctrBin = 'ctr'): Promise<string> {
+  const archive = buildImageArchive();
+  await execFileP(ctrBin, ['--address', address, '--namespace', ns, 'images', 'import', archive]);
+  return TEST_IMAGE;
+}
