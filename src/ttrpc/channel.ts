@@ -109,14 +109,24 @@ export class Channel {
     return this.drainWaiter;
   }
 
-  /** Stop reading from the socket until every hold is released (a receive queue is full). */
+  /** Stop reading (socket and already-received bytes) until every hold is released, e.g. a receive queue is full. */
   holdReading(): void {
-    if (this.readHolds++ === 0 && !this.isClosed) this.socket.pause();
+    if (this.readHolds++ === 0 && !this.isClosed) {
+      this.decoder.pause();
+      this.socket.pause();
+    }
   }
 
   releaseReading(): void {
     if (this.readHolds === 0) return;
-    if (--this.readHolds === 0 && !this.isClosed) this.socket.resume();
+    if (--this.readHolds > 0) return;
+    // Resume outside the caller's stack: the caller is often a consumer in the middle of taking a message,
+    // and resuming delivers frames synchronously.
+    queueMicrotask(() => {
+      if (this.readHolds > 0 || this.isClosed) return;
+      this.decoder.resume();
+      if (this.readHolds === 0 && !this.isClosed) this.socket.resume();
+    });
   }
 
   /** Sends what is queued, then closes (graceful: the last responses reach the peer). */

@@ -90,6 +90,9 @@ export class FrameDecoder {
   private body: Buffer = EMPTY;
   private bodyFilled = 0;
   private skipRemaining = 0;
+  private paused = false;
+  /** Unprocessed rest of a chunk that arrived while paused (a view, not a copy). */
+  private pending: Buffer | undefined;
 
   constructor(
     private readonly handler: FrameHandler,
@@ -105,10 +108,35 @@ export class FrameDecoder {
     return this.state === State.DEAD;
   }
 
+  /**
+   * Stops delivering frames, even in the middle of a chunk: the rest is kept (as a view) until resume().
+   * This is what makes "pause the socket" an exact bound rather than "after this 64 KiB chunk".
+   */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    const rest = this.pending;
+    this.pending = undefined;
+    if (rest) this.push(rest);
+  }
+
   push(chunk: Buffer): void {
+    if (this.pending) {
+      // Only reachable if the owner keeps feeding while paused; keep order, never drop bytes.
+      this.pending = Buffer.concat([this.pending, chunk]);
+      return;
+    }
     let pos = 0;
     const end = chunk.length;
     while (pos < end) {
+      if (this.paused && this.state !== State.DEAD) {
+        this.pending = chunk.subarray(pos);
+        return;
+      }
       switch (this.state) {
         case State.HEADER: {
           // Fast path: a whole header in this chunk needs no staging copy.
@@ -196,6 +224,7 @@ export class FrameDecoder {
 
   private die(reason: string): void {
     this.state = State.DEAD;
+    this.pending = undefined;
     this.body = EMPTY;
     this.bodyFilled = 0;
     this.handler.onGarbage(reason);

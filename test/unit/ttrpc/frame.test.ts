@@ -208,4 +208,21 @@ describe('ttrpc frame codec', () => {
       assert.ok(d.dead);
     }
   });
+
+  it('pauses in the middle of a chunk and resumes where it stopped', () => {
+    const stream = Buffer.concat([unaryRequest, unaryRequest, unaryRequest]);
+    const seen: number[] = [];
+    const d: FrameDecoder = new FrameDecoder({
+      onFrame: (h) => {
+        seen.push(h.streamId);
+        if (seen.length === 1) d.pause();
+      },
+      onOversized: () => assert.fail('not oversized'),
+      onGarbage: () => assert.fail('not garbage'),
+    });
+    d.push(stream);
+    assert.equal(seen.length, 1, 'no frame delivered while paused');
+    d.resume();
+    assert.equal(seen.length, 3);
+  });
 });
