@@ -1,0 +1,39 @@
+// An exported host directory: its root fd (O_PATH, opened once), qid map and lock table, shared by all
+// connections that attach to it.
+
+import { LockTable } from './locks.js';
+import { QidMapper } from './qid.js';
+import { O, close, fstatx, openat, AT_FDCWD, S_IFDIR, S_IFMT, type StatX } from '../util/syscalls.js';
+
+export interface ExportConfig {
+  /** Name matched against Tattach's aname (the directory path matches too). */
+  name: string;
+  path: string;
+  readOnly?: boolean;
+}
+
+export class ExportRoot {
+  readonly rootFd: number;
+  readonly rootStat: StatX;
+  readonly qids = new QidMapper();
+  readonly locks = new LockTable();
+
+  constructor(
+    readonly name: string,
+    readonly path: string,
+    readonly readOnly: boolean,
+  ) {
+    this.rootFd = openat(AT_FDCWD, path, O.PATH | O.DIRECTORY);
+    this.rootStat = fstatx(this.rootFd);
+    if ((this.rootStat.mode & S_IFMT) !== S_IFDIR) {
+      close(this.rootFd);
+      throw new Error(`export ${path} is not a directory`);
+    }
+    // The root's device claims qid device index 0.
+    this.qids.path(this.rootStat.devMajor, this.rootStat.devMinor, this.rootStat.ino);
+  }
+
+  close(): void {
+    close(this.rootFd);
+  }
+}

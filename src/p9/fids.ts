@@ -1,0 +1,136 @@
+// Per-connection fid table. A fid is small: export, relative path, qid, file identity and lazily opened host
+// handles. The table is bounded (maxFids); exhaustion answers ENFILE and the connection keeps working.
+
+import { P9Error, Errno } from './errno.js';
+import type { HostHandle } from './hostfd.js';
+import type { Qid } from './messages.js';
+import type { ExportRoot } from './export.js';
+import type { DirSnapshot } from './readdir.js';
+import type { XattrState } from './xattr.js';
+
+/** (device, inode) of the file a fid names; used to verify reopen-by-path and to key the lock table. */
+export interface FileIdentity {
+  devMajor: number;
+  devMinor: number;
+  ino: bigint;
+}
+
+export function identityKey(id: FileIdentity): string {
+  return `${id.devMajor}:${id.devMinor}:${id.ino}`;
+}
+
+export interface OpenFile {
+  io: HostHandle;
+  /** Host open(2) flags used to reopen after LRU eviction (TRUNC/CREAT/EXCL removed). */
+  reopenFlags: number;
+  writable: boolean;
+}
+
+export class Fid {
+  open: OpenFile | null = null;
+  dir: DirSnapshot | null = null;
+  xattr: XattrState | null = null;
+  /** Lock owners (lock-table keys) that took locks through this fid; released on clunk. */
+  lockOwners: Set<string> | null = null;
+
+  constructor(
+    readonly id: number,
+    readonly exp: ExportRoot,
+    public path: string,
+    public qid: Qid,
+    public ident: FileIdentity,
+    /** O_PATH handle on the file itself (never followed if it is a symlink). */
+    readonly handle: HostHandle,
+    /** uid from Tattach (n_uname), used as owner of created files; undefined when unknown. */
+    readonly uid: number | undefined,
+  ) {}
+
+  get isDir(): boolean {
+    return (this.qid.type & 0x80) !== 0;
+  }
+}
+
+export class FidTable {
+  private readonly fids = new Map<number, Fid>();
+  /** Fids by path, so unlink and rename can find the fids naming a path without scanning. */
+  private readonly byPath = new Map<string, Set<Fid>>();
+
+  constructor(readonly max: number) {}
+
+  get size(): number {
+    return this.fids.size;
+  }
+
+  has(id: number): boolean {
+    return this.fids.has(id);
+  }
+
+  /** The fid, or EBADF (also for a newfid a short walk never created). */
+  get(id: number): Fid {
+    const fid = this.fids.get(id);
+    if (fid === undefined) throw new P9Error(Errno.EBADF, `unknown fid ${id}`);
+    return fid;
+  }
+
+  /** Throws ENFILE when a new fid would exceed the bound. Call before doing work for a new fid. */
+  checkRoom(id: number): void {
+    if (!this.fids.has(id) && this.fids.size >= this.max) throw new P9Error(Errno.ENFILE, 'fid table full');
+  }
+
+  /** Throws EINVAL when `id` is already in use (newfid of walk/xattrwalk, attach fid). */
+  checkFree(id: number): void {
+    if (this.fids.has(id)) throw new P9Error(Errno.EINVAL, `fid ${id} in use`);
+    this.checkRoom(id);
+  }
+
+  add(fid: Fid): void {
+    this.checkRoom(fid.id);
+    this.fids.set(fid.id, fid);
+    this.index(fid);
+  }
+
+  /** Removes and returns the fid; the caller releases its resources. */
+  take(id: number): Fid {
+    const fid = this.get(id);
+    this.fids.delete(id);
+    this.unindex(fid);
+    return fid;
+  }
+
+  all(): IterableIterator<Fid> {
+    return this.fids.values();
+  }
+
+  withPath(path: string): ReadonlySet<Fid> | undefined {
+    return this.byPath.get(path);
+  }
+
+  setPath(fid: Fid, path: string): void {
+    this.unindex(fid);
+    fid.path = path;
+    this.index(fid);
+  }
+
+  /** After a rename of `from` to `to`, fids naming `from` or anything below it follow the move. */
+  renamed(from: string, to: string): void {
+    const prefix = from + '/';
+    for (const [path, set] of [...this.byPath]) {
+      if (path !== from && !path.startsWith(prefix)) continue;
+      const newPath = to + path.slice(from.length);
+      for (const fid of [...set]) this.setPath(fid, newPath);
+    }
+  }
+
+  private index(fid: Fid): void {
+    let set = this.byPath.get(fid.path);
+    if (set === undefined) this.byPath.set(fid.path, (set = new Set()));
+    set.add(fid);
+  }
+
+  private unindex(fid: Fid): void {
+    const set = this.byPath.get(fid.path);
+    if (set === undefined) return;
+    set.delete(fid);
+    if (set.size === 0) this.byPath.delete(fid.path);
+  }
+}

@@ -1,0 +1,206 @@
+// Tlopen, Tlcreate, Tread, Twrite, Tfsync.
+//
+// Reads first try preadv2(RWF_NOWAIT) synchronously straight into the reply buffer (data in the page cache is
+// served in ~1 µs without a threadpool hop, measured ~35 µs here); whatever is not cached is read through
+// Node's async fs on the libuv threadpool so a slow disk never stalls the event loop. Writes and fsync always
+// go through the threadpool (buffered writes may block on dirty-page throttling; RWF_NOWAIT writes are
+// refused by ext4 for buffered I/O).
+
+import { promisify } from 'node:util';
+import fs from 'node:fs';
+import { Errno, P9Error } from '../errno.js';
+import type { Fid } from '../fids.js';
+import { HostHandle } from '../hostfd.js';
+import {
+  MsgType,
+  type RMessage,
+  type Tfsync,
+  type Tlcreate,
+  type Tlopen,
+  type Tread,
+  type Twrite,
+} from '../messages.js';
+import { checkNewName, joinPath } from '../pathsafe.js';
+import { qidFromStat } from '../qid.js';
+import { allocDataReply, finishDataReply } from '../codec.js';
+import {
+  AT_FDCWD,
+  AT_EMPTY_PATH,
+  AT_SYMLINK_NOFOLLOW,
+  O,
+  S_IFMT,
+  S_IFREG,
+  close,
+  fchownat,
+  fstatx,
+  openat,
+  preadNoWait,
+  procFdPath,
+  statx,
+} from '../../util/syscalls.js';
+import { assertOpenableType, assertWritable, dirFid, iounit, makeFid, pathFid } from './common.js';
+import { reopenFlags, toHostOpenFlags } from './openflags.js';
+import { writeXattr } from '../xattr.js';
+import type { Session } from '../session.js';
+
+const fsRead = promisify(fs.read);
+const fsWrite = promisify(fs.write);
+const fsFsync = promisify(fs.fsync);
+const fsFdatasync = promisify(fs.fdatasync);
+
+/** Opens the file an O_PATH fd names, through its /proc magic link (the exact inode, no path re-resolution). */
+function openThroughPathFd(pathFd: number, flags: number, noatime: boolean): number {
+  if (noatime) {
+    try {
+      return openat(AT_FDCWD, procFdPath(pathFd), flags | O.NOATIME);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EPERM') throw err;
+    }
+  }
+  return openat(AT_FDCWD, procFdPath(pathFd), flags);
+}
+
+function attachOpenFile(s: Session, fid: Fid, fd: number, flags: number, writable: boolean): void {
+  const reopen = reopenFlags(flags);
+  const io = new HostHandle(() => s.fds.with(fid.handle, (pfd) => openThroughPathFd(pfd, reopen, false)), fd);
+  fid.open = { io, reopenFlags: reopen, writable };
+  s.fds.adopt(io);
+}
+
+export function lopen(s: Session, msg: Tlopen): RMessage {
+  const fid = pathFid(s, msg.fid);
+  if (fid.open !== null) throw new P9Error(Errno.EINVAL, 'fid already open');
+  const host = toHostOpenFlags(msg.flags);
+  if (fid.exp.readOnly && (host.writable || host.flags & O.TRUNC)) throw new P9Error(Errno.EROFS);
+  const fd = s.fds.with(fid.handle, (pfd) => {
+    const st = fstatx(pfd);
+    assertOpenableType(st);
+    if ((st.mode & S_IFMT) !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
+    return openThroughPathFd(pfd, host.flags, host.noatime);
+  });
+  attachOpenFile(s, fid, fd, host.flags, host.writable);
+  if (host.flags & O.TRUNC) fid.qid = qidFromStat(fid.exp.qids, fstatx(fd));
+  return { type: MsgType.Rlopen, qid: fid.qid, iounit: iounit(s) };
+}
+
+/** Best-effort ownership of a new file: the attaching uid and the gid the create message names. */
+export function chownNew(fd: number, uid: number | undefined, gid: number): void {
+  try {
+    fchownat(fd, '', uid ?? -1, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+  } catch {
+    // Not permitted when the server does not run as root: the file keeps the server's ownership.
+  }
+}
+
+export function lcreate(s: Session, msg: Tlcreate): RMessage {
+  const dir = dirFid(s, msg.fid);
+  if (dir.open !== null) throw new P9Error(Errno.EINVAL, 'fid already open');
+  checkNewName(msg.name);
+  assertWritable(dir.exp);
+  const host = toHostOpenFlags(msg.flags);
+  const path = joinPath(dir.path, msg.name);
+  const { ioFd, pathFd } = s.fds.with(dir.handle, (dfd) => {
+    // An existing non-regular entry would be *opened* by O_CREAT without O_EXCL: refuse it before touching it.
+    try {
+      const existing = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
+      if ((existing.mode & S_IFMT) !== S_IFREG) throw new P9Error(host.flags & O.EXCL ? Errno.EEXIST : Errno.ENXIO);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT') throw err;
+    }
+    const ioFd = openat(dfd, msg.name, host.flags | O.CREAT | O.NOFOLLOW | O.NONBLOCK, msg.mode & 0o7777);
+    let pathFd = -1;
+    try {
+      const st = fstatx(ioFd);
+      if ((st.mode & S_IFMT) !== S_IFREG) throw new P9Error(Errno.ENXIO);
+      chownNew(ioFd, dir.uid, msg.gid);
+      pathFd = openat(AT_FDCWD, procFdPath(ioFd), O.PATH);
+    } catch (err) {
+      close(ioFd);
+      throw err;
+    }
+    return { ioFd, pathFd };
+  });
+  let fresh;
+  try {
+    fresh = makeFid(s, dir.id, dir.exp, path, pathFd, fstatx(pathFd), dir.uid);
+  } catch (err) {
+    close(ioFd);
+    throw err;
+  }
+  // The fid now names the new, open file: replace the directory fid in place.
+  const old = s.fids.take(dir.id);
+  s.fds.dispose(old.handle);
+  s.fids.add(fresh);
+  attachOpenFile(s, fresh, ioFd, host.flags & ~O.NONBLOCK, host.writable);
+  return { type: MsgType.Rlcreate, qid: fresh.qid, iounit: iounit(s) };
+}
+
+const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
+
+export async function read(s: Session, msg: Tread): Promise<RMessage | Buffer> {
+  const fid = s.fid(msg.fid);
+  const count = Math.min(msg.count, s.maxPayload);
+  if (fid.xattr !== null) {
+    if (fid.xattr.kind !== 'read') throw new P9Error(Errno.EINVAL);
+    const v = fid.xattr.value;
+    const start = msg.offset > BigInt(v.length) ? v.length : Number(msg.offset);
+    return { type: MsgType.Rread, data: v.subarray(start, Math.min(v.length, start + count)) };
+  }
+  const open = fid.open;
+  if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
+  if (msg.offset > MAX_OFFSET) return { type: MsgType.Rread, data: Buffer.alloc(0) };
+  const pos = Number(msg.offset);
+  const reply = allocDataReply(count);
+  const fd = s.fds.acquire(open.io);
+  try {
+    // -1: nothing cached; 0: end of file; short: partly cached or end of file.
+    let n = count === 0 ? 0 : preadNoWait(fd, reply.subarray(11, 11 + count), pos);
+    const atEof = n === 0 || (n > 0 && n < count && fstatx(fd).size <= BigInt(pos + n));
+    if (n < 0) n = 0;
+    if (n < count && !atEof) {
+      const { bytesRead } = await fsRead(fd, reply, 11 + n, count - n, pos + n);
+      n += bytesRead;
+    }
+    return finishDataReply(reply, MsgType.Rread, 0, n);
+  } finally {
+    s.fds.release(open.io);
+  }
+}
+
+export async function write(s: Session, msg: Twrite): Promise<RMessage> {
+  const fid = s.fid(msg.fid);
+  if (fid.xattr !== null) {
+    if (fid.xattr.kind !== 'write') throw new P9Error(Errno.EINVAL);
+    return { type: MsgType.Rwrite, count: writeXattr(fid.xattr, msg.offset, msg.data) };
+  }
+  const open = fid.open;
+  if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
+  if (!open.writable) throw new P9Error(Errno.EBADF, 'fid not open for writing');
+  if (msg.offset > MAX_OFFSET) throw new P9Error(Errno.EFBIG);
+  const fd = s.fds.acquire(open.io);
+  try {
+    let done = 0;
+    const pos = Number(msg.offset);
+    while (done < msg.data.length) {
+      const { bytesWritten } = await fsWrite(fd, msg.data, done, msg.data.length - done, pos + done);
+      if (bytesWritten === 0) break;
+      done += bytesWritten;
+    }
+    return { type: MsgType.Rwrite, count: done };
+  } finally {
+    s.fds.release(open.io);
+  }
+}
+
+export async function fsync(s: Session, msg: Tfsync): Promise<RMessage> {
+  const fid = s.fid(msg.fid);
+  const open = fid.open;
+  if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
+  const fd = s.fds.acquire(open.io);
+  try {
+    await (msg.datasync !== 0 ? fsFdatasync(fd) : fsFsync(fd));
+    return { type: MsgType.Rfsync };
+  } finally {
+    s.fds.release(open.io);
+  }
+}
