@@ -1,0 +1,186 @@
+// The `process` sandbox backend: the guest agent runs as a host child process in its own mount namespace
+// (`unshare -m`), serving ttrpc on a unix socket in the state dir. NOT VM-isolated: for development and
+// fast tests of shim <-> agent <-> runc only.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { TtrpcClient } from '../../ttrpc/index.js';
+import type { Logger } from '../../util/log.js';
+import type {
+  BootedSandbox,
+  Sandbox,
+  SandboxExitReason,
+  SandboxOptions,
+  SandboxRecord,
+  SandboxStats,
+  Share,
+} from '../sandbox.js';
+
+const AGENT_SCRIPT = fileURLToPath(new URL('../../../shim/lcow-agent.js', import.meta.url));
+const BOOT_TIMEOUT_MS = 15_000;
+
+/** Field 22 of /proc/<pid>/stat: identifies a pid incarnation (pid reuse guard). */
+export async function processStartTime(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export class ProcessSandbox implements Sandbox {
+  readonly backend = 'process';
+  readonly isolated = false;
+  private child: ChildProcess | undefined;
+  private client: TtrpcClient | undefined;
+  private startTime = '';
+  private exitCbs: Array<(r: SandboxExitReason) => void> = [];
+  private exited: Promise<void> | undefined;
+  private stopping = false;
+  private shareSeq = 0;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: SandboxOptions) {
+    this.log = opts.logger.with({ sandbox: opts.id, backend: 'process' });
+  }
+
+  get socketPath(): string {
+    return join(this.opts.stateDir, 'agent.sock');
+  }
+
+  async boot(): Promise<BootedSandbox> {
+    this.log.warn('sandbox backend "process": containers are NOT VM-isolated (development backend)');
+    await mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
+    const child = spawn(
+      'unshare',
+      [
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        process.execPath,
+        AGENT_SCRIPT,
+        '--state-dir',
+        this.opts.stateDir,
+        '--listen',
+        this.socketPath,
+        '--ready-fd',
+        '3',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], detached: true },
+    );
+    this.child = child;
+    const lines = createInterface({ input: child.stderr! });
+    lines.on('line', (line) => this.log.info('agent', { line }));
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.log.info('agent exited', { code, signal });
+        const reason: SandboxExitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
+        for (const cb of this.exitCbs.splice(0)) cb(reason);
+        resolve();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('guest agent did not become ready in time')), BOOT_TIMEOUT_MS);
+      const ready = child.stdio[3] as NodeJS.ReadableStream;
+      ready.once('data', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      child.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`guest agent exited during boot (code ${code})`));
+      });
+    });
+    (child.stdio[3] as NodeJS.ReadableStream & { destroy(): void }).destroy();
+    this.startTime = (await processStartTime(child.pid!)) ?? '';
+    this.client = await TtrpcClient.connect(this.socketPath);
+    return { agent: this.client, pids: [child.pid!] };
+  }
+
+  async addShare(hostPath: string, _opts: { readOnly: boolean }): Promise<Share> {
+    // Same host, same paths: the agent sees host paths as they are (identity share).
+    return { shareId: `share-${++this.shareSeq}`, guestPath: hostPath };
+  }
+
+  async removeShare(_shareId: string): Promise<void> {}
+
+  async stats(): Promise<SandboxStats[]> {
+    const pid = this.child?.pid;
+    if (!pid) return [];
+    try {
+      const status = await readFile(`/proc/${pid}/status`, 'utf8');
+      const m = /VmRSS:\s+(\d+) kB/.exec(status);
+      return [{ pid, rssBytes: m ? Number(m[1]) * 1024 : 0 }];
+    } catch {
+      return [];
+    }
+  }
+
+  onExit(cb: (reason: SandboxExitReason) => void): void {
+    this.exitCbs.push(cb);
+  }
+
+  record(): SandboxRecord {
+    return {
+      backend: this.backend,
+      id: this.opts.id,
+      stateDir: this.opts.stateDir,
+      pids: this.child?.pid ? [{ pid: this.child.pid, startTime: this.startTime }] : [],
+    };
+  }
+
+  async stop(mode: 'graceful' | 'force'): Promise<void> {
+    this.stopping = true;
+    this.client?.close();
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill(mode === 'graceful' ? 'SIGTERM' : 'SIGKILL');
+      const timer = setTimeout(() => child.kill('SIGKILL'), mode === 'graceful' ? 5000 : 0);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    await cleanupProcessSandbox(this.record());
+  }
+}
+
+/** Kills the agent (if it is still the recorded incarnation), force-deletes runc containers, removes state. */
+export async function cleanupProcessSandbox(rec: SandboxRecord): Promise<void> {
+  for (const { pid, startTime } of rec.pids) {
+    if (pid > 0 && (await processStartTime(pid)) === startTime) {
+      try {
+        process.kill(-pid, 'SIGKILL');
+      } catch {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+  }
+  const root = join(rec.stateDir, 'runc');
+  let ids: string[] = [];
+  try {
+    ids = await readdir(root);
+  } catch {
+    // no runc state
+  }
+  for (const id of ids) await runcForceDelete(root, id);
+  await rm(rec.stateDir, { recursive: true, force: true });
+}
+
+function runcForceDelete(root: string, id: string): Promise<void> {
+  return new Promise((resolve) => {
+    const c = spawn('runc', ['--root', root, 'delete', '--force', id], { stdio: 'ignore' });
+    c.on('error', () => resolve());
+    c.on('close', () => resolve());
+  });
+}

@@ -1,0 +1,82 @@
+// The shim daemon: log to the bundle's `log` fifo, runtime options from stdin, Task service on the socket
+// passed as fd 3 (or -socket), events to TTRPC_ADDRESS, graceful exit on Shutdown / SIGTERM.
+import { constants, openSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { cgroupVersion } from '../agent/stats.js';
+import { TaskService } from '../task/service.js';
+import { createTaskServer } from '../task/server.js';
+import { Logger, parseLogLevel, type LogSink } from '../util/log.js';
+import type { ShimFlags } from './flags.js';
+import { decodeStdinOptions, sandboxBackend } from './options.js';
+import { TtrpcEventPublisher } from './publisher.js';
+import { readAll } from './start.js';
+
+/** containerd holds the fifo open O_RDWR, so a non-blocking O_WRONLY open succeeds at once (ENXIO if not). */
+function openLogSink(bundle: string): LogSink {
+  try {
+    const fd = openSync(join(bundle, 'log'), constants.O_WRONLY | constants.O_NONBLOCK);
+    const s = new net.Socket({ fd, readable: false, writable: true });
+    s.on('error', () => undefined);
+    return { write: (line: string) => (s.writable && s.writableLength < 1 << 20 ? s.write(line) : false) };
+  } catch {
+    return { write: () => undefined };
+  }
+}
+
+export async function serveAction(flags: ShimFlags): Promise<void> {
+  const bundle = flags.bundle || process.cwd();
+  const log = new Logger(openLogSink(bundle), flags.debug ? 'debug' : parseLogLevel(process.env.LCOW_LOG_LEVEL), {
+    shim: 'lcow',
+    namespace: flags.namespace,
+  });
+  process.on('uncaughtException', (err) => log.error('uncaught exception', { error: err.stack }));
+  process.on('unhandledRejection', (err) => log.error('unhandled rejection', { error: String(err) }));
+  const opts = decodeStdinOptions(await readAll(process.stdin), flags.id);
+  const backend = sandboxBackend(opts.config);
+  log.info('shim serving', { id: flags.id, pid: process.pid, sandbox: backend ?? 'none' });
+  const ttrpcAddress = opts.bootstrap?.containerdTtrpcAddress || process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`;
+  const publisher = new TtrpcEventPublisher(ttrpcAddress, flags.namespace, log);
+  let exiting = false;
+  const exit = async (why: string): Promise<void> => {
+    if (exiting) return;
+    exiting = true;
+    log.info('shim exiting', { reason: why });
+    await svc.close().catch(() => undefined);
+    await publisher.flush(3000);
+    publisher.close();
+    await server.close().catch(() => undefined);
+    if (flags.socket) {
+      try {
+        unlinkSync(flags.socket);
+      } catch {
+        // gone
+      }
+    }
+    process.exit(0);
+  };
+  const svc = new TaskService({
+    namespace: flags.namespace,
+    logger: log,
+    publisher,
+    sandboxBackend: backend,
+    stateRoot: join('/run/lcow', flags.namespace),
+    hostCgroupVersion: cgroupVersion(),
+    onShutdown: () => void exit('shutdown'),
+  });
+  const server = createTaskServer(svc, log);
+  const fd = Number(process.env.LCOW_SHIM_LISTEN_FD ?? '');
+  delete process.env.LCOW_SHIM_LISTEN_FD;
+  if (Number.isInteger(fd) && fd > 2) {
+    const listener = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.listen({ fd }, () => resolve());
+    });
+    await server.serve(listener);
+  } else if (flags.socket) {
+    await server.serve(flags.socket);
+  } else throw new Error('serve needs a listening socket (fd 3 or -socket)');
+  process.on('SIGTERM', () => void exit('SIGTERM'));
+  process.on('SIGINT', () => void exit('SIGINT'));
+}

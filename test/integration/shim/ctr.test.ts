@@ -1,0 +1,141 @@
+// End to end with a private containerd 1.6 + runc: ctr -> containerd -> containerd-shim-lcow-v1 -> agent
+// (process sandbox backend) -> runc -> process, and back.
+import assert from 'node:assert/strict';
+import { containerdUnavailable, type PrivateContainerd } from '../../helpers/containerd.js';
+import { eventually, lcowState, ourMounts, ourProcesses, RUNTIME, startLcowContainerd } from './helpers.js';
+
+const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
+
+(skip ? describe.skip : describe)('shim end to end with ctr (process backend)', function () {
+  this.timeout(120_000);
+  let cd: PrivateContainerd;
+  let image: string;
+
+  before(async () => {
+    ({ cd, image } = await startLcowContainerd());
+  });
+  after(async () => {
+    await cd?.stop();
+  });
+  afterEach(async () => {
+    assert.deepEqual(await eventually(ourProcesses), [], 'no shim/agent/runc process left');
+    assert.deepEqual(ourMounts(), [], 'no mount left');
+    assert.deepEqual(lcowState(), [], 'no sandbox state left');
+    const tasks = await cd.ctr(['task', 'ls', '-q']);
+    assert.equal(tasks.stdout.trim(), '', 'no task left');
+    const cs = await cd.ctr(['container', 'ls', '-q']);
+    assert.equal(cs.stdout.trim(), '', 'no container left');
+  });
+
+  const run = (id: string, args: string[], extra: string[] = []) =>
+    cd.ctr(['run', '--rm', '--runtime', RUNTIME, ...extra, image, id, ...args], { timeoutMs: 60_000 });
+
+  it('ctr run --rm: output and exit codes 0 and 3', async () => {
+    const a = await run('e2e-ok', ['sh', '-c', 'echo hi; echo err >&2']);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(a.stdout, 'hi\n');
+    assert.match(a.stderr, /err/);
+    const b = await run('e2e-three', ['sh', '-c', 'echo hi; exit 3']);
+    assert.equal(b.code, 3);
+    assert.equal(b.stdout, 'hi\n');
+  });
+
+  it('large output is fully drained before the exit is reported', async () => {
+    const r = await run('e2e-big', ['sh', '-c', 'seq 1 200000']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 200000);
+    assert.equal(lines.at(-1), '200000');
+  });
+
+  it('kill -s SIGKILL gives 137; exec with exit codes; duplicate exec id; ps; metrics; pause/resume', async () => {
+    const c = await cd.ctr(['container', 'create', '--runtime', RUNTIME, image, 'e2e-long', 'sleep', '1000']);
+    assert.equal(c.code, 0, c.stderr);
+    const start = cd.spawnCtr(['task', 'start', 'e2e-long']);
+    const startExit = new Promise<number | null>((r) => start.on('exit', (code) => r(code)));
+    let status = '';
+    for (let i = 0; i < 100 && !/RUNNING/.test(status); i++) {
+      status = (await cd.ctr(['task', 'ls'])).stdout;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(status, /e2e-long\s+\d+\s+RUNNING/);
+
+    const ex = await cd.ctr(['task', 'exec', '--exec-id', 'x1', 'e2e-long', 'sh', '-c', 'echo in-exec; exit 7']);
+    assert.equal(ex.code, 7);
+    assert.equal(ex.stdout, 'in-exec\n');
+    const ok = await cd.ctr(['task', 'exec', '--exec-id', 'x2', 'e2e-long', 'true']);
+    assert.equal(ok.code, 0, ok.stderr);
+
+    const bg = cd.spawnCtr(['task', 'exec', '--exec-id', 'dup', 'e2e-long', 'sleep', '30']);
+    await new Promise((r) => setTimeout(r, 1500));
+    const dup = await cd.ctr(['task', 'exec', '--exec-id', 'dup', 'e2e-long', 'true']);
+    assert.notEqual(dup.code, 0);
+    assert.match(dup.stderr, /already exists/);
+    const ps = await cd.ctr(['task', 'ps', 'e2e-long']);
+    assert.equal(ps.code, 0, ps.stderr);
+    assert.ok(ps.stdout.trim().split('\n').length >= 3, ps.stdout);
+    assert.match(ps.stdout, /dup/);
+    const m = await cd.ctr(['task', 'metrics', 'e2e-long']);
+    assert.equal(m.code, 0, m.stderr);
+    assert.match(m.stdout, /memory/i);
+
+    assert.equal((await cd.ctr(['task', 'pause', 'e2e-long'])).code, 0);
+    assert.match((await cd.ctr(['task', 'ls'])).stdout, /e2e-long\s+\d+\s+PAUSED/);
+    assert.equal((await cd.ctr(['task', 'resume', 'e2e-long'])).code, 0);
+    assert.match((await cd.ctr(['task', 'ls'])).stdout, /e2e-long\s+\d+\s+RUNNING/);
+
+    const k = await cd.ctr(['task', 'kill', '-s', 'SIGKILL', 'e2e-long']);
+    assert.equal(k.code, 0, k.stderr);
+    assert.equal(await startExit, 137);
+    bg.kill();
+    const again = await cd.ctr(['task', 'kill', '-s', 'SIGKILL', 'e2e-long']);
+    assert.notEqual(again.code, 0, 'kill of an exited task is NotFound');
+    // `ctr task start` (attached) deletes the task itself once it exited.
+    const del = await cd.ctr(['container', 'delete', 'e2e-long']);
+    assert.equal(del.code, 0, del.stderr);
+  });
+
+  it('events: create, start, exit, delete are published', async () => {
+    const events = cd.spawnCtr(['events']);
+    let text = '';
+    events.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    await new Promise((r) => setTimeout(r, 300));
+    const r = await run('e2e-ev', ['true']);
+    assert.equal(r.code, 0, r.stderr);
+    for (let i = 0; i < 50 && !/\/tasks\/delete/.test(text); i++) await new Promise((res) => setTimeout(res, 100));
+    events.kill();
+    for (const topic of ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete'])
+      assert.match(text, new RegExp(`${topic}.*e2e-ev`), `missing ${topic} in:\n${text}`);
+  });
+
+  it('two containers with the same sandbox-id annotation share one shim', async () => {
+    const ann = ['--annotation', 'io.kubernetes.cri.sandbox-id=e2e-pod'];
+    for (const id of ['e2e-pod', 'e2e-app']) {
+      const c = await cd.ctr(['container', 'create', '--runtime', RUNTIME, ...ann, image, id, 'sleep', '1000']);
+      assert.equal(c.code, 0, c.stderr);
+      cd.spawnCtr(['task', 'start', id]);
+    }
+    let ls = '';
+    for (let i = 0; i < 100 && (ls.match(/RUNNING/g) ?? []).length < 2; i++) {
+      ls = (await cd.ctr(['task', 'ls'])).stdout;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const shims = ourProcesses().filter((p) => /containerd-shim-lcow-v1.*serve/.test(p));
+    assert.equal(shims.length, 1, shims.join('\n'));
+    const agents = ourProcesses().filter((p) => /lcow-agent/.test(p) && !/unshare/.test(p));
+    assert.equal(agents.length, 1, agents.join('\n'));
+    for (const id of ['e2e-app', 'e2e-pod']) {
+      assert.equal((await cd.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code, 0);
+      for (
+        let i = 0;
+        i < 50 &&
+        !/STOPPED/.test((await cd.ctr(['task', 'ls'])).stdout.split('\n').find((l) => l.startsWith(id)) ?? '');
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 500));
+      const del = await cd.ctr(['container', 'delete', id]);
+      assert.equal(del.code, 0, del.stderr);
+    }
+  });
+});
