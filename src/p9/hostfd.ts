@@ -115,7 +115,7 @@ export class HostFdCache {
       if (this.lru.size <= this.capacity) break;
       if (h.inUse > 0) continue;
       this.lru.delete(h);
-      let unlinked = false;
+      let unlinked: boolean;
       try {
         unlinked = fstatx(h.fd).nlink === 0;
       } catch {

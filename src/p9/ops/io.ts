@@ -108,17 +108,15 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
       if ((err as { code?: string }).code !== 'ENOENT') throw err;
     }
     const ioFd = openat(dfd, msg.name, host.flags | O.CREAT | O.NOFOLLOW | O.NONBLOCK, msg.mode & 0o7777);
-    let pathFd = -1;
     try {
       const st = fstatx(ioFd);
       if ((st.mode & S_IFMT) !== S_IFREG) throw new P9Error(Errno.ENXIO);
       chownNew(ioFd, dir.uid, msg.gid);
-      pathFd = openat(AT_FDCWD, procFdPath(ioFd), O.PATH);
+      return { ioFd, pathFd: openat(AT_FDCWD, procFdPath(ioFd), O.PATH) };
     } catch (err) {
       close(ioFd);
       throw err;
     }
-    return { ioFd, pathFd };
   });
   let fresh;
   try {
