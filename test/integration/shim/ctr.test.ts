@@ -139,3 +139,35 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
     }
   });
 });
+
+(skip ? describe.skip : describe)('shim recovery (process backend)', function () {
+  this.timeout(120_000);
+  let cd: PrivateContainerd;
+  let image: string;
+
+  before(async () => {
+    ({ cd, image } = await startLcowContainerd());
+  });
+  after(async () => {
+    await cd?.stop();
+  });
+
+  it('shim killed with SIGKILL: ctr task delete / container rm clean up through `delete`', async () => {
+    assert.equal((await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, 'rec-kill', 'sleep', '1000'])).code, 0);
+    const shim = ourProcesses().find((p) => /containerd-shim-lcow-v1.*serve/.test(p));
+    assert.ok(shim, 'shim running');
+    process.kill(Number(shim.split(':')[0]), 'SIGKILL');
+    let ls = '';
+    for (let i = 0; i < 50; i++) {
+      ls = (await cd.ctr(['task', 'ls'])).stdout;
+      if (!/rec-kill\s+\d+\s+RUNNING/.test(ls)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await cd.ctr(['task', 'delete', '-f', 'rec-kill']);
+    const rm = await cd.ctr(['container', 'delete', 'rec-kill']);
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.deepEqual(await eventually(ourProcesses), []);
+    assert.deepEqual(lcowState(), []);
+    assert.deepEqual(ourMounts(), []);
+  });
+});

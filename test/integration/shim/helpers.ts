@@ -52,4 +52,3 @@ export async function eventually(check: () => string[], timeoutMs = 10_000): Pro
     await new Promise((res) => setTimeout(res, 100));
   }
 }
-
