@@ -157,9 +157,8 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
     const shim = ourProcesses().find((p) => /containerd-shim-lcow-v1.*serve/.test(p));
     assert.ok(shim, 'shim running');
     process.kill(Number(shim.split(':')[0]), 'SIGKILL');
-    let ls = '';
     for (let i = 0; i < 50; i++) {
-      ls = (await cd.ctr(['task', 'ls'])).stdout;
+      const ls = (await cd.ctr(['task', 'ls'])).stdout;
       if (!/rec-kill\s+\d+\s+RUNNING/.test(ls)) break;
       await new Promise((r) => setTimeout(r, 100));
     }
