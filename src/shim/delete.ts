@@ -2,7 +2,7 @@
 // When the serving shim is alive it only makes sure this container is gone; when it is dead it tears the
 // whole sandbox down from the record in the bundle. Prints only a marshalled DeleteResponse.
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
@@ -51,6 +51,13 @@ export async function deleteAction(flags: ShimFlags): Promise<Uint8Array> {
     if (await shimAlive(rec.shimPid)) {
       if (rec.sandbox.backend === 'process') await runcDelete(join(rec.sandbox.stateDir, 'runc'), flags.id);
     } else {
+      // The serving shim is dead: its socket file stays behind unless we remove it.
+      try {
+        const address = (await readFile(join(bundle, 'address'), 'utf8')).trim();
+        if (address.startsWith('unix:///run/containerd/s/')) await unlink(address.slice('unix://'.length));
+      } catch {
+        // no address or already gone
+      }
       await cleanupSandboxRecord(rec.sandbox).catch((err: unknown) => {
         process.stderr.write(`sandbox cleanup: ${String(err)}\n`);
       });

@@ -1,6 +1,7 @@
 // End to end with a private containerd 1.6 + runc: ctr -> containerd -> containerd-shim-lcow-v1 -> agent
 // (process sandbox backend) -> runc -> process, and back.
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
 import { containerdUnavailable, type PrivateContainerd } from '../../helpers/containerd.js';
 import { eventually, lcowState, ourMounts, ourProcesses, RUNTIME, startLcowContainerd } from './helpers.js';
 
@@ -168,5 +169,10 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
     assert.deepEqual(await eventually(ourProcesses), []);
     assert.deepEqual(lcowState(), []);
     assert.deepEqual(ourMounts(), []);
+    assert.deepEqual(
+      existsSync('/run/containerd/s') ? readdirSync('/run/containerd/s') : [],
+      [],
+      'no shim socket left',
+    );
   });
 });
