@@ -140,6 +140,8 @@ export class Channel {
   close(err?: Error): void {
     if (this.isClosed) return;
     this.isClosed = true;
+    // Frames still queued in the chunk being decoded must not reach a handler that already cleaned up.
+    this.decoder.stop();
     this.socket.destroy();
     this.dispatch(() => this.handler.onClose(err));
   }

@@ -124,7 +124,16 @@ export class FrameDecoder {
     if (rest) this.push(rest);
   }
 
+  /** Delivers nothing more, for good (the connection is closed). */
+  stop(): void {
+    this.state = State.DEAD;
+    this.pending = undefined;
+    this.body = EMPTY;
+    this.bodyFilled = 0;
+  }
+
   push(chunk: Buffer): void {
+    if (this.state === State.DEAD) return;
     if (this.pending) {
       // Only reachable if the owner keeps feeding while paused; keep order, never drop bytes.
       this.pending = Buffer.concat([this.pending, chunk]);
@@ -133,11 +142,12 @@ export class FrameDecoder {
     let pos = 0;
     const end = chunk.length;
     while (pos < end) {
-      if (this.paused && this.state !== State.DEAD) {
+      // `as State`: handlers called below can stop or pause the decoder, which TypeScript cannot see.
+      if (this.paused && (this.state as State) !== State.DEAD) {
         this.pending = chunk.subarray(pos);
         return;
       }
-      switch (this.state) {
+      switch (this.state as State) {
         case State.HEADER: {
           // Fast path: a whole header in this chunk needs no staging copy.
           if (this.headerFilled === 0 && end - pos >= HEADER_LENGTH) {

@@ -106,14 +106,22 @@ export class TtrpcServer {
 
   /**
    * Graceful stop: stop accepting, answer every call in flight (new requests get UNAVAILABLE), close each
-   * connection once it is idle. Do not await this from inside a handler: it waits for that handler too.
+   * connection once it is idle. With `timeoutMs`, connections still busy after it are closed by force.
+   * Do not await this from inside a handler: it waits for that handler too.
    */
-  async shutdown(): Promise<void> {
+  async shutdown(opts: { timeoutMs?: number } = {}): Promise<void> {
     const closing = this.stopListening();
     if (this.connections.size > 0) {
       const done = new Promise<void>((resolve) => (this.allClosed = resolve));
       for (const conn of this.connections) conn.drain();
+      let timer: NodeJS.Timeout | undefined;
+      if (opts.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          for (const conn of [...this.connections]) conn.close();
+        }, opts.timeoutMs);
+      }
       await done;
+      if (timer) clearTimeout(timer);
     }
     await closing;
   }

@@ -193,4 +193,16 @@ describe('ttrpc server robustness (untrusted peers)', () => {
     await sleep(10);
     assert.ok(aborted instanceof TtrpcError && aborted.code === Code.UNAVAILABLE);
   });
+
+  it('graceful shutdown with a timeout force-closes a connection whose call never ends', async () => {
+    const client = await fx.connect();
+    const slow = client.call('test.Echo', 'Slow', new Uint8Array(0));
+    await sleep(20);
+    const started = Date.now();
+    await fx.server.shutdown({ timeoutMs: 100 });
+    const took = Date.now() - started;
+    assert.ok(took >= 95 && took < 1000, `took ${took} ms`);
+    await assert.rejects(slow, { code: Code.UNAVAILABLE });
+    releaseSlow();
+  });
 });
