@@ -1,0 +1,182 @@
+// Unit tests of the server's tables: POSIX lock ranges, qid remapping, frame splitting.
+
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { FrameReader } from '../../../src/p9/framer.js';
+import { LOCK_EOF, LockTable, rangeEnd, type LockRequest } from '../../../src/p9/locks.js';
+import { QidMapper } from '../../../src/p9/qid.js';
+
+const req = (owner: string, type: number, start: bigint, end: bigint, session = 1): LockRequest => ({
+  owner,
+  type,
+  start,
+  end,
+  procId: 1,
+  clientId: 'c',
+  session,
+});
+
+describe('p9 lock table', () => {
+  it('splits an owner range on partial unlock and merges adjacent ranges of the same type', () => {
+    const t = new LockTable();
+    assert.ok(t.trySet('f', req('a', 1, 0n, 100n)));
+    assert.ok(t.trySet('f', req('a', 2, 40n, 60n)));
+    assert.deepEqual(
+      t.ranges('f').map((r) => [r.start, r.end, r.type]),
+      [
+        [0n, 40n, 1],
+        [60n, 100n, 1],
+      ],
+    );
+    assert.ok(t.trySet('f', req('a', 1, 40n, 60n)));
+    assert.deepEqual(
+      t.ranges('f').map((r) => [r.start, r.end]),
+      [[0n, 100n]],
+    );
+    // A downgrade of the middle splits into three ranges of alternating type.
+    assert.ok(t.trySet('f', req('a', 0, 10n, 20n)));
+    assert.deepEqual(
+      t.ranges('f').map((r) => [r.start, r.end, r.type]),
+      [
+        [0n, 10n, 1],
+        [10n, 20n, 0],
+        [20n, 100n, 1],
+      ],
+    );
+    assert.equal(t.locksHeld(1), 3);
+  });
+
+  it('read locks share, write locks exclude, owners never conflict with themselves', () => {
+    const t = new LockTable();
+    assert.ok(t.trySet('f', req('a', 0, 0n, LOCK_EOF)));
+    assert.ok(t.trySet('f', req('b', 0, 5n, 10n)));
+    assert.equal(t.trySet('f', req('b', 1, 5n, 10n)), false);
+    assert.ok(t.trySet('f', req('a', 1, 0n, 5n)));
+    assert.equal(rangeEnd(5n, 0n), LOCK_EOF);
+    assert.equal(rangeEnd((1n << 64n) - 2n, 10n), LOCK_EOF);
+  });
+
+  it('wakes waiters in FIFO order when ranges are released, and cancel removes a waiter', () => {
+    const t = new LockTable();
+    t.trySet('f', req('a', 1, 0n, LOCK_EOF));
+    const granted: string[] = [];
+    t.wait('f', req('b', 1, 0n, 10n), () => granted.push('b'));
+    const cancelC = t.wait('f', req('c', 1, 0n, 10n), () => granted.push('c'));
+    t.wait('f', req('d', 0, 50n, 60n), () => granted.push('d'));
+    cancelC();
+    t.releaseOwner('f', 'a');
+    assert.deepEqual(granted, ['b', 'd']);
+  });
+
+  it('bounds the ranges a session may hold', () => {
+    const t = new LockTable(2);
+    t.trySet('f', req('a', 1, 0n, 1n));
+    t.trySet('f', req('a', 1, 5n, 6n));
+    assert.throws(() => t.trySet('f', req('a', 1, 10n, 11n)));
+    t.releaseSession(1);
+    assert.equal(t.locksHeld(1), 0);
+  });
+
+  it('property: after random operations no two owners hold conflicting overlapping ranges', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            owner: fc.constantFrom('a', 'b', 'c'),
+            type: fc.integer({ min: 0, max: 2 }),
+            start: fc.bigInt({ min: 0n, max: 50n }),
+            len: fc.bigInt({ min: 0n, max: 20n }),
+          }),
+          { maxLength: 40 },
+        ),
+        (ops) => {
+          const t = new LockTable();
+          for (const o of ops) t.trySet('f', req(o.owner, o.type, o.start, rangeEnd(o.start, o.len)));
+          const rs = t.ranges('f');
+          for (const x of rs) {
+            assert.ok(x.start < x.end);
+            for (const y of rs) {
+              if (x === y) continue;
+              const overlap = x.start < y.end && y.start < x.end;
+              if (x.owner === y.owner) assert.ok(!overlap, 'an owner overlaps itself');
+              else if (overlap) assert.ok(x.type === 0 && y.type === 0, 'conflicting locks coexist');
+            }
+          }
+        },
+      ),
+    );
+  });
+});
+
+describe('p9 qid mapper', () => {
+  it('keeps equal inode numbers on different devices distinct, and is stable', () => {
+    const m = new QidMapper();
+    const a = m.path(8, 1, 12n);
+    const b = m.path(8, 2, 12n);
+    assert.notEqual(a, b);
+    assert.equal(m.path(8, 1, 12n), a);
+    assert.equal(a, 12n); // first device: inode numbers pass through
+  });
+
+  it('remaps inodes too large for the device prefix, and answers ENFILE when the table is full', () => {
+    const m = new QidMapper(2);
+    m.path(1, 1, 1n);
+    const big1 = m.path(1, 1, 1n << 60n);
+    const big2 = m.path(1, 1, (1n << 60n) + 1n);
+    assert.notEqual(big1, big2);
+    assert.equal(m.path(1, 1, 1n << 60n), big1);
+    assert.throws(() => m.path(1, 1, (1n << 60n) + 2n), /qid remap table full/);
+  });
+});
+
+describe('p9 frame reader', () => {
+  it('reassembles frames from arbitrary chunking, byte-exact', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ minLength: 0, maxLength: 300 }), { minLength: 1, maxLength: 10 }),
+        fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 20 }),
+        (bodies, cuts) => {
+          const frames = bodies.map((b) => {
+            const f = Buffer.alloc(7 + b.length);
+            f.writeUInt32LE(f.length, 0);
+            Buffer.from(b).copy(f, 7);
+            return f;
+          });
+          const stream = Buffer.concat(frames);
+          const got: Buffer[] = [];
+          const r = new FrameReader(
+            () => 1000,
+            (f) => got.push(Buffer.from(f)),
+            () => assert.fail('bad size'),
+            () => false,
+          );
+          let off = 0;
+          for (let i = 0; off < stream.length; i++) {
+            const n = cuts[i % cuts.length]!;
+            r.push(stream.subarray(off, off + n));
+            off += n;
+          }
+          assert.deepEqual(got, frames);
+        },
+      ),
+    );
+  });
+
+  it('holds frames back while blocked and releases them on pump', () => {
+    let blocked = true;
+    const got: number[] = [];
+    const r = new FrameReader(
+      () => 100,
+      (f) => got.push(f.length),
+      () => assert.fail(),
+      () => blocked,
+    );
+    const f = Buffer.alloc(8);
+    f.writeUInt32LE(8, 0);
+    r.push(Buffer.concat([f, f]));
+    assert.deepEqual(got, []);
+    blocked = false;
+    r.pump();
+    assert.deepEqual(got, [8, 8]);
+  });
+});
