@@ -22,6 +22,8 @@ export class P9Client {
   msize = 8192;
   /** Every reply in arrival order (flush ordering tests). */
   readonly replyLog: Array<{ tag: number; type: number }> = [];
+  /** Replies whose tag this client was not waiting for (raw frames sent by fuzz tests, or a server bug). */
+  readonly unexpectedReplies: Array<{ tag: number; type: number }> = [];
   closed = false;
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private nextTag = 1;
@@ -78,7 +80,10 @@ export class P9Client {
       const reply = decode(frame) as Reply;
       this.replyLog.push({ tag: reply.tag, type: reply.type });
       const p = this.pending.get(reply.tag);
-      if (p === undefined) throw new Error(`reply for unknown tag ${reply.tag}`);
+      if (p === undefined) {
+        this.unexpectedReplies.push({ tag: reply.tag, type: reply.type });
+        continue;
+      }
       this.pending.delete(reply.tag);
       p.resolve(reply);
     }
