@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Build the utility VM image: build/guest/vmlinuz + build/guest/initrd.img.
+#
+# Contents: Debian's kernel and the modules the UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the
+# host's node (stripped) and runc with their shared libraries (ldd), the guest agent (dist/ + the node_modules
+# it imports) and hack/guest/uvm-init.sh as /init. Rebuilds only when an input changes; prints the sizes.
+#
+# Usage: hack/guest/build-image.sh [-o OUT] [-z none|gzip|zstd]
+#   -o OUT   output directory (default build/guest)
+#   -z C     initrd compression (default none: under TCG the kernel's decompressor costs more than it saves)
+# Needs `make build` first (dist/). Prints OUT on stdout.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT="$ROOT/build/guest"
+COMPRESS=${LCOW_INITRD_COMPRESS:-none}
+while getopts "o:z:h" opt; do
+  case $opt in
+    o) OUT=$OPTARG ;;
+    z) COMPRESS=$OPTARG ;;
+    h) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) exit 2 ;;
+  esac
+done
+MODULES="virtio_pci virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_vsock_virtio_transport vsock_loopback hv_sock"
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+NODE=${NODE:-$(command -v node)}
+RUNC=${RUNC:-$(command -v runc)}
+
+log() { printf 'build-image: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+for tool in cpio sha256sum strip ldd; do command -v "$tool" >/dev/null || die "missing tool: $tool"; done
+[ -x "$BUSYBOX" ] || die "no $BUSYBOX (apt-get install busybox-static)"
+if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"; fi
+[ -x "$NODE" ] || die "no node"
+[ -x "$RUNC" ] || die "no runc (apt-get install runc)"
+[ -f "$ROOT/dist/shim/lcow-agent.js" ] || die "no dist/shim/lcow-agent.js: run make build first"
+
+KERNEL=$("$ROOT/hack/guest/fetch-kernel.sh" -o "$OUT/uvm-kernel" $MODULES)
+
+# The agent: lcow-agent.js and the dist/src folders it can import (everything but the host-only ones).
+AGENT_DIRS="agent gen ttrpc util transport"
+NODE_MODULES="@bufbuild/protobuf koffi @koromix/koffi-linux-x64"
+agent_files() {
+  (cd "$ROOT/dist" && find shim/lcow-agent.js $(for d in $AGENT_DIRS; do [ -d "src/$d" ] && echo "src/$d"; done) \
+    -type f -name '*.js' | sort)
+}
+STAMP=$( {
+  cat "$KERNEL/.stamp"
+  sha256sum "$ROOT/hack/guest/uvm-init.sh" "${BASH_SOURCE[0]}" | cut -d' ' -f1
+  (cd "$ROOT/dist" && agent_files | xargs sha256sum)
+  for m in $NODE_MODULES; do cat "$ROOT/node_modules/$m/package.json"; done | sha256sum
+  stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")"
+  echo "$COMPRESS"
+} | sha256sum | cut -d' ' -f1)
+if [ -f "$OUT/.image-stamp" ] && [ "$(cat "$OUT/.image-stamp")" = "$STAMP" ] && [ -s "$OUT/initrd.img" ]; then
+  log "up to date: $(du -h "$OUT/initrd.img" | cut -f1) initrd, kernel $(cat "$KERNEL/version")"
+  echo "$OUT"
+  exit 0
+fi
+
+log "building in $OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/build-image.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+R="$WORK/root"
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,lib/modules,etc,proc,sys,dev,run,tmp,opt/lcow,root}
+chmod 1777 "$R/tmp"
+
+cp "$BUSYBOX" "$R/bin/busybox"
+for applet in $("$BUSYBOX" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$R/bin/$applet"
+done
+
+# node (stripped: the Debian binary carries debug info) and runc, with their libraries.
+strip -o "$R/usr/bin/node" "$(readlink -f "$NODE")"
+cp "$(readlink -f "$RUNC")" "$R/usr/sbin/runc"
+for bin in "$R/usr/bin/node" "$R/usr/sbin/runc"; do
+  ldd "$bin" | awk '/=> \//{print $3} /^\s*\/lib/{print $1}' | while read -r lib; do
+    dst="$R$lib"
+    [ -e "$dst" ] && continue
+    mkdir -p "$(dirname "$dst")"
+    cp -L "$lib" "$dst"
+  done
+done
+
+# Kernel modules.
+cp "$KERNEL"/modules/*.ko "$R/lib/modules/"
+cp "$KERNEL/modules.load" "$R/lib/modules/modules.load"
+
+# The agent.
+A="$R/opt/lcow"
+printf '{"type":"module","private":true}\n' >"$A/package.json"
+(cd "$ROOT/dist" && agent_files) | while read -r f; do
+  mkdir -p "$A/$(dirname "$f")"
+  cp "$ROOT/dist/$f" "$A/$f"
+done
+for m in $NODE_MODULES; do
+  mkdir -p "$A/node_modules/$m"
+  (cd "$ROOT/node_modules/$m" && find . -type f \( -name '*.js' -o -name '*.cjs' -o -name '*.json' -o -name '*.node' \) \
+    -not -path './vendor/*' -not -path './doc/*' -not -path '*/musl_*/*' -not -path '*/commonjs/*' |
+    while read -r f; do mkdir -p "$A/node_modules/$m/$(dirname "$f")" && cp "$f" "$A/node_modules/$m/$f"; done)
+done
+
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$R/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
+: >"$R/etc/resolv.conf"
+cp "$ROOT/hack/guest/uvm-init.sh" "$R/init"
+chmod 0755 "$R/init"
+
+(cd "$R" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) >"$WORK/initrd.cpio"
+case "$COMPRESS" in
+  none) mv "$WORK/initrd.cpio" "$OUT/initrd.img.new" ;;
+  gzip) gzip -6 -c "$WORK/initrd.cpio" >"$OUT/initrd.img.new" ;;
+  zstd) zstd -q -19 -T0 -c "$WORK/initrd.cpio" >"$OUT/initrd.img.new" ;;
+  *) die "unknown compression $COMPRESS" ;;
+esac
+mv "$OUT/initrd.img.new" "$OUT/initrd.img"
+cp "$KERNEL/vmlinuz" "$OUT/vmlinuz"
+cp "$KERNEL/version" "$OUT/kernel-version"
+echo "$STAMP" >"$OUT/.image-stamp"
+log "initrd $(du -h "$OUT/initrd.img" | cut -f1) ($COMPRESS; unpacked $(du -sh "$R" | cut -f1)), kernel $(cat "$KERNEL/version") $(du -h "$OUT/vmlinuz" | cut -f1)"
+echo "$OUT"

@@ -1,0 +1,102 @@
+#!/bin/busybox sh
+# /init of the utility VM (built by hack/guest/build-image.sh).
+#
+# Stage 1 (the kernel runs /init on the initramfs): runc's pivot_root cannot leave the initramfs (rootfs has no
+# parent mount), so copy the image into a tmpfs and switch_root into it. Stage 2 (`/init stage2`): mount the
+# usual filesystems, load the modules, bring up eth0 for QEMU user networking and run the guest agent. When
+# the agent exits, the VM powers off (QEMU runs with -no-reboot, so the shim sees QEMU exit).
+#
+# Kernel command line (no secret ever goes there; `ps` on the host shows it):
+#   lcow.dial=URL       the agent's control channel, e.g. tcp+token://10.0.2.100:1024 or vsock://2:1024
+#   lcow.p9=URL         where the agent dials for 9P shares (same transport)
+#   lcow.token=PATH     the per-UVM secret (default: QEMU fw_cfg opt/lcow/token)
+#   lcow.mode=agent|vsocktest|shell   vsocktest: run the guest transport self-test and power off
+#   lcow.debug=1        verbose agent logs
+# The console (ttyS0) goes to the shim's log: lines starting "LCOW " are for the shim.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+
+if [ "$1" != stage2 ]; then
+  /bin/busybox mount -t proc proc /proc
+  if /bin/busybox grep -q 'lcow.noswitch=1' /proc/cmdline; then
+    /bin/busybox umount /proc
+    exec /init stage2
+  fi
+  /bin/busybox mkdir -p /newroot
+  /bin/busybox mount -t tmpfs -o mode=0755 rootfs /newroot
+  for d in /*; do
+    case "$d" in /proc | /newroot | /sys | /dev) ;; *) /bin/busybox cp -a "$d" /newroot/ ;; esac
+  done
+  /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev
+  /bin/busybox umount /proc
+  exec /bin/busybox switch_root /newroot /init stage2
+fi
+
+mkdir -p /proc /sys /dev /run /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm /dev/mqueue
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
+ln -sf pts/ptmx /dev/ptmx 2>/dev/null
+mount -t tmpfs -o mode=1777,nosuid,nodev shm /dev/shm
+mount -t mqueue mqueue /dev/mqueue 2>/dev/null
+mount -t tmpfs -o mode=0755,nosuid,nodev run /run
+mount -t tmpfs -o mode=1777,nosuid,nodev tmp /tmp
+mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
+# Give every controller to the children (runc creates the container cgroups below the root).
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >>/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; done
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+
+echo "LCOW init uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
+for m in $(cat /lib/modules/modules.load); do
+  case "$m" in
+    hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
+  esac
+  insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"
+done
+
+hostname lcow
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+  ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2 ||
+    echo "LCOW warn network setup failed"
+fi
+
+MODE=agent
+DIAL=""
+P9=""
+TOKEN=/sys/firmware/qemu_fw_cfg/by_name/opt/lcow/token/raw
+DEBUG=""
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    lcow.dial=*) DIAL=${word#lcow.dial=} ;;
+    lcow.p9=*) P9=${word#lcow.p9=} ;;
+    lcow.token=*) TOKEN=${word#lcow.token=} ;;
+    lcow.mode=*) MODE=${word#lcow.mode=} ;;
+    lcow.debug=1) DEBUG=1 ;;
+  esac
+done
+echo "LCOW ready-for-agent uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+case "$MODE" in
+  agent)
+    LCOW_DEBUG=$DEBUG node /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow --dial "$DIAL" --p9 "$P9" \
+      --token-file "$TOKEN"
+    echo "LCOW agent exited rc=$?"
+    ;;
+  vsocktest)
+    node /opt/lcow/shim/lcow-agent.js --vsock-selftest
+    echo "LCOW vsocktest exited rc=$?"
+    ;;
+  shell)
+    sh
+    ;;
+esac
+sync
+poweroff -f
+sleep 5
+echo o >/proc/sysrq-trigger
