@@ -269,8 +269,21 @@ export class Session {
 
   private sendRaw(buf: Buffer): void {
     if (this.closed || this.stream.destroyed) return;
+    // Replies completed in the same tick leave in one writev instead of one syscall each (measured: socket
+    // writes were the server's largest CPU cost under pipelined load).
+    if (!this.corked) {
+      this.corked = true;
+      this.stream.cork();
+      process.nextTick(this.uncork);
+    }
     this.stream.write(buf);
   }
+
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.stream.uncork();
+  };
 
   /** Fid lookup for handlers (EBADF when unknown). */
   fid(id: number): Fid {

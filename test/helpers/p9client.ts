@@ -5,6 +5,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { decode, encode, type Decoded } from '../../src/p9/codec.js';
 import { errnoName } from '../../src/p9/errno.js';
+import { FrameReader } from '../../src/p9/framer.js';
 import { MsgType, NOFID, NONUNAME, NOTAG, type Qid, type RMessage, type TMessage } from '../../src/p9/messages.js';
 
 export class P9ClientError extends Error {
@@ -28,11 +29,16 @@ export class P9Client {
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private nextTag = 1;
   private nextFid = 1;
-  private buf: Buffer = Buffer.alloc(0);
+  private readonly reader = new FrameReader(
+    () => 0xffffffff,
+    (frame) => this.onFrame(frame),
+    () => this.stream.destroy(),
+    () => false,
+  );
   private readonly closeWaiters: Array<() => void> = [];
 
   constructor(readonly stream: Duplex) {
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('data', (chunk: Buffer) => this.reader.push(chunk));
     const onEnd = (): void => {
       if (this.closed) return;
       this.closed = true;
@@ -70,23 +76,16 @@ export class P9Client {
     return t;
   }
 
-  private onData(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    while (this.buf.length >= 4) {
-      const size = this.buf.readUInt32LE(0);
-      if (this.buf.length < size) return;
-      const frame = Buffer.from(this.buf.subarray(0, size));
-      this.buf = this.buf.subarray(size);
-      const reply = decode(frame) as Reply;
-      this.replyLog.push({ tag: reply.tag, type: reply.type });
-      const p = this.pending.get(reply.tag);
-      if (p === undefined) {
-        this.unexpectedReplies.push({ tag: reply.tag, type: reply.type });
-        continue;
-      }
-      this.pending.delete(reply.tag);
-      p.resolve(reply);
+  private onFrame(frame: Buffer): void {
+    const reply = decode(frame) as Reply;
+    this.replyLog.push({ tag: reply.tag, type: reply.type });
+    const p = this.pending.get(reply.tag);
+    if (p === undefined) {
+      this.unexpectedReplies.push({ tag: reply.tag, type: reply.type });
+      return;
     }
+    this.pending.delete(reply.tag);
+    p.resolve(reply);
   }
 
   /** Sends a request and resolves with the raw reply (Rlerror included). */

@@ -7,7 +7,8 @@ import { MsgType } from '../../../src/p9/messages.js';
 import { P9Client, P9ClientError } from '../../helpers/p9client.js';
 import { Fixture, until } from './fixture.js';
 
-describe('p9 bounds', () => {
+describe('p9 bounds', function () {
+  this.timeout(20_000);
   let fx: Fixture;
   afterEach(async () => {
     await fx.stop();

@@ -17,7 +17,8 @@ async function openFile(c: P9Client, root: number, name: string): Promise<number
   return fid;
 }
 
-describe('p9 locks and flush', () => {
+describe('p9 locks and flush', function () {
+  this.timeout(20_000);
   let fx: Fixture;
   beforeEach(async () => {
     fx = await Fixture.start();

@@ -20,7 +20,8 @@ async function errnoOf(p: Promise<unknown>): Promise<number> {
   return 0;
 }
 
-describe('p9 path safety', () => {
+describe('p9 path safety', function () {
+  this.timeout(20_000);
   let fx: Fixture;
   let outside: string;
   beforeEach(async () => {
@@ -122,7 +123,8 @@ describe('p9 path safety', () => {
   });
 });
 
-describe('p9 read-only export', () => {
+describe('p9 read-only export', function () {
+  this.timeout(20_000);
   let fx: Fixture;
   beforeEach(async () => {
     fx = await Fixture.start({ readOnly: true });

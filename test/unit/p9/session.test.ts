@@ -22,7 +22,8 @@ async function rejectsErrno(p: Promise<unknown>, errno: number): Promise<void> {
   });
 }
 
-describe('p9 session', () => {
+describe('p9 session', function () {
+  this.timeout(20_000);
   let fx: Fixture;
   beforeEach(async () => {
     fx = await Fixture.start();

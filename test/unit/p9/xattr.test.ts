@@ -56,7 +56,8 @@ async function ecode(p: Promise<unknown>): Promise<number> {
   }
 }
 
-describe('p9 xattrs', () => {
+describe('p9 xattrs', function () {
+  this.timeout(20_000);
   let fx: Fixture;
   beforeEach(async () => {
     fx = await Fixture.start({ maxPendingXattrs: 2 });
