@@ -28,7 +28,21 @@ export class FrameReader {
     this.pump();
   }
 
+  private pumping = false;
+
   pump(): void {
+    // Handlers may complete synchronously and call pump() again from inside onFrame; the outer loop carries
+    // on instead, so a chunk holding thousands of frames never nests thousands of stack frames.
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      this.pumpFrames();
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private pumpFrames(): void {
     while (!this.failed && this.avail >= 4 && !this.blocked()) {
       const size = this.peekSize();
       if (size < HEADER_SIZE || size > this.maxSize()) {

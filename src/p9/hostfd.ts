@@ -51,9 +51,12 @@ export class HostFdCache {
     if (h.fd < 0) {
       h.fd = h.reopen();
       h.generation++;
+      h.inUse++; // before evicting, so the handle being acquired is never the one closed
       if (!h.pinned) this.lru.set(h, true);
       this.evictOverflow();
-    } else if (!h.pinned) {
+      return h.fd;
+    }
+    if (!h.pinned) {
       this.lru.delete(h);
       this.lru.set(h, true);
     }

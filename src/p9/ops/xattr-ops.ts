@@ -4,9 +4,9 @@ import { Errno, P9Error } from '../errno.js';
 import { Fid } from '../fids.js';
 import { HostHandle } from '../hostfd.js';
 import { MsgType, type RMessage, type Txattrcreate, type Txattrwalk } from '../messages.js';
-import { dupfd } from '../../util/syscalls.js';
+import { O } from '../../util/syscalls.js';
 import { readXattr, startXattrWrite } from '../xattr.js';
-import { assertWritable, pathFid } from './common.js';
+import { assertWritable, pathFid, reopenVerified } from './common.js';
 import { withXattrPath } from './clunk.js';
 import type { Session } from '../session.js';
 
@@ -15,12 +15,13 @@ export function xattrwalk(s: Session, msg: Txattrwalk): RMessage {
   s.fids.checkFree(msg.newfid);
   if (msg.name.includes('\0')) throw new P9Error(Errno.EINVAL);
   const value = withXattrPath(fid, (p) => readXattr(p, msg.name));
-  // The xattr fid shares the file's identity; its own handle is a duplicate so clunks stay independent.
-  const fd = s.fds.with(fid.handle, dupfd);
-  const handle = new HostHandle(() => s.fds.with(fid.handle, dupfd), fd);
-  const xfid = new Fid(msg.newfid, fid.exp, fid.path, fid.qid, fid.ident, handle, fid.uid);
+  // The value is captured now; the xattr fid only reads it, so its host handle stays closed unless needed.
+  const exp = fid.exp;
+  const path = fid.path;
+  const ident = fid.ident;
+  const handle = new HostHandle(() => reopenVerified(exp, path, ident, O.PATH | O.NOFOLLOW));
+  const xfid = new Fid(msg.newfid, exp, path, fid.qid, ident, handle, fid.uid);
   xfid.xattr = { kind: 'read', value };
-  s.fds.adopt(handle);
   s.fids.add(xfid);
   return { type: MsgType.Rxattrwalk, size: BigInt(value.length) };
 }

@@ -100,3 +100,36 @@ describe('p9 bounds', function () {
     assert.equal((await c.getattr(root)).qid.type, 0x80);
   });
 });
+
+describe('p9 pipelining', function () {
+  this.timeout(30_000);
+  let fx: Fixture;
+  afterEach(async () => {
+    await fx.stop();
+  });
+
+  it('answers thousands of requests sent in one write, sync and async ones, beyond the outstanding cap', async () => {
+    fx = await Fixture.start({ maxOutstanding: 8 });
+    fx.file('f', 'pipelined');
+    const { c, root } = await fx.client();
+    const { fid } = await c.walk(root, ['f']);
+    await c.lopen(fid, 0);
+    const frames: Buffer[] = [];
+    const replies: Array<Promise<unknown>> = [];
+    const { encode } = await import('../../../src/p9/codec.js');
+    for (let i = 0; i < 6000; i++) {
+      const tag = 100 + i;
+      const msg =
+        i % 2 === 0
+          ? ({ type: MsgType.Tgetattr, fid, requestMask: 0x7ffn } as const)
+          : ({ type: MsgType.Tread, fid, offset: 0n, count: 9 } as const);
+      frames.push(encode(msg, tag));
+    }
+    // Register the tags, then send everything in one chunk.
+    for (let i = 0; i < frames.length; i++) replies.push(c.sendFrame(Buffer.alloc(0), 100 + i));
+    c.writeRaw(Buffer.concat(frames));
+    const all = (await Promise.all(replies)) as Array<{ type: number; data?: Buffer }>;
+    assert.equal(all.filter((r) => r.type === MsgType.Rgetattr).length, 3000);
+    assert.ok(all.filter((r) => r.type === MsgType.Rread).every((r) => r.data!.toString() === 'pipelined'));
+  });
+});
