@@ -75,7 +75,7 @@ done
 strip -o "$R/usr/bin/node" "$(readlink -f "$NODE")"
 cp "$(readlink -f "$RUNC")" "$R/usr/sbin/runc"
 for bin in "$R/usr/bin/node" "$R/usr/sbin/runc"; do
-  ldd "$bin" | awk '/=> \//{print $3} /^\s*\/lib/{print $1}' | while read -r lib; do
+  ldd "$bin" | awk '/=> \//{print $3} /^[ \t]*\/lib/{print $1}' | while read -r lib; do
     dst="$R$lib"
     [ -e "$dst" ] && continue
     mkdir -p "$(dirname "$dst")"

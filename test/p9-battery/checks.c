@@ -682,35 +682,46 @@ static int check_sparse_large_offset(void) {
   return PASS;
 }
 
+/* v9fs leaves the superblock's time granularity at 1 s, so the guest VFS truncates utimensat times to whole
+ * seconds before they reach the server: accept the exact nanoseconds or 0 (and say which). */
+static int same_time(const struct timespec *got, const struct timespec *want, int *truncated) {
+  if (got->tv_sec != want->tv_sec) return 0;
+  if (got->tv_nsec == want->tv_nsec) return 1;
+  if (got->tv_nsec == 0) {
+    *truncated = 1;
+    return 1;
+  }
+  return 0;
+}
+
 static int check_utimensat_explicit(void) {
+  int truncated = 0;
   SYS(write_file("f", "x", 1, 0644));
   struct timespec ts[2] = {{.tv_sec = 1000000000, .tv_nsec = 123456789}, {.tv_sec = 1234567890, .tv_nsec = 987654321}};
   SYS(utimensat(AT_FDCWD, "f", ts, 0));
   struct stat st;
   SYS(stat("f", &st));
-  EXPECT(st.st_atim.tv_sec == ts[0].tv_sec && st.st_atim.tv_nsec == ts[0].tv_nsec, "atime %lld.%09ld",
-         (long long)st.st_atim.tv_sec, st.st_atim.tv_nsec);
-  EXPECT(st.st_mtim.tv_sec == ts[1].tv_sec && st.st_mtim.tv_nsec == ts[1].tv_nsec, "mtime %lld.%09ld",
-         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  EXPECT(same_time(&st.st_atim, &ts[0], &truncated), "atime %lld.%09ld, expected %lld.%09ld",
+         (long long)st.st_atim.tv_sec, st.st_atim.tv_nsec, (long long)ts[0].tv_sec, ts[0].tv_nsec);
+  EXPECT(same_time(&st.st_mtim, &ts[1], &truncated), "mtime %lld.%09ld, expected %lld.%09ld",
+         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)ts[1].tv_sec, ts[1].tv_nsec);
   /* On a symlink itself, and through an fd. */
   SYS(symlink("f", "l"));
   struct timespec lts[2] = {{.tv_sec = 2000000, .tv_nsec = 0}, {.tv_sec = 3000000, .tv_nsec = 0}};
-  if (utimensat(AT_FDCWD, "l", lts, AT_SYMLINK_NOFOLLOW) == 0) {
-    SYS(lstat("l", &st));
-    EXPECT(st.st_mtim.tv_sec == 3000000, "symlink mtime %lld", (long long)st.st_mtim.tv_sec);
-    SYS(stat("f", &st));
-    EXPECT(st.st_mtim.tv_sec == ts[1].tv_sec, "AT_SYMLINK_NOFOLLOW changed the target");
-  } else {
-    return fail("utimensat AT_SYMLINK_NOFOLLOW: %s", errname(errno));
-  }
+  SYS(utimensat(AT_FDCWD, "l", lts, AT_SYMLINK_NOFOLLOW));
+  SYS(lstat("l", &st));
+  EXPECT(st.st_mtim.tv_sec == 3000000, "symlink mtime %lld", (long long)st.st_mtim.tv_sec);
+  SYS(stat("f", &st));
+  EXPECT(st.st_mtim.tv_sec == ts[1].tv_sec, "AT_SYMLINK_NOFOLLOW changed the target");
   int fd = open("f", O_RDWR);
   SYS(fd);
   struct timespec fts[2] = {{.tv_sec = 1500000000, .tv_nsec = 5}, {.tv_sec = 1600000000, .tv_nsec = 7}};
   SYS(futimens(fd, fts));
   SYS(fstat(fd, &st));
-  EXPECT(st.st_mtim.tv_sec == 1600000000 && st.st_mtim.tv_nsec == 7, "futimens mtime %lld.%09ld",
-         (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  EXPECT(same_time(&st.st_mtim, &fts[1], &truncated), "futimens mtime %lld.%09ld", (long long)st.st_mtim.tv_sec,
+         st.st_mtim.tv_nsec);
   SYS(close(fd));
+  if (truncated) note("nanoseconds truncated to whole seconds (guest v9fs time granularity)");
   return PASS;
 }
 
@@ -942,7 +953,9 @@ static int check_large_file_64m(void) {
 static int check_statfs(void) {
   struct statfs sf;
   SYS(statfs(".", &sf));
-  EXPECT(sf.f_type == V9FS_MAGIC, "f_type 0x%lx, expected V9FS_MAGIC", (unsigned long)sf.f_type);
+  /* v9fs passes the server's type through: diod answers V9FS_MAGIC, QEMU the host filesystem's magic. */
+  EXPECT(sf.f_type != 0, "f_type 0");
+  if (sf.f_type != V9FS_MAGIC) note("f_type 0x%lx (the host filesystem's), not V9FS_MAGIC", (unsigned long)sf.f_type);
   EXPECT(sf.f_bsize > 0 && sf.f_blocks > 0, "f_bsize %ld f_blocks %llu", (long)sf.f_bsize,
          (unsigned long long)sf.f_blocks);
   EXPECT(sf.f_bfree <= sf.f_blocks && sf.f_bavail <= sf.f_blocks, "free %llu avail %llu > blocks %llu",

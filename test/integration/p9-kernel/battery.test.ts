@@ -113,7 +113,12 @@ describe(`9P kernel client: Linux v9fs in a QEMU guest against ${target === 'our
       const [tcp, fd] = await Promise.all([one('tcp'), one('fd')]);
       runs.set('tcp', tcp);
       runs.set('fd', fd);
+      // The guests' raw reports (notes, timings) for whoever looks at a failure.
+      const logDir = join(repoRoot, 'build/test-results/p9-kernel');
+      mkdirSync(logDir, { recursive: true });
       for (const [trans, r] of runs) {
+        writeFileSync(join(logDir, `${target}-${trans}.results.log`), r.results);
+        writeFileSync(join(logDir, `${target}-${trans}.console.log`), r.console);
         process.stderr.write(
           `      [p9-kernel] trans=${trans}: accel=${r.accel} boot ${r.bootSeconds}s, guest done at ${r.doneSeconds}s, ` +
             `wall ${r.wallSeconds.toFixed(1)}s\n`,
