@@ -9,6 +9,7 @@ import { ProcessIO, type StdioWanted } from './procio.js';
 import { Reaper, type ExitInfo } from './reaper.js';
 import { Runc, RuncError, type RuncStats } from './runc.js';
 import { setChildSubreaper, sysKill } from './sys.js';
+import type { P9MountRequest } from './uvm.js';
 
 export type AgentErrorCode = 'NotFound' | 'AlreadyExists' | 'FailedPrecondition' | 'InvalidArgument' | 'Internal';
 
@@ -105,6 +106,8 @@ export interface AgentOptions {
   /** After exit, how long output may keep flowing before it is cut off (a grandchild holding the pipe). */
   drainTimeoutMs?: number;
   reaper?: Reaper;
+  /** UVM: mounts a 9P share (kind "9p") at req.target; see uvm.ts. */
+  mount9p?: (req: P9MountRequest) => Promise<void>;
 }
 
 export interface OomListener {
@@ -157,9 +160,30 @@ export class Agent {
     source: string;
     target: string;
     readOnly: boolean;
+    aname?: string;
+    token?: Uint8Array;
+    options?: Record<string, string>;
   }): Promise<string> {
     checkId('share id', req.shareId);
     if (this.shares.has(req.shareId)) throw new AgentError('AlreadyExists', `share ${req.shareId} exists`);
+    if (req.kind === '9p') {
+      if (!this.opts.mount9p) throw new AgentError('FailedPrecondition', 'this agent has no 9P transport');
+      const target = req.target || join(this.opts.stateDir, 'shares', req.shareId);
+      if (!target.startsWith('/')) throw new AgentError('InvalidArgument', 'share target must be absolute');
+      try {
+        await this.opts.mount9p({
+          target,
+          aname: req.aname ?? '',
+          token: req.token ?? new Uint8Array(),
+          readOnly: req.readOnly,
+          options: req.options ?? {},
+        });
+      } catch (err) {
+        throw new AgentError('Internal', (err as Error).message);
+      }
+      this.shares.set(req.shareId, { path: target, mounted: true });
+      return target;
+    }
     if (req.kind !== 'bind') throw new AgentError('InvalidArgument', `share kind ${req.kind} is not supported here`);
     if (!req.source.startsWith('/')) throw new AgentError('InvalidArgument', 'share source must be absolute');
     if (!req.target) {

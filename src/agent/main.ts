@@ -3,11 +3,16 @@ import { createWriteStream } from 'node:fs';
 import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
 import { stderrLogger } from '../util/log.js';
+import { dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
 
 export interface AgentArgs {
   stateDir: string;
   listen: string;
   readyFd?: number;
+  /** UVM mode: dial the host's control port instead of listening (with --p9 and --token-file). */
+  dial?: string;
+  p9?: string;
+  tokenFile?: string;
 }
 
 export function parseAgentArgs(argv: string[]): AgentArgs {
@@ -29,18 +34,40 @@ export function parseAgentArgs(argv: string[]): AgentArgs {
       case '--ready-fd':
         out.readyFd = Number(value());
         break;
+      case '--dial':
+        out.dial = value();
+        break;
+      case '--p9':
+        out.p9 = value();
+        break;
+      case '--token-file':
+        out.tokenFile = value();
+        break;
       default:
         throw new Error(`unknown flag ${flag}`);
     }
   }
-  if (!out.stateDir || !out.listen) throw new Error('usage: lcow-agent --state-dir DIR --listen SOCKET [--ready-fd N]');
+  if (!out.stateDir || !(out.listen || (out.dial && out.tokenFile)))
+    throw new Error(
+      'usage: lcow-agent --state-dir DIR (--listen SOCKET [--ready-fd N] | --dial URL --p9 URL --token-file FILE)',
+    );
   return out as AgentArgs;
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === '--vsock-selftest') {
+    const ok = await vsockSelfTest((line) => process.stdout.write(line + '\n'));
+    process.exit(ok ? 0 : 1);
+  }
   const args = parseAgentArgs(argv);
   const log = stderrLogger({ component: 'agent' });
-  const agent = new Agent({ stateDir: args.stateDir, logger: log });
+  const secret = args.tokenFile ? readSecret(args.tokenFile) : undefined;
+  const p9 = args.p9;
+  const agent = new Agent({
+    stateDir: args.stateDir,
+    logger: log,
+    mount9p: p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
+  });
   await agent.init();
   let stopping = false;
   const stop = async (): Promise<void> => {
@@ -52,7 +79,16 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(0);
   };
   const server = createAgentServer(agent, log, () => void stop());
-  await server.serve(args.listen);
+  if (args.dial && secret) {
+    // UVM: one control connection to the shim; when it ends, the agent (and with it the VM) ends.
+    const conn = await dialControl(args.dial, secret, log);
+    conn.stream.once('close', () => void stop());
+    server.handleConnection(conn.stream);
+    log.info('agent connected', { url: args.dial, pid: process.pid });
+    process.on('SIGTERM', () => void stop());
+    return;
+  }
+  await server.serve(args.listen!);
   process.on('SIGTERM', () => void stop());
   process.on('SIGINT', () => void stop());
   log.info('agent listening', { socket: args.listen, pid: process.pid });

@@ -12,6 +12,8 @@ export interface SandboxOptions {
   logger: Logger;
   /** Pod annotations (sizing: hcsshim's io.microsoft.virtualmachine.* names). */
   annotations: Record<string, string>;
+  /** The runtime config TOML (backend settings, UVM sizing). */
+  runtimeConfig?: Record<string, unknown>;
 }
 
 export interface BootedSandbox {

@@ -60,6 +60,7 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     logger: log,
     publisher,
     sandboxBackend: backend,
+    runtimeConfig: opts.config,
     stateRoot: join('/run/lcow', flags.namespace),
     hostCgroupVersion: cgroupVersion(),
     onShutdown: () => void exit('shutdown'),

@@ -24,6 +24,7 @@ import {
   validateId,
 } from './errors.js';
 import { StdioRelay, type StdioPaths } from './stdio.js';
+import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
 
 export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
 
@@ -46,6 +47,8 @@ export interface TaskServiceOptions {
   sandboxBackend: string | undefined;
   /** Root for sandbox state dirs (e.g. /run/lcow/<ns>). */
   stateRoot: string;
+  /** The runtime config TOML (UVM sizing...), passed to the sandbox backend. */
+  runtimeConfig?: Record<string, unknown>;
   /** 1 or 2: the host's cgroup mode; Stats answers in that shape. */
   hostCgroupVersion: 1 | 2;
   /** Called when Shutdown decided the shim may exit (after the reply is sent). */
@@ -107,6 +110,9 @@ class Pod {
   ) {}
 }
 
+/** VM sandboxes: each task's host rootfs mount and shares. */
+const containerFs = new Map<Task, PreparedFs>();
+
 const ts = (d: Date | undefined): Timestamp | undefined => (d ? timestampFromDate(d) : undefined);
 
 export class TaskService {
@@ -157,6 +163,7 @@ export class TaskService {
           stateDir: join(this.opts.stateRoot, groupId),
           logger: this.log,
           annotations,
+          runtimeConfig: this.opts.runtimeConfig,
         });
         if (!sandbox.isolated) this.log.warn('sandbox is not VM-isolated', { backend: sandbox.backend, pod: groupId });
         const booted = await sandbox.boot();
@@ -238,8 +245,12 @@ export class TaskService {
     try {
       // Rootfs: either mounts for the agent to perform, or the bundle's rootfs directory shared as is.
       const rootfs: Array<{ type: string; source: string; target: string; options: string[] }> = [];
-      for (const m of req.rootfs) rootfs.push(await this.shareMount(pod, m));
-      if (rootfs.length === 0) {
+      if (mountsRootfsOnHost(pod.sandbox)) {
+        // VM sandbox: rootfs mounted on the host and shared whole, bind mounts shared (uvm-fs.ts).
+        const fsState = await prepareContainerFs(pod.sandbox, req.bundle, spec, req.rootfs, log);
+        containerFs.set(task, fsState);
+      } else for (const m of req.rootfs) rootfs.push(await this.shareMount(pod, m));
+      if (rootfs.length === 0 && !containerFs.has(task)) {
         const hostRoot = isAbsolute(spec.root?.path ?? 'rootfs')
           ? spec.root!.path!
           : join(req.bundle, spec.root?.path ?? 'rootfs');
@@ -269,6 +280,7 @@ export class TaskService {
       stdio.close();
       pod.tasks.delete(req.id);
       await pod.agent.deleteContainer({ containerId: req.id }).catch(() => undefined);
+      await this.releaseFs(task);
       if (pod.tasks.size === 0) await this.stopPod(pod);
       throw err;
     }
@@ -399,6 +411,7 @@ export class TaskService {
       task.log.warn('agent delete failed', { error: err });
     });
     p.stdio.close();
+    await this.releaseFs(task);
     task.pod.tasks.delete(task.id);
     this.publish('/tasks/delete', ev.TaskDeleteSchema, {
       containerId: task.id,
@@ -410,6 +423,12 @@ export class TaskService {
     task.log.info('task deleted');
     if (task.pod.tasks.size === 0) await this.stopPod(task.pod);
     return { pid: p.pid, exitStatus: p.exitStatus, exitedAt: ts(p.exitedAt) };
+  }
+
+  private async releaseFs(task: Task): Promise<void> {
+    const fsState = containerFs.get(task);
+    containerFs.delete(task);
+    if (fsState && mountsRootfsOnHost(task.pod.sandbox)) await releaseContainerFs(task.pod.sandbox, fsState, task.log);
   }
 
   private async stopPod(pod: Pod): Promise<void> {

@@ -1,0 +1,126 @@
+// The agent inside a utility VM: dials the host's control port (the shim is the ttrpc client), mounts 9P shares
+// by dialing the host's 9P port and handing the connected socket to mount(8) (trans=fd), and the vsock
+// self-test used to exercise the AF_VSOCK transport inside a guest (vsock_loopback).
+import { spawn } from 'node:child_process';
+import { closeSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { dial, newSecret, VsockListener, VMADDR_CID_LOCAL, SECRET_LENGTH, type Conn } from '../transport/index.js';
+import { dialRawFd } from '../transport/rawfd.js';
+import type { Logger } from '../util/log.js';
+
+/** Length of the per-share token the guest sends after the transport secret on the 9P port. */
+export const SHARE_TOKEN_LENGTH = 16;
+export const P9_ACK = 0x01;
+
+export function readSecret(path: string): Buffer {
+  const secret = readFileSync(path);
+  if (secret.length !== SECRET_LENGTH) throw new Error(`${path}: the secret must be ${SECRET_LENGTH} bytes`);
+  return secret;
+}
+
+/** Dials the host's control port, retrying briefly (the host listens before the VM starts, so rarely needed). */
+export async function dialControl(url: string, secret: Buffer, log: Logger): Promise<Conn> {
+  let lastErr: unknown;
+  for (let i = 0; i < 20; i++) {
+    try {
+      return await dial(url, secret);
+    } catch (err) {
+      lastErr = err;
+      log.warn('dialing the host failed; retrying', { url, error: err });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+  throw lastErr instanceof Error ? lastErr : new Error(String(lastErr));
+}
+
+export interface P9MountRequest {
+  target: string;
+  aname: string;
+  token: Uint8Array;
+  readOnly: boolean;
+  options: Record<string, string>;
+}
+
+const OPTION_RE = /^[a-z0-9_]+$/;
+const VALUE_RE = /^[A-Za-z0-9_.-]*$/;
+
+/** Mounts one 9P share: dial, secret + share token, wait for the host's ack, mount -t 9p -o trans=fd. */
+export async function mount9p(p9Url: string, secret: Buffer, req: P9MountRequest): Promise<void> {
+  if (req.token.length !== SHARE_TOKEN_LENGTH) throw new Error(`share token must be ${SHARE_TOKEN_LENGTH} bytes`);
+  if (!VALUE_RE.test(req.aname) || req.aname === '') throw new Error(`invalid aname ${JSON.stringify(req.aname)}`);
+  const opts: Record<string, string> = { version: '9p2000.L', msize: '262144', ...req.options };
+  const parts = ['trans=fd', 'rfdno=3', 'wfdno=3', `aname=${req.aname}`];
+  for (const [k, v] of Object.entries(opts)) {
+    if (!OPTION_RE.test(k) || !VALUE_RE.test(v) || ['trans', 'rfdno', 'wfdno', 'aname'].includes(k))
+      throw new Error(`invalid 9p mount option ${k}=${v}`);
+    parts.push(v === '' ? k : `${k}=${v}`);
+  }
+  if (req.readOnly) parts.push('ro');
+  await mkdir(req.target, { recursive: true });
+  const fd = await dialRawFd(p9Url, Buffer.concat([secret, Buffer.from(req.token)]), 1);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn('mount', ['-t', '9p', '-o', parts.join(','), `lcow-${req.aname}`, req.target], {
+        stdio: ['ignore', 'ignore', 'pipe', fd],
+      });
+      const err: Buffer[] = [];
+      child.stderr!.on('data', (d: Buffer) => err.push(d));
+      child.on('error', reject);
+      child.on('close', (code) =>
+        code === 0 ? resolve() : reject(new Error(`mount 9p ${req.aname}: ${Buffer.concat(err).toString().trim()}`)),
+      );
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Guest self-test of the vsock transport over vsock_loopback: listen on a port, dial CID 1 through dialVsock,
+ * exchange the secret and a payload both ways. Prints "LCOW vsocktest ok ..." or "LCOW vsocktest fail ...".
+ */
+export async function vsockSelfTest(out: (line: string) => void): Promise<boolean> {
+  const port = 5000 + Math.floor(Math.random() * 1000);
+  const secret = newSecret();
+  const listener = VsockListener.listen(port, secret);
+  const payload = Buffer.alloc(256 * 1024);
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
+  try {
+    const accepted = new Promise<Conn>((resolve) => listener.onConnection(resolve));
+    const client = await dial(`vsock://${VMADDR_CID_LOCAL}:${port}`, secret);
+    const server = await accepted;
+    // echo server
+    server.stream.on('data', (d: Buffer) => server.stream.write(d));
+    const echoed: Buffer[] = [];
+    let got = 0;
+    const done = new Promise<void>((resolve) =>
+      client.stream.on('data', (d: Buffer) => {
+        echoed.push(d);
+        got += d.length;
+        if (got >= payload.length) resolve();
+      }),
+    );
+    client.stream.write(payload);
+    await Promise.race([done, new Promise((_, rej) => setTimeout(() => rej(new Error('echo timeout')), 20_000))]);
+    const same = Buffer.concat(echoed).equals(payload);
+    // A wrong secret must be refused: the listener closes the connection.
+    const bad = await dial(`vsock://${VMADDR_CID_LOCAL}:${port}`, newSecret());
+    const refused = await new Promise<boolean>((resolve) => {
+      bad.stream.on('data', () => resolve(false));
+      bad.stream.on('close', () => resolve(true));
+      bad.stream.on('end', () => resolve(true));
+      setTimeout(() => resolve(false), 10_000);
+    });
+    client.close();
+    server.close();
+    bad.close();
+    const ok = same && refused;
+    out(`LCOW vsocktest ${ok ? 'ok' : 'fail'} echo=${same} bytes=${got} wrong-secret-refused=${refused}`);
+    return ok;
+  } catch (err) {
+    out(`LCOW vsocktest fail ${(err as Error).message}`);
+    return false;
+  } finally {
+    await listener.close();
+  }
+}

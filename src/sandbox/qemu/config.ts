@@ -1,0 +1,222 @@
+// QEMU UVM configuration: sizing (runtime config TOML, then hcsshim's annotations), guest image paths, the
+// accelerator probe (KVM only if it really runs a guest here, else TCG) and the command line.
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from '../../util/log.js';
+
+export const MEMORY_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.memory.sizeinmb';
+export const CPU_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.processor.count';
+/** Address the guest dials; QEMU's guestfwd forwards only the shim's ports from it (slirp refuses 10.0.2.2). */
+export const GUEST_HOST_ADDR = '10.0.2.100';
+export const GUEST_CONTROL_PORT = 1024;
+export const GUEST_P9_PORT = 564;
+
+export type Accel = 'kvm' | 'tcg';
+
+export interface QemuConfig {
+  binary: string;
+  kernel: string;
+  initrd: string;
+  memoryMiB: number;
+  cpus: number;
+  /** Forced accelerator (config `accel` or LCOW_QEMU_ACCEL); undefined: probe. */
+  accel?: Accel;
+  bootTimeoutMs: number;
+  debug: boolean;
+}
+
+/** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../../..');
+
+export function defaultGuestDir(): string {
+  return process.env.LCOW_GUEST_DIR || join(ROOT, 'build/guest');
+}
+
+function num(v: unknown): number | undefined {
+  const n = typeof v === 'string' ? Number(v.trim()) : typeof v === 'number' ? v : NaN;
+  return Number.isFinite(n) && n > 0 ? Math.floor(n) : undefined;
+}
+
+/**
+ * Sizing: annotations win over the runtime config (`memory_mb`, `cpus` or `[qemu]` table), then defaults.
+ * Defaults: 1024 MiB; 2 vCPUs with KVM, 1 with TCG (a second TCG vCPU slows boot on small hosts).
+ */
+export function qemuConfig(runtime: Record<string, unknown>, annotations: Record<string, string>): QemuConfig {
+  const q = (typeof runtime.qemu === 'object' && runtime.qemu !== null ? runtime.qemu : {}) as Record<string, unknown>;
+  const pick = (k: string): unknown => q[k] ?? runtime[k];
+  const guestDir = typeof pick('guest_dir') === 'string' ? (pick('guest_dir') as string) : defaultGuestDir();
+  const accelRaw = (process.env.LCOW_QEMU_ACCEL || (pick('accel') as string | undefined) || '').trim();
+  const memoryMiB = num(annotations[MEMORY_ANNOTATION]) ?? num(pick('memory_mb')) ?? 1024;
+  if (memoryMiB < 256) throw new Error(`UVM memory ${memoryMiB} MiB is below the 256 MiB minimum`);
+  return {
+    binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
+    kernel: (pick('kernel') as string | undefined) ?? join(guestDir, 'vmlinuz'),
+    initrd: (pick('initrd') as string | undefined) ?? join(guestDir, 'initrd.img'),
+    memoryMiB,
+    cpus: num(annotations[CPU_ANNOTATION]) ?? num(pick('cpus')) ?? 0,
+    accel: accelRaw === 'kvm' || accelRaw === 'tcg' ? accelRaw : undefined,
+    bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
+    debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
+  };
+}
+
+let probeMemo: Promise<Accel> | undefined;
+
+/**
+ * KVM when it really runs a guest, else TCG. /dev/kvm existing is not enough: on some hosts KVM_RUN never
+ * makes progress. Boot the guest kernel with KVM and a short deadline, wait for its first console line. The
+ * answer is cached per host boot in /run/lcow/accel.json (key: host kernel, QEMU binary, /dev/kvm).
+ */
+export function probeAccel(cfg: QemuConfig, log: Logger, cacheFile = '/run/lcow/accel.json'): Promise<Accel> {
+  if (cfg.accel) return Promise.resolve(cfg.accel);
+  probeMemo ??= (async (): Promise<Accel> => {
+    if (!existsSync('/dev/kvm')) {
+      log.info('no /dev/kvm: using TCG (software emulation)');
+      return 'tcg';
+    }
+    let key = release();
+    try {
+      key += `|${statSync('/dev/kvm').ino}|${execFileSync(cfg.binary, ['--version'], { encoding: 'utf8' }).split('\n')[0]}`;
+    } catch {
+      // keep the partial key
+    }
+    try {
+      const cached = JSON.parse(readFileSync(cacheFile, 'utf8')) as { key: string; accel: Accel; why?: string };
+      if (cached.key === key) {
+        if (cached.accel === 'tcg') log.info(`KVM unusable on this host (${cached.why ?? 'cached probe'}): using TCG`);
+        return cached.accel;
+      }
+    } catch {
+      // no cache
+    }
+    const why = await kvmRunsGuest(cfg);
+    const accel: Accel = why === undefined ? 'kvm' : 'tcg';
+    if (accel === 'tcg') log.info(`KVM unusable on this host (${why}): using TCG`);
+    try {
+      mkdirSync(dirname(cacheFile), { recursive: true });
+      writeFileSync(cacheFile, JSON.stringify({ key, accel, why, probedAt: new Date().toISOString() }) + '\n');
+    } catch {
+      // not cached
+    }
+    return accel;
+  })();
+  return probeMemo;
+}
+
+/** undefined when a KVM guest printed its first kernel line in time; otherwise why not. */
+function kvmRunsGuest(cfg: QemuConfig, deadlineMs = 6000): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      cfg.binary,
+      [
+        '-accel',
+        'kvm',
+        '-m',
+        '256',
+        '-nodefaults',
+        '-no-user-config',
+        '-display',
+        'none',
+        '-no-reboot',
+        '-serial',
+        'stdio',
+        '-kernel',
+        cfg.kernel,
+        '-append',
+        'console=ttyS0 panic=-1 rdinit=/nonexistent',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    let settled = false;
+    const finish = (why: string | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      resolve(why);
+    };
+    const timer = setTimeout(() => finish(`a KVM guest printed nothing in ${deadlineMs} ms`), deadlineMs);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes('Linux version')) finish(undefined);
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.on('error', (e) => finish(`cannot run ${cfg.binary}: ${e.message}`));
+    child.on('exit', (code) => finish(`qemu -accel kvm exited with ${code}: ${err.trim().split('\n').pop() ?? ''}`));
+  });
+}
+
+export interface CommandLineInputs {
+  cfg: QemuConfig;
+  accel: Accel;
+  cpus: number;
+  name: string;
+  qmpSocket: string;
+  tokenFile: string;
+  /** Host ports of the shim's control and 9P listeners (127.0.0.1). */
+  controlPort: number;
+  p9Port: number;
+}
+
+/** argv (without the binary). The secret is only referenced by file (fw_cfg), never on the command line. */
+export function qemuArgs(i: CommandLineInputs): string[] {
+  const fwd = (guestPort: number, hostPort: number): string =>
+    `guestfwd=tcp:${GUEST_HOST_ADDR}:${guestPort}-cmd:socat -lf /dev/null - TCP:127.0.0.1:${hostPort}`;
+  const cmdline = [
+    'console=ttyS0',
+    'quiet',
+    'loglevel=3',
+    'panic=-1',
+    'tsc=reliable',
+    'no_timer_check',
+    'noreplace-smp',
+    'i8042.noaux',
+    'i8042.nomux',
+    'i8042.nopnp',
+    'i8042.dumbkbd',
+    'cryptomgr.notests',
+    'random.trust_cpu=on',
+    `lcow.dial=tcp+token://${GUEST_HOST_ADDR}:${GUEST_CONTROL_PORT}`,
+    `lcow.p9=tcp+token://${GUEST_HOST_ADDR}:${GUEST_P9_PORT}`,
+  ];
+  if (i.cfg.debug) cmdline.push('lcow.debug=1');
+  return [
+    '-name',
+    i.name,
+    '-accel',
+    i.accel,
+    ...(i.accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-machine',
+    'pc',
+    '-m',
+    String(i.cfg.memoryMiB),
+    '-smp',
+    String(i.cpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-serial',
+    'stdio',
+    '-kernel',
+    i.cfg.kernel,
+    '-initrd',
+    i.cfg.initrd,
+    '-append',
+    cmdline.join(' '),
+    '-qmp',
+    `unix:${i.qmpSocket},server=on,wait=off`,
+    '-fw_cfg',
+    `name=opt/lcow/token,file=${i.tokenFile}`,
+    '-netdev',
+    ['user', 'id=n0', 'restrict=on', fwd(GUEST_CONTROL_PORT, i.controlPort), fwd(GUEST_P9_PORT, i.p9Port)].join(','),
+    '-device',
+    'virtio-net-pci,netdev=n0',
+  ];
+}

@@ -1,0 +1,364 @@
+// The `qemu` sandbox backend: one QEMU utility VM per pod (KVM when it works, else TCG). The guest agent dials
+// the shim over tcp+token (QEMU user networking, restrict=on, guestfwd of the shim's two ports only); the
+// shim is the ttrpc client. Host directories reach the guest through our 9P server: one P9Server per share,
+// selected by a per-share token the guest sends after the transport secret; the agent mounts the connection
+// with trans=fd. Shares are refcounted per (path, read-only).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
+import { P9Server } from '../../p9/server.js';
+import { TcpTokenListener, newSecret, readExactly, type Conn } from '../../transport/index.js';
+import { TtrpcClient, createClient, type ServiceClient } from '../../ttrpc/index.js';
+import type { Logger } from '../../util/log.js';
+import type {
+  BootedSandbox,
+  Sandbox,
+  SandboxExitReason,
+  SandboxOptions,
+  SandboxRecord,
+  SandboxStats,
+  Share,
+} from '../sandbox.js';
+import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
+import { QmpClient } from './qmp.js';
+
+const SHARE_TOKEN_LENGTH = 16;
+
+export interface QemuSandboxOptions extends SandboxOptions {
+  runtimeConfig?: Record<string, unknown>;
+}
+
+interface ShareEntry {
+  id: string;
+  key: string;
+  hostPath: string;
+  readOnly: boolean;
+  token: Buffer;
+  server: P9Server;
+  refs: number;
+  ready: Promise<Share>;
+}
+
+/** Field 22 of /proc/<pid>/stat (pid reuse guard). */
+async function startTimeOf(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export class QemuSandbox implements Sandbox {
+  readonly backend = 'qemu';
+  readonly isolated = true;
+  /** The container rootfs is mounted on the host (bundle/rootfs) and shared whole; see task/uvm-fs.ts. */
+  readonly mountsRootfsOnHost = true;
+  readonly cfg: QemuConfig;
+  accel: Accel | undefined;
+  /** Boot phases in ms since boot() began: qemu spawned, agent connected, agent answered. */
+  readonly timings: Record<string, number> = {};
+  private child: ChildProcess | undefined;
+  private startTime = '';
+  private client: TtrpcClient | undefined;
+  private agent: ServiceClient<(typeof AgentDesc)['method']> | undefined;
+  private qmp: QmpClient | undefined;
+  private control: TcpTokenListener | undefined;
+  private p9: TcpTokenListener | undefined;
+  private readonly shares = new Map<string, ShareEntry>();
+  private readonly sharesByKey = new Map<string, ShareEntry>();
+  private shareSeq = 0;
+  private readonly hostMounts = new Set<string>();
+  private exitCbs: Array<(r: SandboxExitReason) => void> = [];
+  private exitReason: SandboxExitReason | undefined;
+  private exited: Promise<void> | undefined;
+  private stopping = false;
+  private consoleTail: string[] = [];
+  private readonly log: Logger;
+
+  constructor(private readonly opts: QemuSandboxOptions) {
+    this.log = opts.logger.with({ sandbox: opts.id, backend: 'qemu' });
+    this.cfg = qemuConfig(opts.runtimeConfig ?? {}, opts.annotations);
+  }
+
+  get qmpSocket(): string {
+    return join(this.opts.stateDir, 'qmp.sock');
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async boot(): Promise<BootedSandbox> {
+    const t0 = Date.now();
+    const dir = this.opts.stateDir;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const secret = newSecret();
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, secret, { mode: 0o600 });
+    this.accel = await probeAccel(this.cfg, this.log);
+    const cpus = this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1);
+    this.control = await TcpTokenListener.listen(secret);
+    this.p9 = await TcpTokenListener.listen(secret);
+    this.p9.onConnection((c) => this.onP9Connection(c));
+    const agentConn = new Promise<Conn>((resolve) => {
+      let first = true;
+      this.control!.onConnection((c) => {
+        if (!first) return c.close(); // one control channel per VM
+        first = false;
+        resolve(c);
+      });
+    });
+    const args = qemuArgs({
+      cfg: this.cfg,
+      accel: this.accel,
+      cpus,
+      name: `lcow-${this.opts.id}`.slice(0, 64),
+      qmpSocket: this.qmpSocket,
+      tokenFile,
+      controlPort: this.control.port,
+      p9Port: this.p9.port,
+    });
+    this.log.info('starting UVM', {
+      accel: this.accel,
+      memoryMiB: this.cfg.memoryMiB,
+      cpus,
+      kernel: this.cfg.kernel,
+      initrd: this.cfg.initrd,
+    });
+    const child = spawn(this.cfg.binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.child = child;
+    this.timings.spawned = Date.now() - t0;
+    const onLine = (stream: string) => (line: string) => {
+      this.consoleTail.push(line);
+      if (this.consoleTail.length > 40) this.consoleTail.shift();
+      this.log.info('uvm', { [stream]: line });
+    };
+    createInterface({ input: child.stdout! }).on('line', onLine('console'));
+    createInterface({ input: child.stderr! }).on('line', onLine('qemu'));
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.log.info('UVM exited', { code, signal });
+        this.exitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
+        this.teardownHostSide();
+        for (const cb of this.exitCbs.splice(0)) cb(this.exitReason);
+        resolve();
+      });
+    });
+    child.once('error', (err) => this.log.error('cannot start QEMU', { error: err }));
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const conn = await Promise.race([
+        agentConn,
+        this.exited.then(() => {
+          throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+        }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`the guest agent did not connect within ${this.cfg.bootTimeoutMs} ms`)),
+            this.cfg.bootTimeoutMs,
+          );
+        }),
+      ]);
+      this.timings.connected = Date.now() - t0;
+      this.startTime = (await startTimeOf(child.pid!)) ?? '';
+      this.client = new TtrpcClient(conn.stream, { logger: this.log });
+      this.agent = createClient(AgentDesc, this.client);
+      await this.agent.getInfo({}, { timeoutMs: 30_000 });
+      this.timings.ready = Date.now() - t0;
+      this.log.info('UVM ready', { accel: this.accel, ms: this.timings.ready, pid: child.pid });
+    } catch (err) {
+      await this.stop('force');
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    QmpClient.connect(this.qmpSocket, 5000).then(
+      (q) => (this.qmp = q),
+      (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
+    );
+    return { agent: this.client, pids: [child.pid!] };
+  }
+
+  private onP9Connection(conn: Conn): void {
+    readExactly(conn.stream, SHARE_TOKEN_LENGTH, 5000).then(
+      (token) => {
+        const e = [...this.shares.values()].find((s) => s.token.equals(token));
+        if (!e) {
+          this.log.warn('9P connection with an unknown share token');
+          return conn.close();
+        }
+        conn.stream.write(Buffer.from([1]));
+        e.server.handleConnection(conn.stream);
+      },
+      () => conn.close(),
+    );
+  }
+
+  async addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
+    if (!this.agent) throw new Error('sandbox not booted');
+    const key = `${opts.readOnly ? 'ro' : 'rw'}:${hostPath}`;
+    const existing = this.sharesByKey.get(key);
+    if (existing) {
+      existing.refs++;
+      try {
+        return await existing.ready;
+      } catch (err) {
+        existing.refs--;
+        throw err;
+      }
+    }
+    const id = `s${++this.shareSeq}`;
+    const server = new P9Server({
+      exports: [{ name: id, path: hostPath, readOnly: opts.readOnly }],
+      logger: this.log.with({ share: id }),
+    });
+    const e: ShareEntry = {
+      id,
+      key,
+      hostPath,
+      readOnly: opts.readOnly,
+      token: randomBytes(SHARE_TOKEN_LENGTH),
+      server,
+      refs: 1,
+      ready: undefined as unknown as Promise<Share>,
+    };
+    this.shares.set(id, e);
+    this.sharesByKey.set(key, e);
+    e.ready = this.agent
+      .addShare({
+        shareId: id,
+        kind: '9p',
+        source: hostPath,
+        target: '',
+        readOnly: opts.readOnly,
+        aname: id,
+        token: e.token,
+        options: { msize: '262144' },
+      })
+      .then((r) => ({ shareId: id, guestPath: r.guestPath }));
+    try {
+      const share = await e.ready;
+      this.log.debug('share added', { share: id, hostPath, guestPath: share.guestPath, readOnly: opts.readOnly });
+      return share;
+    } catch (err) {
+      this.shares.delete(id);
+      this.sharesByKey.delete(key);
+      server.close();
+      throw err;
+    }
+  }
+
+  async removeShare(shareId: string): Promise<void> {
+    const e = this.shares.get(shareId);
+    if (!e) return;
+    if (--e.refs > 0) return;
+    this.shares.delete(shareId);
+    this.sharesByKey.delete(e.key);
+    try {
+      if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 10_000 });
+    } finally {
+      e.server.close();
+    }
+  }
+
+  get shareCount(): number {
+    return this.shares.size;
+  }
+
+  /** Host mounts (container rootfs under the bundle) that `delete` must undo if the shim dies. */
+  trackHostMount(path: string, present: boolean): void {
+    if (present) this.hostMounts.add(path);
+    else this.hostMounts.delete(path);
+  }
+
+  async stats(): Promise<SandboxStats[]> {
+    const pid = this.child?.pid;
+    if (!pid || this.exitReason) return [];
+    try {
+      const status = await readFile(`/proc/${pid}/status`, 'utf8');
+      const m = /VmRSS:\s+(\d+) kB/.exec(status);
+      return [{ pid, rssBytes: m ? Number(m[1]) * 1024 : 0 }];
+    } catch {
+      return [];
+    }
+  }
+
+  onExit(cb: (reason: SandboxExitReason) => void): void {
+    if (this.exitReason) cb(this.exitReason);
+    else this.exitCbs.push(cb);
+  }
+
+  record(): SandboxRecord {
+    return {
+      backend: this.backend,
+      id: this.opts.id,
+      stateDir: this.opts.stateDir,
+      pids: this.child?.pid ? [{ pid: this.child.pid, startTime: this.startTime }] : [],
+      hostMounts: [...this.hostMounts],
+    };
+  }
+
+  /** Closes the host side: listeners, 9P servers, QMP, the agent client. */
+  private teardownHostSide(): void {
+    this.client?.close();
+    this.qmp?.close();
+    void this.control?.close();
+    void this.p9?.close();
+    for (const e of this.shares.values()) e.server.close();
+    this.shares.clear();
+    this.sharesByKey.clear();
+  }
+
+  async stop(mode: 'graceful' | 'force'): Promise<void> {
+    this.stopping = true;
+    const child = this.child;
+    const running = (): boolean => !!child && child.exitCode === null && child.signalCode === null;
+    if (child && running()) {
+      const waitExit = (ms: number): Promise<boolean> =>
+        Promise.race([this.exited!.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+      if (mode === 'graceful') {
+        // The agent kills its containers and exits; init then powers the VM off.
+        if (this.agent && !this.client?.closed)
+          await this.agent.shutdown({}, { timeoutMs: 5000 }).catch(() => undefined);
+        if (!(await waitExit(10_000)) && this.qmp) {
+          this.log.warn('UVM did not power off; QMP quit');
+          await this.qmp.execute('quit').catch(() => undefined);
+          await waitExit(3000);
+        }
+      }
+      if (running()) child.kill('SIGKILL');
+      await this.exited;
+    } else this.teardownHostSide();
+    await cleanupQemuSandbox(this.record());
+  }
+}
+
+/** Kills the VM if it is still the recorded incarnation, undoes host mounts, removes the state dir. */
+export async function cleanupQemuSandbox(rec: SandboxRecord): Promise<void> {
+  for (const { pid, startTime } of rec.pids) {
+    if (pid > 0 && (await startTimeOf(pid)) === startTime) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      for (let i = 0; i < 100 && (await startTimeOf(pid)) === startTime; i++)
+        await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  const mounts = Array.isArray(rec.hostMounts) ? (rec.hostMounts as string[]) : [];
+  for (const m of mounts) await umount(m);
+  await rm(rec.stateDir, { recursive: true, force: true });
+}
+
+export function umount(path: string): Promise<void> {
+  return new Promise((resolve) => {
+    const c = spawn('umount', [path], { stdio: 'ignore' });
+    c.on('error', () => resolve());
+    c.on('close', () => resolve());
+  });
+}

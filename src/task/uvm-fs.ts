@@ -1,0 +1,111 @@
+// Container filesystems for VM sandboxes (backends whose guest does not see host paths): the snapshot mounts
+// containerd passes to Create (overlay...) are mounted on the host at <bundle>/rootfs, as runc's shim does, and
+// that directory is shared whole; bind mounts of the OCI spec are shared and their sources rewritten to guest
+// paths (a file is reached through its parent directory). Everything is undone by releaseContainerFs.
+import { spawn } from 'node:child_process';
+import { mkdir, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join } from 'node:path';
+import type { Sandbox } from '../sandbox/index.js';
+import type { Logger } from '../util/log.js';
+
+export interface HostMountSandbox extends Sandbox {
+  readonly mountsRootfsOnHost: true;
+  trackHostMount(path: string, present: boolean): void;
+}
+
+export function mountsRootfsOnHost(s: Sandbox): s is HostMountSandbox {
+  return (s as Partial<HostMountSandbox>).mountsRootfsOnHost === true;
+}
+
+interface OciMount {
+  destination?: string;
+  type?: string;
+  source?: string;
+  options?: string[];
+}
+
+export interface OciSpecLike {
+  root?: { path?: string; readonly?: boolean };
+  mounts?: OciMount[];
+  [k: string]: unknown;
+}
+
+export interface PreparedFs {
+  shareIds: string[];
+  hostRootfs?: string;
+}
+
+function run(cmd: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const err: Buffer[] = [];
+    c.stderr.on('data', (d: Buffer) => err.push(d));
+    c.on('error', reject);
+    c.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: ${Buffer.concat(err).toString().trim()}`)),
+    );
+  });
+}
+
+/** Mounts the rootfs on the host, shares it and the spec's bind mounts; rewrites `spec` for the guest. */
+export async function prepareContainerFs(
+  sandbox: HostMountSandbox,
+  bundle: string,
+  spec: OciSpecLike,
+  rootfs: Array<{ type: string; source: string; target: string; options: string[] }>,
+  log: Logger,
+): Promise<PreparedFs> {
+  const prepared: PreparedFs = { shareIds: [] };
+  try {
+    let hostRoot: string;
+    if (rootfs.length > 0) {
+      hostRoot = join(bundle, 'rootfs');
+      await mkdir(hostRoot, { recursive: true });
+      for (const m of rootfs) {
+        if (!/^[a-z0-9_.-]+$/i.test(m.type)) throw new Error(`invalid mount type ${m.type}`);
+        const target = m.target ? join(hostRoot, m.target) : hostRoot;
+        const opts = m.options.filter((o) => o !== '');
+        await run('mount', ['-t', m.type, ...(opts.length ? ['-o', opts.join(',')] : []), m.source, target]);
+        if (!m.target) {
+          prepared.hostRootfs = hostRoot;
+          sandbox.trackHostMount(hostRoot, true);
+        }
+      }
+    } else {
+      const p = spec.root?.path ?? 'rootfs';
+      hostRoot = isAbsolute(p) ? p : join(bundle, p);
+    }
+    const rootShare = await sandbox.addShare(hostRoot, { readOnly: spec.root?.readonly ?? false });
+    prepared.shareIds.push(rootShare.shareId);
+    spec.root = { ...(spec.root ?? {}), path: rootShare.guestPath };
+
+    for (const m of spec.mounts ?? []) {
+      const opts = m.options ?? [];
+      const isBind = m.type === 'bind' || opts.includes('bind') || opts.includes('rbind');
+      if (!isBind || !m.source || !isAbsolute(m.source)) continue;
+      const readOnly = opts.includes('ro');
+      const st = await stat(m.source);
+      const dir = st.isDirectory() ? m.source : dirname(m.source);
+      const share = await sandbox.addShare(dir, { readOnly });
+      prepared.shareIds.push(share.shareId);
+      m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
+    }
+    return prepared;
+  } catch (err) {
+    await releaseContainerFs(sandbox, prepared, log);
+    throw err;
+  }
+}
+
+/** Removes the shares (refcounted by the sandbox) and unmounts the host rootfs. Never throws. */
+export async function releaseContainerFs(sandbox: HostMountSandbox, p: PreparedFs, log: Logger): Promise<void> {
+  for (const id of p.shareIds.splice(0).reverse()) {
+    await sandbox.removeShare(id).catch((err: unknown) => log.warn('remove share failed', { share: id, error: err }));
+  }
+  if (p.hostRootfs) {
+    const root = p.hostRootfs;
+    p.hostRootfs = undefined;
+    await run('umount', [root]).catch(() => run('umount', ['-l', root]).catch(() => undefined));
+    sandbox.trackHostMount(root, false);
+  }
+}

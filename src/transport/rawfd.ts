@@ -1,0 +1,79 @@
+// A connected socket as a bare fd, outside libuv: for handing a connection to the kernel (9P trans=fd).
+// A net.Socket would keep reading in the background (libuv) and could swallow the server's first 9P reply
+// before the kernel reads it; a raw fd is read by nobody but its final owner.
+import { createRequire } from 'node:module';
+import { closeSync, read as fsRead, writeSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { parseTransportUrl } from './transport.js';
+import { AF_VSOCK, sockaddrVm } from './vsock.js';
+
+const require = createRequire(import.meta.url);
+const AF_INET = 2;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Fn = ((...args: any[]) => any) & { async: (...args: any[]) => void };
+let lib: { socket: Fn; connect: Fn; shutdown: Fn; errno: () => number } | undefined;
+function rlib(): NonNullable<typeof lib> {
+  if (lib) return lib;
+  const koffi = require('koffi');
+  const c = koffi.load('libc.so.6');
+  lib = {
+    socket: c.func('int socket(int domain, int type, int protocol)'),
+    connect: c.func('int connect(int fd, void *addr, uint32 len)'),
+    shutdown: c.func('int shutdown(int fd, int how)'),
+    errno: () => koffi.errno() as number,
+  };
+  return lib;
+}
+
+function sockaddrIn(host: string, port: number): Buffer {
+  if (!isIPv4(host)) throw new Error(`raw dial needs an IPv4 address, not ${host}`);
+  const b = Buffer.alloc(16);
+  b.writeUInt16LE(AF_INET, 0);
+  b.writeUInt16BE(port, 2);
+  host.split('.').forEach((o, i) => b.writeUInt8(Number(o), 4 + i));
+  return b;
+}
+
+/**
+ * Connects to a transport URL, writes `preamble` (the secret, then any channel header) and, when `ackBytes` > 0,
+ * waits for that many bytes from the peer. Returns the fd; the caller owns it (closeSync).
+ */
+export async function dialRawFd(url: string, preamble: Buffer, ackBytes = 0, timeoutMs = 10_000): Promise<number> {
+  const u = parseTransportUrl(url);
+  const l = rlib();
+  const family = u.scheme === 'vsock' ? AF_VSOCK : AF_INET;
+  const addr = u.scheme === 'vsock' ? sockaddrVm(Number(u.host), u.port) : sockaddrIn(u.host, u.port);
+  const fd = l.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) throw new Error(`socket failed (errno ${l.errno()})`);
+  try {
+    const rc = await new Promise<number>((resolve, reject) =>
+      l.connect.async(fd, addr, addr.length, (err: Error | null, r: number) => (err ? reject(err) : resolve(r))),
+    );
+    if (rc !== 0) throw new Error(`connect to ${url} failed`);
+    let off = 0;
+    while (off < preamble.length) off += writeSync(fd, preamble, off);
+    if (ackBytes > 0) {
+      const ack = Buffer.alloc(ackBytes);
+      let got = 0;
+      const timer = setTimeout(() => l.shutdown(fd, 2), timeoutMs);
+      try {
+        while (got < ackBytes) {
+          const n = await new Promise<number>((resolve, reject) =>
+            fsRead(fd, ack, got, ackBytes - got, null, (err, n) => (err ? reject(err) : resolve(n))),
+          );
+          if (n === 0) throw new Error(`${url} closed the connection (refused)`);
+          got += n;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+}
