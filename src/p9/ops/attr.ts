@@ -105,8 +105,11 @@ export async function setattr(s: Session, msg: Tsetattr): Promise<RMessage> {
     }
     if (v & (V.UID | V.GID)) {
       fchownat(pfd, '', v & V.UID ? msg.uid : -1, v & V.GID ? msg.gid : -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-    } else if (v & V.CTIME) {
-      fchownat(pfd, '', -1, -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW); // bumps ctime only
+    } else if (v === V.CTIME) {
+      // Only a ctime bump was asked for. QEMU uses chown(-1, -1), but chown clears setuid/setgid on regular
+      // files; re-applying the current mode bumps ctime and changes nothing else.
+      if (isLink) fchownat(pfd, '', -1, -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+      else fs.chmodSync(procFdPath(pfd), statFid(s, fid).mode & 0o7777);
     }
     if (v & V.SIZE) {
       if (isLink) throw new P9Error(Errno.EINVAL);

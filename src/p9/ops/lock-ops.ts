@@ -54,19 +54,24 @@ export function lock(s: Session, msg: Tlock, req: Inflight): OpResult | Promise<
   });
 }
 
+/**
+ * The Linux client always sends Tgetlock with type UNLCK (v9fs_file_getlock passes the struct file_lock after
+ * posix_test_lock has overwritten its type), so the requested type is lost: UNLCK is tested as a write lock,
+ * reporting any lock another owner holds on the range. A real RDLCK/WRLCK from other clients is honoured.
+ */
 export function getlock(s: Session, msg: Tgetlock): RMessage {
   const fid = s.fid(msg.fid);
   if (fid.open === null) throw new P9Error(Errno.EBADF, 'fid not open');
   const lreq: LockRequest = {
     owner: ownerKey(s, msg.clientId, msg.procId),
-    type: msg.lockType,
+    type: msg.lockType === LockType.UNLCK ? LockType.WRLCK : msg.lockType,
     start: msg.start,
     end: rangeEnd(msg.start, msg.length),
     procId: msg.procId,
     clientId: msg.clientId,
     session: s.id,
   };
-  const c = msg.lockType === LockType.UNLCK ? undefined : fid.exp.locks.conflict(identityKey(fid.ident), lreq);
+  const c = fid.exp.locks.conflict(identityKey(fid.ident), lreq);
   if (c === undefined) {
     return {
       type: MsgType.Rgetlock,

@@ -70,6 +70,32 @@ describe('p9 locks and flush', function () {
     assert.equal(free.lockType, LockType.UNLCK);
   });
 
+  it("Tgetlock with type UNLCK (what the Linux client always sends) reports another owner's lock", async () => {
+    const one = await fx.client();
+    const two = await fx.client();
+    const a = await openFile(one.c, one.root, 'db');
+    const b = await openFile(two.c, two.root, 'db');
+    await one.c.rpc(lockMsg(a, LockType.WRLCK, 0n, 5n, 7), MsgType.Rlock);
+    const gl = await two.c.rpc(
+      {
+        type: MsgType.Tgetlock,
+        fid: b,
+        lockType: LockType.UNLCK,
+        start: 0n,
+        length: 10n,
+        procId: 9,
+        clientId: 'guest',
+      },
+      MsgType.Rgetlock,
+    );
+    assert.deepEqual([gl.lockType, gl.start, gl.length, gl.procId], [LockType.WRLCK, 0n, 5n, 7]);
+    const none = await two.c.rpc(
+      { type: MsgType.Tgetlock, fid: b, lockType: LockType.UNLCK, start: 5n, length: 0n, procId: 9, clientId: 'guest' },
+      MsgType.Rgetlock,
+    );
+    assert.equal(none.lockType, LockType.UNLCK);
+  });
+
   it('a blocking lock is parked (no BLOCKED reply) and granted when the holder unlocks', async () => {
     const { c, root } = await fx.client();
     const a = await openFile(c, root, 'db');

@@ -369,6 +369,37 @@ describe('p9 session', function () {
       assert.equal(ga.mode & 0o777, 0o600);
     });
 
+    it('chmod as the kernel sends it (MODE|CTIME) keeps setuid; ctime-only does not clear it either', async () => {
+      fx.file('suid', 'x');
+      const { c, root } = await fx.client();
+      const f = await c.walk(root, ['suid']);
+      const req = (valid: number, mode: number) =>
+        c.rpc(
+          {
+            type: MsgType.Tsetattr,
+            fid: f.fid,
+            valid,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: 0n,
+            atimeSec: 0n,
+            atimeNsec: 0n,
+            mtimeSec: 0n,
+            mtimeNsec: 0n,
+          },
+          MsgType.Rsetattr,
+        );
+      await req(0x1 | 0x40, 0o104755);
+      assert.equal(fs.statSync(fx.host('suid')).mode & 0o7777, 0o4755);
+      const before = fs.statSync(fx.host('suid'), { bigint: true }).ctimeNs;
+      await new Promise((r) => setTimeout(r, 10));
+      await req(0x40, 0);
+      const after = fs.statSync(fx.host('suid'), { bigint: true });
+      assert.equal(Number(after.mode) & 0o7777, 0o4755);
+      assert.ok(after.ctimeNs > before, 'ctime not bumped');
+    });
+
     it('statfs reports the host filesystem', async () => {
       const { c, root } = await fx.client();
       const r = await c.rpc({ type: MsgType.Tstatfs, fid: root }, MsgType.Rstatfs);
