@@ -8,7 +8,7 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 # Debian packages the tests and the demo need. The guest kernel (linux-image-amd64) is fetched
 # as a .deb by hack/ when the guest image is built, not installed on the host.
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
-  protobuf-compiler libprotobuf-dev
+  protobuf-compiler libprotobuf-dev socat binutils
 
 .PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo
 
@@ -59,11 +59,10 @@ test-unit: build
 test-integration: setup build
 	$(MOCHA) --timeout 120000 'dist/test/integration/**/*.test.js'
 
-test-e2e: setup build
-	$(MOCHA) --timeout 600000 'dist/test/e2e/**/*.test.js'
+test-e2e: e2e
 
 # One mocha run so that the closing summary line counts every test.
-test: setup build lint
+test: setup build lint guest
 	$(MOCHA) --timeout 600000 'dist/test/unit/**/*.test.js' 'dist/test/integration/**/*.test.js' 'dist/test/e2e/**/*.test.js'
 
 bench: setup build
@@ -77,8 +76,17 @@ install: build
 	ln -sf ../lib/containerd-shim-lcow/bin/containerd-shim-lcow-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-lcow-v1
 	ln -sf ../lib/containerd-shim-lcow/bin/lcowctl $(DESTDIR)$(PREFIX)/bin/lcowctl
 
-guest e2e demo:
-	@echo "make $@: not built yet (the guest image and the QEMU sandbox come with the UVM issue)" >&2; exit 1
+# The utility VM image: build/guest/vmlinuz + build/guest/initrd.img (rebuilt only when an input changes).
+guest: setup-deb build
+	@hack/guest/build-image.sh >/dev/null
+	@ls -la build/guest/vmlinuz build/guest/initrd.img
+
+e2e: setup build guest
+	$(MOCHA) --timeout 600000 'dist/test/e2e/**/*.test.js'
+
+# Private containerd, our runtime with no sandbox configured (the QEMU UVM is the default), one `ctr run`.
+demo: setup build guest
+	node dist/hack/demo.js
 
 clean:
 	rm -rf dist bin src/gen build
