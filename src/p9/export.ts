@@ -1,7 +1,8 @@
-// An exported host directory: its root fd (O_PATH, opened once), qid map and lock table, shared by all
-// connections that attach to it.
+// An exported host directory: its root fd (O_PATH, opened once) and qid map, shared by all connections that
+// attach to it, plus the server's lock table (one per server and keyed by file identity, so two exports that
+// overlap on the host still see each other's locks).
 
-import { LockTable } from './locks.js';
+import type { LockTable } from './locks.js';
 import { QidMapper } from './qid.js';
 import { O, close, fstatx, openat, AT_FDCWD, S_IFDIR, S_IFMT, type StatX } from '../util/syscalls.js';
 
@@ -16,12 +17,12 @@ export class ExportRoot {
   readonly rootFd: number;
   readonly rootStat: StatX;
   readonly qids = new QidMapper();
-  readonly locks = new LockTable();
 
   constructor(
     readonly name: string,
     readonly path: string,
     readonly readOnly: boolean,
+    readonly locks: LockTable,
   ) {
     this.rootFd = openat(AT_FDCWD, path, O.PATH | O.DIRECTORY);
     this.rootStat = fstatx(this.rootFd);

@@ -3,6 +3,7 @@
 
 import type { Duplex } from 'node:stream';
 import { ExportRoot, type ExportConfig } from './export.js';
+import { LockTable } from './locks.js';
 import { clampMsize, defaultLimits, type SessionLimits } from './options.js';
 import { Session } from './session.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -38,7 +39,8 @@ export class P9Server {
     this.limits = limits;
     const opened: ExportRoot[] = [];
     try {
-      for (const e of opts.exports) opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false));
+      const locks = new LockTable(limits.maxLocks);
+      for (const e of opts.exports) opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks));
     } catch (err) {
       for (const r of opened) r.close();
       throw err;

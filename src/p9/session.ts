@@ -120,7 +120,7 @@ export class Session {
         this.log.debug('9p: release on reset failed', { err });
       }
     }
-    for (const exp of this.exports) exp.locks.releaseSession(this.id);
+    for (const locks of new Set(this.exports.map((e) => e.locks))) locks.releaseSession(this.id);
     this.pendingXattrs = 0;
   }
 

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { P9Server, type P9ServerOptions } from '../../../src/p9/server.js';
+import { P9Server, type ExportConfig, type P9ServerOptions } from '../../../src/p9/server.js';
 import { P9Client } from '../../helpers/p9client.js';
 
 export class Fixture {
@@ -16,11 +16,18 @@ export class Fixture {
     readonly port: number,
   ) {}
 
-  static async start(opts: Partial<P9ServerOptions> & { readOnly?: boolean } = {}): Promise<Fixture> {
+  /** `exportsFor` builds the export list from the temp dir; by default one export named "test". */
+  static async start(
+    opts: Partial<Omit<P9ServerOptions, 'exports'>> & {
+      readOnly?: boolean;
+      exportsFor?: (dir: string) => ExportConfig[];
+    } = {},
+  ): Promise<Fixture> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p9test-'));
+    const { exportsFor, readOnly, ...limits } = opts;
     const server = new P9Server({
-      exports: opts.exports ?? [{ name: 'test', path: dir, readOnly: opts.readOnly ?? false }],
-      ...opts,
+      exports: exportsFor?.(dir) ?? [{ name: 'test', path: dir, readOnly: readOnly ?? false }],
+      ...limits,
     });
     const listener = net.createServer((sock) => server.handleConnection(sock));
     await new Promise<void>((r) => listener.listen(0, '127.0.0.1', r));

@@ -135,6 +135,24 @@ describe('p9 locks and flush', function () {
     assert.equal((await waiting).status, LockStatus.SUCCESS);
   });
 
+  it('two exports of the same host directory share locks (the table is keyed by file identity)', async () => {
+    await fx.stop();
+    fx = await Fixture.start({
+      exportsFor: (dir) => [
+        { name: 'test', path: dir },
+        { name: 'other', path: dir },
+      ],
+    });
+    fx.file('db', 'data');
+    const one = await fx.client();
+    const c2 = await fx.client(65536, false);
+    const root2 = (await c2.c.attach('other')).fid;
+    const a = await openFile(one.c, one.root, 'db');
+    const b = await openFile(c2.c, root2, 'db');
+    await one.c.rpc(lockMsg(a, LockType.WRLCK, 0n, 0n, 1), MsgType.Rlock);
+    assert.equal((await c2.c.rpc(lockMsg(b, LockType.RDLCK, 0n, 1n, 1), MsgType.Rlock)).status, LockStatus.BLOCKED);
+  });
+
   it('Tflush of a parked lock: no reply for the flushed tag, then Rflush; the tag is reusable', async () => {
     const { c, root } = await fx.client();
     const a = await openFile(c, root, 'db');
