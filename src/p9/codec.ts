@@ -1,7 +1,7 @@
 // Encoding and decoding of 9P2000.L messages. Each body layout is one field list (reference §1.3), shared by
 // the encoder and the decoder, so both directions are driven by the same table.
 
-import { HEADER_SIZE, MsgType, type AnyMessage, type Qid, type RMessage, type TMessage } from './messages.js';
+import { HEADER_SIZE, MsgType, type AnyMessage, type Qid } from './messages.js';
 
 type FieldKind =
   | 'u8'
@@ -453,12 +453,4 @@ export function finishDataReply(buf: Buffer, type: number, tag: number, count: n
   buf.writeUInt16LE(tag, 5);
   buf.writeUInt32LE(count, 7);
   return size === buf.length ? buf : buf.subarray(0, size);
-}
-
-export function isRequest(msg: AnyMessage): msg is TMessage {
-  return msg.type % 2 === 0;
-}
-
-export function isReply(msg: AnyMessage): msg is RMessage {
-  return msg.type % 2 === 1;
 }

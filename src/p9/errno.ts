@@ -80,8 +80,6 @@ export const Errno = {
   EOWNERDEAD: 130,
 } as const;
 
-export type ErrnoName = keyof typeof Errno;
-
 /** Aliases some hosts report under another name. */
 const aliases: Record<string, number> = {
   EWOULDBLOCK: Errno.EAGAIN,
@@ -99,10 +97,6 @@ export class P9Error extends Error {
     super(message ?? errnoName(errno));
     this.name = 'P9Error';
   }
-}
-
-export function p9err(name: ErrnoName, message?: string): P9Error {
-  return new P9Error(Errno[name], message);
 }
 
 const nameByNumber = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));

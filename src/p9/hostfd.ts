@@ -29,13 +29,8 @@ export class HostHandle {
 export class HostFdCache {
   /** Idle-or-busy open handles in LRU order (Map iteration order = least recently used first). */
   private readonly lru = new Map<HostHandle, true>();
-  private pinnedCount = 0;
 
   constructor(readonly capacity: number) {}
-
-  get openCount(): number {
-    return this.lru.size + this.pinnedCount;
-  }
 
   /** Registers a handle that was created with an fd already open. */
   adopt(h: HostHandle): void {
@@ -92,7 +87,6 @@ export class HostFdCache {
     }
     this.lru.delete(h);
     h.pinned = true;
-    this.pinnedCount++;
   }
 
   /** The fid is gone: close now, or as soon as the last in-flight operation releases it. */
@@ -103,10 +97,7 @@ export class HostFdCache {
   }
 
   private closeNow(h: HostHandle): void {
-    if (h.pinned) {
-      h.pinned = false;
-      this.pinnedCount--;
-    }
+    h.pinned = false;
     this.lru.delete(h);
     if (h.fd >= 0) closeFd(h.fd);
     h.fd = -1;
@@ -126,7 +117,6 @@ export class HostFdCache {
       }
       if (unlinked) {
         h.pinned = true;
-        this.pinnedCount++;
         continue;
       }
       closeFd(h.fd);

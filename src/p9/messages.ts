@@ -69,8 +69,6 @@ export const MsgType = {
   Rremove: 123,
 } as const;
 
-export type MsgTypeName = keyof typeof MsgType;
-
 export const QidType = {
   DIR: 0x80,
   APPEND: 0x40,

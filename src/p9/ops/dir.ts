@@ -214,7 +214,7 @@ export function remove(s: Session, msg: Tremove): RMessage {
   } catch (err) {
     failure = err;
   }
-  releaseFid(s, fid, true);
+  releaseFid(s, fid, false); // a pending xattr on a removed fid is dropped, not committed
   if (failure !== undefined) throw failure;
   return { type: MsgType.Rremove };
 }
