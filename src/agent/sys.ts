@@ -22,11 +22,11 @@ function lib(): Libc {
   if (libc) return libc;
   const koffi = require('koffi');
   const c = koffi.load('libc.so.6');
-  koffi.struct('lcow_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-  koffi.struct('lcow_msghdr', {
+  koffi.struct('lcow_agent_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+  koffi.struct('lcow_agent_msghdr', {
     msg_name: 'void *',
     msg_namelen: 'uint32',
-    msg_iov: 'lcow_iovec *',
+    msg_iov: 'lcow_agent_iovec *',
     msg_iovlen: 'size_t',
     msg_control: 'void *',
     msg_controllen: 'size_t',
@@ -36,7 +36,7 @@ function lib(): Libc {
     pipe2: c.func('int pipe2(_Out_ int *fds, int flags)'),
     waitpid: c.func('int waitpid(int pid, _Out_ int *status, int options)'),
     prctl: c.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
-    recvmsg: c.func('long recvmsg(int fd, _Inout_ lcow_msghdr *msg, int flags)'),
+    recvmsg: c.func('long recvmsg(int fd, _Inout_ lcow_agent_msghdr *msg, int flags)'),
     ioctl: c.func('int ioctl(int fd, unsigned long req, void *arg)'),
     kill: c.func('int kill(int pid, int sig)'),
   };

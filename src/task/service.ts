@@ -361,6 +361,8 @@ export class TaskService {
     if (p.state !== 'created' || p.startInFlight)
       throw failedPrecondition(`process ${p.id} is ${p.state}: it must be created to start`);
     const run = (async () => {
+      // An exec's stdio is attached at Start (its stdin fifo is opened then; see StdioRelay.openStdin).
+      if (p.execId !== '') p.stdio.attach(task.pod.agent, task.id, p.execId);
       const r = await task.pod.agent.startProcess({ containerId: task.id, execId: p.execId });
       p.pid = r.pid;
       p.state = 'running';
@@ -454,7 +456,9 @@ export class TaskService {
     }
     const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
     const log = task.log.with({ exec: req.execId });
-    const stdio = await StdioRelay.open(paths, { id: task.id, namespace: this.opts.namespace }, log);
+    const stdio = await StdioRelay.open(paths, { id: task.id, namespace: this.opts.namespace }, log, {
+      deferStdin: true,
+    });
     const p = new Proc(task, req.execId, paths, stdio);
     task.execs.set(req.execId, p);
     try {
@@ -471,7 +475,6 @@ export class TaskService {
           height: proc.consoleSize?.height ?? 0,
         },
       });
-      stdio.attach(task.pod.agent, task.id, req.execId);
     } catch (err) {
       stdio.close();
       task.execs.delete(req.execId);
@@ -569,6 +572,7 @@ export class TaskService {
 
   async closeIO(req: v2.CloseIORequest): Promise<void> {
     const p = this.proc(req.id, req.execId);
+    p.task.log.debug('close io', { exec: p.execId, stdin: req.stdin });
     if (req.stdin) p.stdio.closeStdin();
   }
 

@@ -3,11 +3,13 @@
 // fifos are opened O_RDWR (never blocks, never EPIPE), stdin O_RDONLY|O_NONBLOCK plus a keepalive writer
 // that CloseIO drops; fds are wrapped in net.Socket so reads and writes are event-driven.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants, createWriteStream, openSync, closeSync } from 'node:fs';
+import { constants, createWriteStream, mkdirSync, openSync, closeSync } from 'node:fs';
 import net from 'node:net';
-import type { Readable, Writable } from 'node:stream';
+import { dirname } from 'node:path';
+import type { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { OutputStream, type Agent as AgentDesc } from '../gen/agent/v1/agent_pb.js';
+import { pipe } from '../agent/sys.js';
 import type { ServiceClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 import { invalidArgument } from './errors.js';
@@ -58,27 +60,26 @@ export class StdioRelay {
   ) {}
 
   /** Opens the host side. `ids` feed binary:// loggers (CONTAINER_ID / CONTAINER_NAMESPACE). */
-  static async open(paths: StdioPaths, ids: { id: string; namespace: string }, log: Logger): Promise<StdioRelay> {
+  static async open(
+    paths: StdioPaths,
+    ids: { id: string; namespace: string },
+    log: Logger,
+    opts: { deferStdin?: boolean } = {},
+  ): Promise<StdioRelay> {
     for (const [k, v] of Object.entries({ stdin: paths.stdin, stdout: paths.stdout, stderr: paths.stderr }))
       validateStdioPath(k, v);
     const r = new StdioRelay(paths, log);
     try {
-      if (paths.stdin) {
-        r.stdinSrc = openFifoSocket(paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK, true);
-        r.stdinSrc.pause();
-        try {
-          // Keeps the read side from seeing EOF when a client detaches; CloseIO closes it.
-          r.keepaliveFd = openSync(paths.stdin, constants.O_WRONLY | constants.O_NONBLOCK);
-        } catch {
-          r.keepaliveFd = -1;
-        }
-      }
+      if (paths.stdin && !opts.deferStdin) r.openStdin();
       const out = paths.stdout;
       if (out.startsWith('binary://')) {
         await r.openBinaryLogger(out, ids);
       } else if (out.startsWith('file://')) {
+        // As containerd: the directory is created (0755), the file opened O_APPEND|O_CREAT|O_WRONLY 0644,
+        // stdout and stderr share it.
         const file = fileURLToPath(out);
-        const fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o640);
+        mkdirSync(dirname(file), { recursive: true, mode: 0o755 });
+        const fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o644);
         const sock = new FileSink(fd);
         r.stdoutSink = sock;
         r.stderrSink = sock;
@@ -93,8 +94,25 @@ export class StdioRelay {
     return r;
   }
 
+  /**
+   * Opens the stdin fifo (reader, then the keepalive writer). Execs do this at Start, as runc's shim does:
+   * clients such as ctr only install their CloseIO-on-EOF hook once Exec returned, so a reader present
+   * before that lets them hit EOF early and never send CloseIO.
+   */
+  private openStdin(): void {
+    if (this.stdinSrc || !this.paths.stdin || this.closed) return;
+    this.stdinSrc = openFifoSocket(this.paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK, true);
+    this.stdinSrc.pause();
+    try {
+      // Keeps the read side from seeing EOF when a client detaches; CloseIO closes it.
+      this.keepaliveFd = openSync(this.paths.stdin, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch {
+      this.keepaliveFd = -1;
+    }
+  }
+
   get wantsStdin(): boolean {
-    return this.stdinSrc !== undefined;
+    return this.paths.stdin !== '';
   }
   get wantsStdout(): boolean {
     return this.stdoutSink !== undefined;
@@ -104,31 +122,60 @@ export class StdioRelay {
   }
 
   private async openBinaryLogger(uri: string, ids: { id: string; namespace: string }): Promise<void> {
-    // containerd's convention (pkg/process/io.go NewBinaryCmd): path from the URI, each query key (then its
-    // first value) as arguments; env CONTAINER_ID and CONTAINER_NAMESPACE; fd 3 = stdout, fd 4 = stderr,
-    // fd 5 = a pipe the logger closes (or writes to) once ready.
+    // containerd's convention (v1.6.20 pkg/process/io.go NewBinaryIO / NewBinaryCmd): the path from the URI,
+    // each query key (then its first value) as arguments; env only CONTAINER_ID and CONTAINER_NAMESPACE;
+    // stdio /dev/null; fd 3 and fd 4 = read ends of real pipes carrying stdout and stderr; fd 5 = write end
+    // of a pipe the logger closes (or writes one byte to) once ready. On close: the pipes are closed, then
+    // SIGTERM, then SIGKILL after 12 s.
     const u = new URL(uri);
     const args: string[] = [];
     for (const [k, v] of u.searchParams) {
       args.push(k);
       if (v) args.push(v);
     }
-    const child = spawn(decodeURIComponent(u.pathname), args, {
-      env: { CONTAINER_ID: ids.id, CONTAINER_NAMESPACE: ids.namespace },
-      stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
-    });
+    const out = pipe();
+    const err = pipe();
+    const ready = pipe();
+    const ours = [out.write, err.write, ready.read];
+    const theirs = [out.read, err.read, ready.write];
+    let child: ChildProcess;
+    try {
+      child = spawn(decodeURIComponent(u.pathname), args, {
+        env: { CONTAINER_ID: ids.id, CONTAINER_NAMESPACE: ids.namespace },
+        stdio: ['ignore', 'ignore', 'ignore', ...theirs],
+      });
+    } catch (e) {
+      for (const fd of [...ours, ...theirs]) closeQuiet(fd);
+      throw e;
+    } finally {
+      for (const fd of theirs) closeQuiet(fd);
+    }
     this.logger = child;
-    const ready = (child.stdio as unknown as Readable[])[5]!;
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', reject);
-      ready.once('data', () => resolve());
-      ready.once('end', () => resolve());
-      ready.once('close', () => resolve());
-      ready.resume();
-    });
-    const mk = (w: Writable): OutputSink => ({ stream: w, close: () => w.end() });
-    this.stdoutSink = mk(child.stdio[3] as Writable);
-    this.stderrSink = mk(child.stdio[4] as Writable);
+    const readySock = new net.Socket({ fd: ready.read, readable: true, writable: false });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.once('error', reject);
+        child.once('exit', (code, signal) =>
+          reject(new Error(`logging binary exited before it was ready (code ${code}, signal ${signal})`)),
+        );
+        readySock.once('data', () => resolve());
+        readySock.once('end', () => resolve());
+        readySock.once('error', () => resolve());
+      });
+    } catch (e) {
+      closeQuiet(out.write);
+      closeQuiet(err.write);
+      throw e;
+    } finally {
+      readySock.destroy();
+    }
+    const mk = (fd: number): OutputSink => {
+      const s = new net.Socket({ fd, readable: false, writable: true });
+      s.on('error', () => undefined);
+      return { stream: s, close: () => s.destroySoon() };
+    };
+    this.stdoutSink = mk(out.write);
+    this.stderrSink = mk(err.write);
   }
 
   /** Starts the pumps between the host side and the agent's streams for one process. */
@@ -146,6 +193,7 @@ export class StdioRelay {
     };
     if (this.stdoutSink) this.pumps.push(pump(this.stdoutSink, OutputStream.STDOUT));
     if (this.stderrSink && !this.paths.terminal) this.pumps.push(pump(this.stderrSink, OutputStream.STDERR));
+    this.openStdin();
     if (this.stdinSrc) {
       const src = this.stdinSrc;
       this.stdinDone = (async () => {
@@ -191,8 +239,23 @@ export class StdioRelay {
     if (this.stderrSink !== this.stdoutSink) this.stderrSink?.close();
     if (this.logger) {
       const l = this.logger;
-      setTimeout(() => l.kill(), 5000).unref();
+      // The pipes were just closed: the logger sees EOF; SIGTERM lets it flush and exit, SIGKILL after 12 s.
+      setImmediate(() => {
+        if (l.exitCode !== null || l.signalCode !== null) return;
+        l.kill('SIGTERM');
+        const t = setTimeout(() => l.kill('SIGKILL'), 12_000);
+        t.unref();
+        l.once('exit', () => clearTimeout(t));
+      });
     }
+  }
+}
+
+function closeQuiet(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
   }
 }
 

@@ -54,6 +54,11 @@ export interface PrivateContainerd {
   spawnCtr(args: string[], opts?: { namespace?: string }): ChildProcess;
   /** The containerd log so far (for failure messages). */
   log(): string;
+  /**
+   * Kills containerd (SIGKILL by default: a crash, shims keep running) and starts it again with the same
+   * config, root and state; resolves once it answers. `pid` changes.
+   */
+  restart(opts?: { signal?: NodeJS.Signals }): Promise<void>;
   /** Kills containerd and every ctr started through this object, then removes the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -164,9 +169,13 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
     ...opts.env,
     PATH: [...(opts.extraPath ?? []), process.env.PATH ?? ''].join(delimiter),
   };
-  const logFd = openSync(logPath, 'a');
-  const child = spawn(CONTAINERD, ['--config', configPath], { env, stdio: ['ignore', logFd, logFd] });
-  closeSync(logFd);
+  const launch = (): ChildProcess => {
+    const logFd = openSync(logPath, 'a');
+    const c = spawn(CONTAINERD, ['--config', configPath], { env, stdio: ['ignore', logFd, logFd] });
+    closeSync(logFd);
+    return c;
+  };
+  let child = launch();
   const ctrChildren = new Set<ChildProcess>();
   let stopped = false;
 
@@ -201,6 +210,14 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
         return '';
       }
     },
+    async restart(o = {}) {
+      if (stopped) throw new Error('containerd was stopped');
+      child.kill(o.signal ?? 'SIGKILL');
+      await waitExit(child, 10_000);
+      child = launch();
+      instance.pid = child.pid ?? -1;
+      await waitReady(opts.startTimeoutMs ?? 20_000);
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -220,20 +237,24 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
   };
   running.add(instance);
 
-  const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code, signal) =>
-      reject(new Error(`containerd exited during startup (code ${code}, signal ${signal}):\n${instance.log()}`)),
-    ),
-  );
-  exited.catch(() => undefined);
-  const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
-  try {
+  async function waitReady(timeoutMs: number): Promise<void> {
+    const c = child;
+    const exited = new Promise<never>((_, reject) =>
+      c.once('exit', (code, signal) =>
+        reject(new Error(`containerd exited during startup (code ${code}, signal ${signal}):\n${instance.log()}`)),
+      ),
+    );
+    exited.catch(() => undefined);
+    const deadline = Date.now() + timeoutMs;
     for (;;) {
       const probe = await Promise.race([runCollect(CTR, ['--address', address, 'version'], ctrEnv, '', 5000), exited]);
       if (probe.code === 0 && /Server:/.test(probe.stdout)) break;
       if (Date.now() > deadline) throw new Error(`containerd did not answer in time:\n${instance.log().slice(-4000)}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+  try {
+    await waitReady(opts.startTimeoutMs ?? 20_000);
   } catch (err) {
     await instance.stop();
     throw err;

@@ -1,9 +1,24 @@
 // End to end with a private containerd 1.6 + runc: ctr -> containerd -> containerd-shim-lcow-v1 -> agent
 // (process sandbox backend) -> runc -> process, and back.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { socketPath } from '../../../src/shim/address.js';
 import { containerdUnavailable, type PrivateContainerd } from '../../helpers/containerd.js';
-import { eventually, lcowState, ourMounts, ourProcesses, RUNTIME, startLcowContainerd } from './helpers.js';
+import {
+  assertNoLeaks,
+  bundleDir,
+  nsMeta,
+  sleep,
+  taskClient,
+  until,
+  eventually,
+  lcowState,
+  ourMounts,
+  ourProcesses,
+  RUNTIME,
+  startLcowContainerd,
+} from './helpers.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
 
@@ -19,13 +34,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
     await cd?.stop();
   });
   afterEach(async () => {
-    assert.deepEqual(await eventually(ourProcesses), [], 'no shim/agent/runc process left');
-    assert.deepEqual(ourMounts(), [], 'no mount left');
-    assert.deepEqual(lcowState(), [], 'no sandbox state left');
-    const tasks = await cd.ctr(['task', 'ls', '-q']);
-    assert.equal(tasks.stdout.trim(), '', 'no task left');
-    const cs = await cd.ctr(['container', 'ls', '-q']);
-    assert.equal(cs.stdout.trim(), '', 'no container left');
+    await assertNoLeaks(cd);
   });
 
   const run = (id: string, args: string[], extra: string[] = []) =>
@@ -155,6 +164,8 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
 
   it('shim killed with SIGKILL: ctr task delete / container rm clean up through `delete`', async () => {
     assert.equal((await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, 'rec-kill', 'sleep', '1000'])).code, 0);
+    const sock = socketPath(readFileSync(join(bundleDir(cd, 'rec-kill'), 'address'), 'utf8').trim());
+    assert.ok(existsSync(sock));
     const shim = ourProcesses().find((p) => /containerd-shim-lcow-v1.*serve/.test(p));
     assert.ok(shim, 'shim running');
     process.kill(Number(shim.split(':')[0]), 'SIGKILL');
@@ -169,10 +180,46 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
     assert.deepEqual(await eventually(ourProcesses), []);
     assert.deepEqual(lcowState(), []);
     assert.deepEqual(ourMounts(), []);
-    assert.deepEqual(
-      existsSync('/run/containerd/s') ? readdirSync('/run/containerd/s') : [],
-      [],
-      'no shim socket left',
+    assert.ok(!existsSync(sock), 'no shim socket left');
+  });
+
+  it('containerd SIGKILLed and restarted: the shim keeps running, the task is listed, killed and deleted', async () => {
+    const r = await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, 'rec-cd', 'sleep', '1000']);
+    assert.equal(r.code, 0, r.stderr);
+    const before = ourProcesses().filter((p) => /containerd-shim-lcow-v1.*serve/.test(p));
+    assert.equal(before.length, 1, before.join('\n'));
+    const shimPid = Number(before[0]!.split(':')[0]);
+    await cd.restart();
+    // containerd 1.6 reloads the shim from the bundle's `address` and calls Connect.
+    assert.ok(
+      await until(async () => /rec-cd\s+\d+\s+RUNNING/.test((await cd.ctr(['task', 'ls'])).stdout), 15_000),
+      (await cd.ctr(['task', 'ls'])).stdout,
     );
+    process.kill(shimPid, 0); // still the same shim process
+    const { task, client } = await taskClient(cd, 'rec-cd');
+    try {
+      const c = await task.connect({ id: 'rec-cd' }, nsMeta(cd));
+      assert.equal(c.shimPid, shimPid);
+      assert.ok(c.taskPid > 0);
+      const pids = await task.pids({ id: 'rec-cd' }, nsMeta(cd));
+      assert.ok(pids.processes.length >= 2, 'the container init and the sandbox process');
+    } finally {
+      client.close();
+    }
+    const events = cd.spawnCtr(['events']);
+    let text = '';
+    events.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    await sleep(300);
+    const k = await cd.ctr(['task', 'kill', '-s', 'SIGKILL', 'rec-cd']);
+    assert.equal(k.code, 0, k.stderr);
+    assert.ok(await until(() => /\/tasks\/exit.*rec-cd/.test(text), 10_000), `no exit event in:\n${text}`);
+    events.kill();
+    assert.ok(await until(async () => /rec-cd\s+\d+\s+STOPPED/.test((await cd.ctr(['task', 'ls'])).stdout)));
+    const del = await cd.ctr(['task', 'delete', 'rec-cd']);
+    assert.equal(del.code, 0, del.stderr);
+    assert.match(del.stdout + del.stderr, /137|^$/);
+    const rm = await cd.ctr(['container', 'delete', 'rec-cd']);
+    assert.equal(rm.code, 0, rm.stderr);
+    await assertNoLeaks(cd);
   });
 });

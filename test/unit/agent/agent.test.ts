@@ -132,4 +132,20 @@ const noStdio = { terminal: false, stdin: false, stdout: true, stderr: true };
     assert.equal((await agent.waitProcess('c4', '')).status, 0);
     assert.match(await out, /40 100\r?\n.*tty/s);
   });
+
+  it('terminal mode: stdin reaches the pty, resize is visible to stty', async () => {
+    await agent.createContainer({
+      containerId: 'c5',
+      specJson: spec(rootfs, ['sh', '-c', 'read x; echo got:$x; stty size']),
+      rootfs: [],
+      stdio: { terminal: true, stdin: true, stdout: true, stderr: false, width: 80, height: 24 },
+    });
+    const c = agent.container('c5');
+    const out = collect(c.init.io.stdout);
+    await agent.startProcess('c5', '');
+    agent.resizePty('c5', '', 120, 40);
+    c.init.io.stdin!.write('hello\r');
+    assert.equal((await agent.waitProcess('c5', '')).status, 0);
+    assert.match(await out, /got:hello\r?\n40 120/);
+  });
 });
