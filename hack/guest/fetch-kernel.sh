@@ -46,6 +46,11 @@ done
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
 
+# Concurrent builds (parallel test runs) serialise on a lock next to the output.
+mkdir -p "$(dirname "$OUT")"
+exec 8>"$OUT.lock"
+flock 8
+
 # Resolve the versioned kernel package from the meta package. apt's lists may be empty on a fresh machine.
 resolve_package() {
   apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1

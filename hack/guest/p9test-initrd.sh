@@ -26,6 +26,9 @@ for tool in gcc cpio sha256sum; do command -v "$tool" >/dev/null || die "missing
 [ -x "$BUSYBOX" ] || die "no $BUSYBOX (apt-get install busybox-static)"
 if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"; fi
 
+mkdir -p "$(dirname "$OUT")"
+exec 9>"$OUT.lock"
+flock 9
 KERNEL=$("$ROOT/hack/guest/fetch-kernel.sh" -o "$OUT/kernel" $MODULES)
 
 SOURCES=("$ROOT"/test/p9-battery/*.c "$ROOT"/test/p9-battery/*.h "$ROOT/hack/guest/connect-fd.c"
