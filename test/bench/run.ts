@@ -4,7 +4,10 @@ import { join } from 'node:path';
 import { formatTable, type BenchRow, type BenchSuite } from './harness.js';
 
 // Suites register here as they are written; each module exports `suite: BenchSuite`.
-const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [() => import('./ttrpc.js')];
+const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
+  () => import('./ttrpc.js'),
+  () => import('./p9-local.js'),
+];
 
 async function main(): Promise<number> {
   const wanted = new Set(process.argv.slice(2));
