@@ -1,7 +1,8 @@
 // Starts 9P servers for the kernel-client tests and benchmarks: ours (`lcowctl 9p serve`) and Debian's diod.
 // Each listens on 127.0.0.1 on a free port; stop() kills it and waits for its exit.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -138,17 +139,32 @@ export async function diodUnavailable(): Promise<string | undefined> {
   }
 }
 
-/** diod in the foreground, no auth, serving one export (as root: ownership passes through). */
+/**
+ * diod in the foreground, no auth, serving one export (as root: ownership passes through). Read-only needs the
+ * export's opts="ro" in a config file: `-o ro` on the command line does not make a `-e` export read-only.
+ */
 export async function startDiod(opts: ServerOptions): Promise<RunningServer> {
   const port = await freePort();
-  const args = ['-f', '-n', '-l', `127.0.0.1:${port}`, '-e', opts.exportDir, '-L', 'stderr'];
-  if (opts.readOnly) args.push('-o', 'ro');
+  const args = ['-f', '-n', '-l', `127.0.0.1:${port}`, '-L', 'stderr'];
+  let confDir: string | undefined;
+  if (opts.readOnly) {
+    if (/["\\\n]/.test(opts.exportDir)) throw new Error(`export path not usable in diod.conf: ${opts.exportDir}`);
+    confDir = mkdtempSync(join(tmpdir(), 'diodconf-'));
+    writeFileSync(join(confDir, 'diod.conf'), `exports = { { path="${opts.exportDir}", opts="ro" } }\n`);
+    args.push('-c', join(confDir, 'diod.conf'));
+  } else {
+    args.push('-e', opts.exportDir);
+  }
   const bin = existsSync('/usr/sbin/diod') ? '/usr/sbin/diod' : 'diod';
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const server = supervise(child, 'diod', port, opts.exportDir);
-  if (!(await waitConnectable(port, Date.now() + 10_000))) {
+  const stop = async (): Promise<void> => {
     await server.stop();
+    if (confDir) rmSync(confDir, { recursive: true, force: true });
+  };
+  if (!(await waitConnectable(port, Date.now() + 10_000))) {
+    await stop();
     throw new Error(`diod ${args.join(' ')} did not listen: ${server.log()}`);
   }
-  return server;
+  return { ...server, stop };
 }
