@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../util/log.js';
 import { ProcessIO, type StdioWanted } from './procio.js';
+import { memoryCgroupDir, OomWatcher } from './oom.js';
 import { Reaper, type ExitInfo } from './reaper.js';
 import { Runc, RuncError, type RuncStats } from './runc.js';
 import { setChildSubreaper, sysKill } from './sys.js';
@@ -122,6 +123,7 @@ export class Agent {
   private readonly reaper: Reaper;
   private readonly drainTimeoutMs: number;
   private readonly oomListeners = new Set<OomListener>();
+  private readonly oom = new OomWatcher((id) => this.emitOom(id));
 
   constructor(readonly opts: AgentOptions) {
     this.runc = new Runc({ binary: opts.runcBinary, root: join(opts.stateDir, 'runc'), logDir: opts.stateDir });
@@ -246,6 +248,7 @@ export class Agent {
         this.runc.create(req.containerId, { bundle, pidFile, consoleSocket, stdio }),
       );
       init.pid = pid || Number((await readFile(pidFile, 'utf8')).trim());
+      await this.oom.add(req.containerId, await memoryCgroupDir(this.runc.root, req.containerId));
       this.watchExit(init);
       log.info('container created', { pid: init.pid });
       return { pid: init.pid, bundle };
@@ -294,8 +297,10 @@ export class Agent {
   }
 
   private watchExit(p: AgentProcess): void {
-    void this.reaper.watch(p.pid).then((e) => {
+    void this.reaper.watch(p.pid).then(async (e) => {
       this.log.debug('process exited', { container: p.containerId, exec: p.execId, pid: p.pid, status: e.status });
+      // An OOM kill is reported before the exit it caused.
+      await this.oom.check(p.containerId).catch(() => false);
       p.markExited(e);
     });
   }
@@ -478,6 +483,8 @@ export class Agent {
   }
 
   private async cleanupContainer(c: AgentContainer): Promise<void> {
+    await this.oom.check(c.id).catch(() => false);
+    this.oom.remove(c.id);
     try {
       await this.runc.delete(c.id, true);
     } catch (err) {

@@ -171,12 +171,30 @@ export class TaskService {
         await agent.getInfo({}, { timeoutMs: 10_000 });
         const pod = new Pod(groupId, sandbox, agent, booted.pids);
         sandbox.onExit((reason) => this.sandboxExited(pod, reason.kind));
+        this.subscribeAgentEvents(pod);
         this.pod = pod;
         return pod;
       })();
       this.podBooting.catch(() => (this.podBooting = undefined));
     }
     return this.podBooting;
+  }
+
+  /** The agent's asynchronous events (OOM kills) become containerd events for the life of the pod. */
+  private subscribeAgentEvents(pod: Pod): void {
+    const stream = pod.agent.subscribeEvents({});
+    void (async () => {
+      try {
+        for await (const e of stream) {
+          if (e.event.case === 'oom') {
+            this.log.warn('container OOM-killed', { pod: pod.id, container: e.containerId });
+            this.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: e.containerId });
+          }
+        }
+      } catch (err) {
+        if (this.pod === pod) this.log.debug('agent event stream ended', { pod: pod.id, error: err });
+      }
+    })();
   }
 
   private sandboxExited(pod: Pod, kind: string): void {

@@ -118,6 +118,25 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
       assert.match(text, new RegExp(`${topic}.*e2e-ev`), `missing ${topic} in:\n${text}`);
   });
 
+  it('OOM kill under --memory-limit: /tasks/oom is published before the exit, status 137', async () => {
+    const events = cd.spawnCtr(['events']);
+    let text = '';
+    events.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    await sleep(300);
+    const r = await run(
+      'e2e-oom',
+      ['sh', '-c', 'x=$(head -c 67108864 /dev/zero | tr "\\0" a); echo survived'],
+      ['--memory-limit', '16777216'],
+    );
+    assert.equal(r.code, 137, r.stdout + r.stderr);
+    assert.ok(await until(() => /\/tasks\/delete.*e2e-oom/.test(text), 10_000), text);
+    events.kill();
+    const oom = text.search(/\/tasks\/oom.*e2e-oom/);
+    const exit = text.search(/\/tasks\/exit.*e2e-oom/);
+    assert.ok(oom >= 0, `no /tasks/oom in:\n${text}`);
+    assert.ok(oom < exit, `/tasks/oom after /tasks/exit:\n${text}`);
+  });
+
   it('two containers with the same sandbox-id annotation share one shim', async () => {
     const ann = ['--annotation', 'io.kubernetes.cri.sandbox-id=e2e-pod'];
     for (const id of ['e2e-pod', 'e2e-app']) {
