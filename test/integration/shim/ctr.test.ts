@@ -3,6 +3,9 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fromBinary } from '@bufbuild/protobuf';
+import { MetricsSchema as MetricsV1Schema } from '../../../src/gen/cgroups/v1/metrics_pb.js';
+import { MetricsSchema as MetricsV2Schema } from '../../../src/gen/cgroups/v2/metrics_pb.js';
 import { socketPath } from '../../../src/shim/address.js';
 import { containerdUnavailable, type PrivateContainerd } from '../../helpers/containerd.js';
 import {
@@ -137,7 +140,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
     assert.ok(oom < exit, `/tasks/oom after /tasks/exit:\n${text}`);
   });
 
-  it('two containers with the same sandbox-id annotation share one shim', async () => {
+  it('two containers with the same sandbox-id share one shim; Stats per container; Update (runc update)', async () => {
     const ann = ['--annotation', 'io.kubernetes.cri.sandbox-id=e2e-pod'];
     for (const id of ['e2e-pod', 'e2e-app']) {
       const c = await cd.ctr(['container', 'create', '--runtime', RUNTIME, ...ann, image, id, 'sleep', '1000']);
@@ -153,6 +156,41 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
     assert.equal(shims.length, 1, shims.join('\n'));
     const agents = ourProcesses().filter((p) => /lcow-agent/.test(p) && !/unshare/.test(p));
     assert.equal(agents.length, 1, agents.join('\n'));
+    // Stats answer for every container of the pod, each from its own cgroup; Update reaches runc update.
+    for (const id of ['e2e-pod', 'e2e-app']) {
+      const m = await cd.ctr(['task', 'metrics', id]);
+      assert.equal(m.code, 0, m.stderr);
+      assert.match(m.stdout, /memory/i);
+    }
+    const { task, client } = await taskClient(cd, 'e2e-app');
+    try {
+      const limit = 48 * 1024 * 1024;
+      const resources = { memory: { limit }, cpu: { shares: 512 } };
+      await task.update(
+        {
+          id: 'e2e-app',
+          resources: {
+            typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/LinuxResources',
+            value: Buffer.from(JSON.stringify(resources)),
+          },
+        },
+        nsMeta(cd),
+      );
+      const memLimit = async (id: string): Promise<bigint | undefined> => {
+        const st = await task.stats({ id }, nsMeta(cd));
+        assert.ok(st.stats, 'stats present');
+        if (st.stats.typeUrl.endsWith('cgroups.v1.Metrics'))
+          return fromBinary(MetricsV1Schema, st.stats.value).memory?.usage?.limit;
+        return fromBinary(MetricsV2Schema, st.stats.value).memory?.usageLimit;
+      };
+      assert.equal(await memLimit('e2e-app'), BigInt(limit));
+      assert.notEqual(await memLimit('e2e-pod'), BigInt(limit), 'the other container keeps its limit');
+      await assert.rejects(
+        task.update({ id: 'e2e-app', resources: { typeUrl: 'x', value: Buffer.from('not json') } }, nsMeta(cd)),
+      );
+    } finally {
+      client.close();
+    }
     for (const id of ['e2e-app', 'e2e-pod']) {
       assert.equal((await cd.ctr(['task', 'kill', '-s', 'SIGKILL', id])).code, 0);
       for (
