@@ -2,6 +2,7 @@
 import { createWriteStream } from 'node:fs';
 import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
+import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
 import { dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
 
@@ -69,6 +70,7 @@ export async function main(argv: string[]): Promise<void> {
     mount9p: p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
   });
   await agent.init();
+  await setupTelemetry('lcow-agent');
   let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;
@@ -76,6 +78,7 @@ export async function main(argv: string[]): Promise<void> {
     log.info('agent stopping');
     await agent.shutdown().catch(() => undefined);
     await server.close().catch(() => undefined);
+    await shutdownTelemetry();
     process.exit(0);
   };
   const server = createAgentServer(agent, log, () => void stop());

@@ -5,6 +5,7 @@ import { Agent, AgentError } from './agent.js';
 import { cgroupVersion, metricsAny } from './stats.js';
 import { Agent as AgentService, OutputStream } from '../gen/agent/v1/agent_pb.js';
 import { Code, TtrpcError, TtrpcServer } from '../ttrpc/index.js';
+import { traceServiceImpl, tracingEnabled } from '../telemetry/index.js';
 import type { Logger } from '../util/log.js';
 import type { PassThrough } from 'node:stream';
 import { readFileSync } from 'node:fs';
@@ -34,159 +35,171 @@ function runcVersion(): string {
   }
 }
 
+/** Every RPC a span when tracing is on (decided once, when the server is built). */
+function maybeTraced<I extends object>(impl: I): I {
+  return tracingEnabled() ? traceServiceImpl(impl) : impl;
+}
+
 export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => void): TtrpcServer {
   const server = new TtrpcServer({ logger: log, errorMapper: agentErrorToTtrpc });
   const guestCgroup = cgroupVersion();
-  server.registerService(AgentService, {
-    async getInfo() {
-      return {
-        version: AGENT_VERSION,
-        pid: process.pid,
-        cgroupVersion: guestCgroup,
-        kernel: release(),
-        runcVersion: runcVersion(),
-      };
-    },
-    async addShare(req) {
-      return { guestPath: await agent.addShare(req) };
-    },
-    async removeShare(req) {
-      await agent.removeShare(req.shareId);
-      return {};
-    },
-    async createContainer(req) {
-      const s = req.stdio;
-      const r = await agent.createContainer({
-        containerId: req.containerId,
-        specJson: req.specJson,
-        rootfs: req.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options })),
-        stdio: {
-          terminal: s?.terminal ?? false,
-          stdin: s?.stdin ?? false,
-          stdout: s?.stdout ?? false,
-          stderr: s?.stderr ?? false,
-          width: s?.width,
-          height: s?.height,
-        },
-        bundle: req.bundle,
-      });
-      return r;
-    },
-    async startProcess(req) {
-      return { pid: await agent.startProcess(req.containerId, req.execId) };
-    },
-    async execProcess(req) {
-      const s = req.stdio;
-      await agent.execProcess({
-        containerId: req.containerId,
-        execId: req.execId,
-        processJson: req.processJson,
-        stdio: {
-          terminal: s?.terminal ?? false,
-          stdin: s?.stdin ?? false,
-          stdout: s?.stdout ?? false,
-          stderr: s?.stderr ?? false,
-          width: s?.width,
-          height: s?.height,
-        },
-      });
-      return {};
-    },
-    async signalProcess(req) {
-      await agent.signalProcess(req.containerId, req.execId, req.signal, req.all);
-      return {};
-    },
-    async waitProcess(req) {
-      const e = await agent.waitProcess(req.containerId, req.execId);
-      return { exitStatus: e.status, exitedAt: timestampFromDate(e.exitedAt) };
-    },
-    async resizePty(req) {
-      agent.resizePty(req.containerId, req.execId, req.width, req.height);
-      return {};
-    },
-    async closeStdin(req) {
-      agent.closeStdin(req.containerId, req.execId);
-      return {};
-    },
-    async pauseContainer(req) {
-      await agent.pause(req.containerId);
-      return {};
-    },
-    async resumeContainer(req) {
-      await agent.resume(req.containerId);
-      return {};
-    },
-    async updateContainer(req) {
-      await agent.update(req.containerId, req.resourcesJson);
-      return {};
-    },
-    async containerStats(req) {
-      const want = req.cgroupVersion === 1 || req.cgroupVersion === 2 ? req.cgroupVersion : guestCgroup;
-      return { metrics: metricsAny(await agent.stats(req.containerId), want), cgroupVersion: want };
-    },
-    async listProcesses(req) {
-      return { processes: await agent.listProcesses(req.containerId) };
-    },
-    async deleteProcess(req) {
-      agent.deleteProcess(req.containerId, req.execId);
-      return {};
-    },
-    async deleteContainer(req) {
-      await agent.deleteContainer(req.containerId);
-      return {};
-    },
-    async readOutput(req, out) {
-      const p = agent.container(req.containerId).process(req.execId);
-      const src: PassThrough | undefined =
-        req.stream === OutputStream.STDOUT ? p.io.stdout : req.stream === OutputStream.STDERR ? p.io.stderr : undefined;
-      if (!src) throw new AgentError('FailedPrecondition', 'the process has no such output stream');
-      try {
-        for await (const chunk of src) {
-          if (out.signal.aborted) break;
-          await out.send({ data: chunk as Buffer });
-        }
-      } finally {
-        p.outputFinished(src);
-      }
-    },
-    async writeStdin(requests) {
-      let written = 0n;
-      let target: PassThrough | undefined;
-      for await (const chunk of requests) {
-        if (!target) {
-          const p = agent.container(chunk.containerId).process(chunk.execId);
-          if (!p.io.stdin) throw new AgentError('FailedPrecondition', 'the process has no stdin');
-          target = p.io.stdin;
-        }
-        if (chunk.data.length === 0) continue;
-        if (target.writableEnded) break;
-        if (!target.write(chunk.data)) await new Promise((r) => target!.once('drain', r));
-        written += BigInt(chunk.data.length);
-      }
-      return { bytesWritten: written };
-    },
-    async writeStdinOnce(req) {
-      const p = agent.container(req.containerId).process(req.execId);
-      if (!p.io.stdin) throw new AgentError('FailedPrecondition', 'the process has no stdin');
-      if (!p.io.stdin.writableEnded && req.data.length) p.io.stdin.write(req.data);
-      return { bytesWritten: BigInt(req.data.length) };
-    },
-    async subscribeEvents(_req, out) {
-      await new Promise<void>((resolve) => {
-        const off = agent.onOom((containerId) => {
-          void out.send({ containerId, event: { case: 'oom', value: {} } }).catch(() => undefined);
+  server.registerService(
+    AgentService,
+    maybeTraced({
+      async getInfo() {
+        return {
+          version: AGENT_VERSION,
+          pid: process.pid,
+          cgroupVersion: guestCgroup,
+          kernel: release(),
+          runcVersion: runcVersion(),
+        };
+      },
+      async addShare(req) {
+        return { guestPath: await agent.addShare(req) };
+      },
+      async removeShare(req) {
+        await agent.removeShare(req.shareId);
+        return {};
+      },
+      async createContainer(req) {
+        const s = req.stdio;
+        const r = await agent.createContainer({
+          containerId: req.containerId,
+          specJson: req.specJson,
+          rootfs: req.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options })),
+          stdio: {
+            terminal: s?.terminal ?? false,
+            stdin: s?.stdin ?? false,
+            stdout: s?.stdout ?? false,
+            stderr: s?.stderr ?? false,
+            width: s?.width,
+            height: s?.height,
+          },
+          bundle: req.bundle,
         });
-        out.signal.addEventListener('abort', () => {
-          off();
-          resolve();
+        return r;
+      },
+      async startProcess(req) {
+        return { pid: await agent.startProcess(req.containerId, req.execId) };
+      },
+      async execProcess(req) {
+        const s = req.stdio;
+        await agent.execProcess({
+          containerId: req.containerId,
+          execId: req.execId,
+          processJson: req.processJson,
+          stdio: {
+            terminal: s?.terminal ?? false,
+            stdin: s?.stdin ?? false,
+            stdout: s?.stdout ?? false,
+            stderr: s?.stderr ?? false,
+            width: s?.width,
+            height: s?.height,
+          },
         });
-      });
-    },
-    async shutdown() {
-      await agent.shutdown();
-      setImmediate(onShutdown);
-      return {};
-    },
-  });
+        return {};
+      },
+      async signalProcess(req) {
+        await agent.signalProcess(req.containerId, req.execId, req.signal, req.all);
+        return {};
+      },
+      async waitProcess(req) {
+        const e = await agent.waitProcess(req.containerId, req.execId);
+        return { exitStatus: e.status, exitedAt: timestampFromDate(e.exitedAt) };
+      },
+      async resizePty(req) {
+        agent.resizePty(req.containerId, req.execId, req.width, req.height);
+        return {};
+      },
+      async closeStdin(req) {
+        agent.closeStdin(req.containerId, req.execId);
+        return {};
+      },
+      async pauseContainer(req) {
+        await agent.pause(req.containerId);
+        return {};
+      },
+      async resumeContainer(req) {
+        await agent.resume(req.containerId);
+        return {};
+      },
+      async updateContainer(req) {
+        await agent.update(req.containerId, req.resourcesJson);
+        return {};
+      },
+      async containerStats(req) {
+        const want = req.cgroupVersion === 1 || req.cgroupVersion === 2 ? req.cgroupVersion : guestCgroup;
+        return { metrics: metricsAny(await agent.stats(req.containerId), want), cgroupVersion: want };
+      },
+      async listProcesses(req) {
+        return { processes: await agent.listProcesses(req.containerId) };
+      },
+      async deleteProcess(req) {
+        agent.deleteProcess(req.containerId, req.execId);
+        return {};
+      },
+      async deleteContainer(req) {
+        await agent.deleteContainer(req.containerId);
+        return {};
+      },
+      async readOutput(req, out) {
+        const p = agent.container(req.containerId).process(req.execId);
+        const src: PassThrough | undefined =
+          req.stream === OutputStream.STDOUT
+            ? p.io.stdout
+            : req.stream === OutputStream.STDERR
+              ? p.io.stderr
+              : undefined;
+        if (!src) throw new AgentError('FailedPrecondition', 'the process has no such output stream');
+        try {
+          for await (const chunk of src) {
+            if (out.signal.aborted) break;
+            await out.send({ data: chunk as Buffer });
+          }
+        } finally {
+          p.outputFinished(src);
+        }
+      },
+      async writeStdin(requests) {
+        let written = 0n;
+        let target: PassThrough | undefined;
+        for await (const chunk of requests) {
+          if (!target) {
+            const p = agent.container(chunk.containerId).process(chunk.execId);
+            if (!p.io.stdin) throw new AgentError('FailedPrecondition', 'the process has no stdin');
+            target = p.io.stdin;
+          }
+          if (chunk.data.length === 0) continue;
+          if (target.writableEnded) break;
+          if (!target.write(chunk.data)) await new Promise((r) => target!.once('drain', r));
+          written += BigInt(chunk.data.length);
+        }
+        return { bytesWritten: written };
+      },
+      async writeStdinOnce(req) {
+        const p = agent.container(req.containerId).process(req.execId);
+        if (!p.io.stdin) throw new AgentError('FailedPrecondition', 'the process has no stdin');
+        if (!p.io.stdin.writableEnded && req.data.length) p.io.stdin.write(req.data);
+        return { bytesWritten: BigInt(req.data.length) };
+      },
+      async subscribeEvents(_req, out) {
+        await new Promise<void>((resolve) => {
+          const off = agent.onOom((containerId) => {
+            void out.send({ containerId, event: { case: 'oom', value: {} } }).catch(() => undefined);
+          });
+          out.signal.addEventListener('abort', () => {
+            off();
+            resolve();
+          });
+        });
+      },
+      async shutdown() {
+        await agent.shutdown();
+        setImmediate(onShutdown);
+        return {};
+      },
+    }),
+  );
   return server;
 }

@@ -7,6 +7,7 @@ import { cgroupVersion } from '../agent/stats.js';
 import { TaskService } from '../task/service.js';
 import { createTaskServer } from '../task/server.js';
 import { Logger, parseLogLevel, type LogSink } from '../util/log.js';
+import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import type { ShimFlags } from './flags.js';
 import { decodeStdinOptions, sandboxBackend } from './options.js';
 import { TtrpcEventPublisher } from './publisher.js';
@@ -45,6 +46,7 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     await svc.close().catch(() => undefined);
     await publisher.flush(3000);
     publisher.close();
+    await shutdownTelemetry();
     await server.close().catch(() => undefined);
     if (flags.socket) {
       try {
@@ -65,6 +67,9 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     hostCgroupVersion: cgroupVersion(),
     onShutdown: () => void exit('shutdown'),
   });
+  await setupTelemetry('containerd-shim-lcow').catch((err: unknown) =>
+    log.warn('telemetry setup failed; tracing stays off', { error: String(err) }),
+  );
   const server = createTaskServer(svc, log);
   const fd = Number(process.env.LCOW_SHIM_LISTEN_FD ?? '');
   delete process.env.LCOW_SHIM_LISTEN_FD;

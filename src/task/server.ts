@@ -2,6 +2,7 @@
 // one place (toTtrpcError) through the server's errorMapper.
 import { Task as TaskV2 } from '../gen/containerd/task/v2/shim_pb.js';
 import { Task as TaskV3 } from '../gen/containerd/task/v3/shim_pb.js';
+import { traceServiceImpl, tracingEnabled } from '../telemetry/index.js';
 import { TtrpcServer } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 import { toTtrpcError } from './errors.js';
@@ -28,7 +29,9 @@ export function createTaskServer(svc: TaskService, logger: Logger): TtrpcServer 
     connect: async (r: Parameters<TaskService['connect']>[0]) => svc.connect(r),
     shutdown: async (r: Parameters<TaskService['shutdown']>[0]) => (svc.shutdown(r), {}),
   };
-  server.registerService(TaskV2, impl);
-  server.registerService(TaskV3, impl);
+  // Every Task RPC is a span when tracing is on (decided once, here: free when off).
+  const served = tracingEnabled() ? traceServiceImpl(impl) : impl;
+  server.registerService(TaskV2, served);
+  server.registerService(TaskV3, served);
   return server;
 }

@@ -12,6 +12,7 @@ import { ProcessDetailsSchema } from '../gen/containerd/runc/options_pb.js';
 import type * as v2 from '../gen/containerd/task/v2/shim_pb.js';
 import { Status } from '../gen/containerd/types/task/task_pb.js';
 import { createSandbox, type Sandbox } from '../sandbox/index.js';
+import { tracedClient } from '../telemetry/index.js';
 import { createClient, type ServiceClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 import {
@@ -167,7 +168,8 @@ export class TaskService {
         });
         if (!sandbox.isolated) this.log.warn('sandbox is not VM-isolated', { backend: sandbox.backend, pod: groupId });
         const booted = await sandbox.boot();
-        const agent = createClient(AgentDesc, booted.agent);
+        // Agent calls carry the active span's trace context (a plain client when tracing is off).
+        const agent = tracedClient(createClient(AgentDesc, booted.agent));
         await agent.getInfo({}, { timeoutMs: 10_000 });
         const pod = new Pod(groupId, sandbox, agent, booted.pids);
         sandbox.onExit((reason) => this.sandboxExited(pod, reason.kind));
