@@ -38,12 +38,11 @@ if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked (apt
 
 KERNEL=$("$ROOT/hack/guest/fetch-kernel.sh" -o "$OUT/uvm-kernel" $MODULES)
 
-# The agent: lcow-agent.js and the dist/src folders it can import (everything but the host-only ones).
-AGENT_DIRS="agent gen ttrpc util transport"
-NODE_MODULES="@bufbuild/protobuf koffi @koromix/koffi-linux-x64"
+# The agent: lcow-agent.js and all of dist/src (1-2 MB; a fixed list broke whenever the agent gained an
+# import), plus the package's runtime dependencies and koffi's linux-x64 native module.
+NODE_MODULES="$(node -e 'console.log(Object.keys(require(process.argv[1]).dependencies).join(" "))' "$ROOT/package.json") @koromix/koffi-linux-x64"
 agent_files() {
-  (cd "$ROOT/dist" && find shim/lcow-agent.js $(for d in $AGENT_DIRS; do [ -d "src/$d" ] && echo "src/$d"; done) \
-    -type f -name '*.js' | sort)
+  (cd "$ROOT/dist" && find shim/lcow-agent.js src -type f -name '*.js' | sort)
 }
 STAMP=$( {
   cat "$KERNEL/.stamp"
@@ -96,7 +95,7 @@ printf '{"type":"module","private":true}\n' >"$A/package.json"
 done
 for m in $NODE_MODULES; do
   mkdir -p "$A/node_modules/$m"
-  (cd "$ROOT/node_modules/$m" && find . -type f \( -name '*.js' -o -name '*.cjs' -o -name '*.json' -o -name '*.node' \) \
+  (cd "$ROOT/node_modules/$m" && find . -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.cjs' -o -name '*.json' -o -name '*.node' \) \
     -not -path './vendor/*' -not -path './doc/*' -not -path '*/musl_*/*' -not -path '*/commonjs/*' |
     while read -r f; do mkdir -p "$A/node_modules/$m/$(dirname "$f")" && cp "$f" "$A/node_modules/$m/$f"; done)
 done
