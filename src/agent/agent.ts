@@ -7,7 +7,7 @@ import type { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../util/log.js';
 import { ProcessIO, type StdioWanted } from './procio.js';
 import { memoryCgroupDir, OomWatcher } from './oom.js';
-import { Reaper, type ExitInfo } from './reaper.js';
+import { Reaper, trackSpawnedChildren, type ExitInfo } from './reaper.js';
 import { Runc, RuncError, type RuncStats } from './runc.js';
 import { setChildSubreaper, sysKill } from './sys.js';
 import type { P9MountRequest } from './uvm.js';
@@ -135,6 +135,9 @@ export class Agent {
   async init(): Promise<void> {
     // Container inits and detached execs are orphaned when runc exits; they must be reparented to us.
     if (!setChildSubreaper()) throw new Error('prctl(PR_SET_CHILD_SUBREAPER) failed');
+    // Every zombie we adopt is reaped, except libuv's own children (tracked so the reaper leaves them).
+    trackSpawnedChildren();
+    this.reaper.start();
     await mkdir(join(this.opts.stateDir, 'runc'), { recursive: true, mode: 0o700 });
     await mkdir(join(this.opts.stateDir, 'bundles'), { recursive: true, mode: 0o700 });
   }
@@ -244,12 +247,17 @@ export class Agent {
       spec.process = { ...(spec.process ?? {}), terminal: req.stdio.terminal };
       await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
       const pidFile = join(bundle, 'init.pid');
-      const pid = await this.runCreateLike(io, bundle, (stdio, consoleSocket) =>
-        this.runc.create(req.containerId, { bundle, pidFile, consoleSocket, stdio }),
-      );
-      init.pid = pid || Number((await readFile(pidFile, 'utf8')).trim());
+      const release = this.reaper.hold();
+      try {
+        const pid = await this.runCreateLike(io, bundle, (stdio, consoleSocket) =>
+          this.runc.create(req.containerId, { bundle, pidFile, consoleSocket, stdio }),
+        );
+        init.pid = pid || Number((await readFile(pidFile, 'utf8')).trim());
+        this.watchExit(init);
+      } finally {
+        release();
+      }
       await this.oom.add(req.containerId, await memoryCgroupDir(this.runc.root, req.containerId));
-      this.watchExit(init);
       log.info('container created', { pid: init.pid });
       return { pid: init.pid, bundle };
     } catch (err) {
@@ -320,19 +328,25 @@ export class Agent {
     const dir = join(c.bundle, 'execs');
     await mkdir(dir, { recursive: true });
     const pidFile = join(dir, `${execId}.pid`);
+    // The exec may exit before its pid is read and watched: keep the reaper off unwatched zombies till then.
+    const release = this.reaper.hold();
     try {
-      await this.runCreateLike(p.io, dir, (stdio, consoleSocket) =>
-        this.runc.exec(containerId, { processJson: p.processJson!, pidFile, consoleSocket, stdio }),
-      );
-    } catch (err) {
-      // A failed start is an exit with status 1 (hcsshim semantics).
-      p.io.close();
-      p.markExited({ status: 1, exitedAt: new Date() });
-      throw new AgentError('Internal', (err as Error).message);
+      try {
+        await this.runCreateLike(p.io, dir, (stdio, consoleSocket) =>
+          this.runc.exec(containerId, { processJson: p.processJson!, pidFile, consoleSocket, stdio }),
+        );
+      } catch (err) {
+        // A failed start is an exit with status 1 (hcsshim semantics).
+        p.io.close();
+        p.markExited({ status: 1, exitedAt: new Date() });
+        throw new AgentError('Internal', (err as Error).message);
+      }
+      p.pid = Number((await readFile(pidFile, 'utf8')).trim());
+      p.status = 'running';
+      this.watchExit(p);
+    } finally {
+      release();
     }
-    p.pid = Number((await readFile(pidFile, 'utf8')).trim());
-    p.status = 'running';
-    this.watchExit(p);
     return p.pid;
   }
 
@@ -506,6 +520,7 @@ export class Agent {
       this.containers.delete(c.id);
     }
     for (const id of [...this.shares.keys()]) await this.removeShare(id).catch(() => undefined);
+    if (!this.opts.reaper) this.reaper.stop();
   }
 
   emitOom(containerId: string): void {
