@@ -7,6 +7,7 @@ import { formatTable, type BenchRow, type BenchSuite } from './harness.js';
 const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./ttrpc.js'),
   () => import('./p9-local.js'),
+  () => import('./shim.js'),
 ];
 
 async function main(): Promise<number> {
