@@ -33,17 +33,20 @@ export class QmpClient {
   static async connect(path: string, timeoutMs = 10_000): Promise<QmpClient> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      let c: QmpClient | undefined;
       try {
         const socket = await new Promise<Socket>((resolve, reject) => {
           const s = connect(path);
           s.once('connect', () => resolve(s));
           s.once('error', reject);
         });
-        const c = new QmpClient(socket);
+        c = new QmpClient(socket);
         await c.greeting();
         await c.execute('qmp_capabilities');
         return c;
       } catch (err) {
+        // A failed attempt must not leave its socket open (QEMU accepts one QMP client per chardev).
+        c?.close();
         if (Date.now() > deadline) throw err;
         await new Promise((r) => setTimeout(r, 50));
       }
