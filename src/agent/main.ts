@@ -10,6 +10,8 @@ export interface AgentArgs {
   stateDir: string;
   listen: string;
   readyFd?: number;
+  /** Process backend: exit when the shim that started us is gone and no container runs here. */
+  exitWithParent?: boolean;
   /** UVM mode: dial the host's control port instead of listening (with --p9 and --token-file). */
   dial?: string;
   p9?: string;
@@ -34,6 +36,9 @@ export function parseAgentArgs(argv: string[]): AgentArgs {
         break;
       case '--ready-fd':
         out.readyFd = Number(value());
+        break;
+      case '--exit-with-parent':
+        out.exitWithParent = true;
         break;
       case '--dial':
         out.dial = value();
@@ -95,6 +100,14 @@ export async function main(argv: string[]): Promise<void> {
   process.on('SIGTERM', () => void stop());
   process.on('SIGINT', () => void stop());
   log.info('agent listening', { socket: args.listen, pid: process.pid });
+  if (args.exitWithParent) {
+    // A shim that dies before its first Create leaves an agent nobody recorded: it ends itself. With
+    // containers, it stays (the shim's `delete` cleans up from the bundle's record).
+    const parent = process.ppid;
+    setInterval(() => {
+      if (process.ppid !== parent && agent.containerCount === 0) void stop();
+    }, 1000).unref();
+  }
   if (args.readyFd !== undefined) {
     const w = createWriteStream('', { fd: args.readyFd });
     w.end('ready\n');

@@ -1,23 +1,23 @@
 // Backend selection. On Linux the default is `qemu` (one utility VM per pod). The process backend is never a
 // default: it runs containers on the host without a VM boundary, so it must be asked for explicitly
 // (LCOW_SANDBOX=process or `sandbox = "process"`).
+// Backends are loaded on demand: the shim daemon must not pay for QEMU/9P modules when it runs the process
+// backend, nor `delete` for any backend while the serving shim is alive.
 import type { Sandbox, SandboxOptions, SandboxRecord } from './sandbox.js';
 import { SandboxUnavailableError } from './sandbox.js';
-import { ProcessSandbox, cleanupProcessSandbox } from './process/process.js';
-import { QemuSandbox, cleanupQemuSandbox } from './qemu/qemu.js';
 
 export * from './sandbox.js';
 
-export function createSandbox(backend: string | undefined, opts: SandboxOptions): Sandbox {
+export async function createSandbox(backend: string | undefined, opts: SandboxOptions): Promise<Sandbox> {
   switch (backend) {
     case 'process':
-      return new ProcessSandbox(opts);
+      return new (await import('./process/process.js')).ProcessSandbox(opts);
     case undefined:
     case '':
     case 'qemu':
       if (process.platform !== 'linux')
         throw new SandboxUnavailableError(`the qemu sandbox backend needs Linux (this is ${process.platform})`);
-      return new QemuSandbox(opts);
+      return new (await import('./qemu/qemu.js')).QemuSandbox(opts);
     default:
       throw new SandboxUnavailableError(`unknown sandbox backend ${JSON.stringify(backend)}`);
   }
@@ -27,9 +27,9 @@ export function createSandbox(backend: string | undefined, opts: SandboxOptions)
 export async function cleanupSandboxRecord(rec: SandboxRecord): Promise<void> {
   switch (rec.backend) {
     case 'process':
-      return cleanupProcessSandbox(rec);
+      return (await import('./process/process.js')).cleanupProcessSandbox(rec);
     case 'qemu':
-      return cleanupQemuSandbox(rec);
+      return (await import('./qemu/qemu.js')).cleanupQemuSandbox(rec);
     default:
       throw new Error(`cannot clean up sandbox backend ${rec.backend}`);
   }

@@ -1,15 +1,53 @@
 // `delete`: runs on every ttrpc client close and when containerd gives up on a shim. Idempotent, per id.
 // When the serving shim is alive it only makes sure this container is gone; when it is dead it tears the
 // whole sandbox down from the record in the bundle. Prints only a marshalled DeleteResponse.
+// It runs on containerd's critical path (after every Shutdown), so it stays light: no protobuf runtime (the
+// three-field reply is encoded by hand), no sandbox backends unless the shim is dead.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { create, toBinary } from '@bufbuild/protobuf';
-import { timestampNow } from '@bufbuild/protobuf/wkt';
-import { DeleteResponseSchema } from '../gen/containerd/task/v2/shim_pb.js';
-import { cleanupSandboxRecord, type SandboxRecord } from '../sandbox/index.js';
-import { SANDBOX_RECORD_FILE } from '../task/service.js';
+import type { SandboxRecord } from '../sandbox/sandbox.js';
+import { SANDBOX_RECORD_FILE } from '../task/record.js';
 import type { ShimFlags } from './flags.js';
+
+function varint(out: number[], v: number | bigint): void {
+  let n = BigInt(v);
+  while (n > 0x7fn) {
+    out.push(Number(n & 0x7fn) | 0x80);
+    n >>= 7n;
+  }
+  out.push(Number(n));
+}
+
+/** containerd.task.v2.DeleteResponse{pid=1, exit_status=2, exited_at=3 Timestamp{seconds=1, nanos=2}}. */
+export function encodeDeleteResponse(pid: number, exitStatus: number, exitedAt: Date): Uint8Array {
+  const ms = exitedAt.getTime();
+  const seconds = Math.floor(ms / 1000);
+  const nanos = (ms - seconds * 1000) * 1_000_000;
+  const ts: number[] = [];
+  if (seconds !== 0) {
+    ts.push(0x08);
+    varint(ts, seconds);
+  }
+  if (nanos !== 0) {
+    ts.push(0x10);
+    varint(ts, nanos);
+  }
+  const out: number[] = [];
+  if (pid !== 0) {
+    out.push(0x08);
+    varint(out, pid);
+  }
+  if (exitStatus !== 0) {
+    out.push(0x10);
+    varint(out, exitStatus);
+  }
+  out.push(0x1a);
+  varint(out, ts.length);
+  out.push(...ts);
+  return Uint8Array.from(out);
+}
 
 interface BundleRecord {
   shimPid: number;
@@ -49,7 +87,9 @@ export async function deleteAction(flags: ShimFlags): Promise<Uint8Array> {
   if (rec) {
     status = 137;
     if (await shimAlive(rec.shimPid)) {
-      if (rec.sandbox.backend === 'process') await runcDelete(join(rec.sandbox.stateDir, 'runc'), flags.id);
+      // Usually the shim already deleted it (Delete runs before Shutdown): only then is runc skipped.
+      const root = join(rec.sandbox.stateDir, 'runc');
+      if (rec.sandbox.backend === 'process' && existsSync(join(root, flags.id))) await runcDelete(root, flags.id);
     } else {
       // The serving shim is dead: its socket file stays behind unless we remove it.
       try {
@@ -58,13 +98,11 @@ export async function deleteAction(flags: ShimFlags): Promise<Uint8Array> {
       } catch {
         // no address or already gone
       }
+      const { cleanupSandboxRecord } = await import('../sandbox/index.js');
       await cleanupSandboxRecord(rec.sandbox).catch((err: unknown) => {
         process.stderr.write(`sandbox cleanup: ${String(err)}\n`);
       });
     }
   }
-  return toBinary(
-    DeleteResponseSchema,
-    create(DeleteResponseSchema, { pid: 0, exitStatus: status, exitedAt: timestampNow() }),
-  );
+  return encodeDeleteResponse(0, status, new Date());
 }

@@ -1,9 +1,9 @@
 // The shim daemon: log to the bundle's `log` fifo, runtime options from stdin, Task service on the socket
 // passed as fd 3 (or -socket), events to TTRPC_ADDRESS, graceful exit on Shutdown / SIGTERM.
-import { constants, openSync, unlinkSync } from 'node:fs';
+import { constants, existsSync, openSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { cgroupVersion } from '../agent/stats.js';
+import { stateRootFor } from '../task/record.js';
 import { TaskService } from '../task/service.js';
 import { createTaskServer } from '../task/server.js';
 import { Logger, parseLogLevel, type LogSink } from '../util/log.js';
@@ -44,6 +44,7 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     exiting = true;
     log.info('shim exiting', { reason: why });
     await svc.close().catch(() => undefined);
+    (await import('../sandbox/process/spawn.js')).discardPrespawnedAgent();
     await publisher.flush(3000);
     publisher.close();
     await shutdownTelemetry();
@@ -63,8 +64,8 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     publisher,
     sandboxBackend: backend,
     runtimeConfig: opts.config,
-    stateRoot: join('/run/lcow', flags.namespace),
-    hostCgroupVersion: cgroupVersion(),
+    stateRoot: stateRootFor(flags.namespace),
+    hostCgroupVersion: existsSync('/sys/fs/cgroup/cgroup.controllers') ? 2 : 1,
     onShutdown: () => void exit('shutdown'),
   });
   await setupTelemetry('containerd-shim-lcow').catch((err: unknown) =>

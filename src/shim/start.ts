@@ -63,7 +63,8 @@ export async function startAction(flags: ShimFlags, selfScript: string): Promise
     cwd: bundle,
     detached: true,
     stdio: ['pipe', 'ignore', 'ignore', fd],
-    env: { ...process.env, LCOW_SHIM_LISTEN_FD: '3' },
+    // The group tells the daemon which pod its first Create is for (the process backend prespawns its agent).
+    env: { ...process.env, LCOW_SHIM_LISTEN_FD: '3', LCOW_SHIM_GROUP: grouping },
   });
   child.stdin!.end(options);
   await new Promise<void>((resolve, reject) => {

@@ -24,16 +24,16 @@ import {
   unimplemented,
   validateId,
 } from './errors.js';
+import { SANDBOX_RECORD_FILE, SHIM_VERSION } from './record.js';
 import { StdioRelay, type StdioPaths } from './stdio.js';
+
+export { SANDBOX_RECORD_FILE, SHIM_VERSION };
 import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
 
 export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
 
-export const SHIM_VERSION = '0.1.0';
 export const SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 export const GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
-/** Per-bundle record that `delete` reads when the serving shim is dead. */
-export const SANDBOX_RECORD_FILE = 'lcow-sandbox.json';
 
 export interface EventPublisher {
   /** Enqueues an event; never throws, never blocks. */
@@ -159,7 +159,7 @@ export class TaskService {
     }
     if (!this.podBooting) {
       this.podBooting = (async () => {
-        const sandbox = createSandbox(this.opts.sandboxBackend, {
+        const sandbox = await createSandbox(this.opts.sandboxBackend, {
           id: groupId,
           stateDir: join(this.opts.stateRoot, groupId),
           logger: this.log,

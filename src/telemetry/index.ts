@@ -6,19 +6,20 @@
 //
 //   OTEL_TRACES_EXPORTER=otlp|console|none (comma list)   OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT=...
 //   OTEL_SDK_DISABLED=true wins over everything.
-import {
-  context,
-  createTraceState,
-  isSpanContextValid,
-  ROOT_CONTEXT,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type ContextManager,
-  type SpanContext,
-  type Tracer,
-  type TracerProvider,
-} from '@opentelemetry/api';
+import { createRequire } from 'node:module';
+import type { ContextManager, SpanContext, Tracer, TracerProvider } from '@opentelemetry/api';
+
+// The API itself (~40 ms of module loading) is loaded only when tracing is installed.
+type Api = typeof import('@opentelemetry/api');
+let api: Api | undefined;
+const loadApi = (): Api => (api ??= createRequire(import.meta.url)('@opentelemetry/api') as Api);
+const SPAN_KIND_SERVER = 1; // SpanKind.SERVER
+const STATUS_ERROR = 2; // SpanStatusCode.ERROR
+const isValid = (sc: SpanContext): boolean =>
+  /^[0-9a-f]{32}$/.test(sc.traceId) &&
+  !/^0+$/.test(sc.traceId) &&
+  /^[0-9a-f]{16}$/.test(sc.spanId) &&
+  !/^0+$/.test(sc.spanId);
 
 /** What the RPC wrappers need from a ttrpc CallContext (metadata is read only when tracing). */
 export interface RpcInfo {
@@ -75,9 +76,10 @@ export async function setupTelemetry(serviceName: string, env: NodeJS.ProcessEnv
 export function installTracing(provider: TracerProvider & Flushable, cm?: ContextManager): void {
   if (cm) {
     cm.enable();
-    context.setGlobalContextManager(cm);
+    loadApi().context.setGlobalContextManager(cm);
     contextManager = cm;
   }
+  loadApi();
   installed = provider;
   tracer = provider.getTracer('containerd-shim-lcow');
 }
@@ -88,7 +90,7 @@ export async function shutdownTelemetry(): Promise<void> {
   tracer = undefined;
   installed = undefined;
   if (contextManager) {
-    context.disable();
+    api?.context.disable();
     contextManager = undefined;
   }
   await p?.forceFlush?.().catch(() => undefined);
@@ -105,8 +107,8 @@ export function parseTraceparent(traceparent: string | undefined, tracestate?: s
   const [, version, traceId, spanId, flags, rest] = m;
   if (version === 'ff' || (version === '00' && rest)) return undefined;
   const sc: SpanContext = { traceId: traceId!, spanId: spanId!, traceFlags: parseInt(flags!, 16), isRemote: true };
-  if (!isSpanContextValid(sc)) return undefined;
-  if (tracestate) sc.traceState = createTraceState(tracestate);
+  if (!isValid(sc)) return undefined;
+  if (tracestate) sc.traceState = loadApi().createTraceState(tracestate);
   return sc;
 }
 
@@ -120,7 +122,8 @@ export function formatTraceparent(sc: SpanContext): string {
  */
 export function withRpcSpan<T>(info: RpcInfo, fn: () => Promise<T> | T): Promise<T> | T {
   const t = tracer;
-  if (!t) return fn();
+  if (!t || !api) return fn();
+  const { trace, ROOT_CONTEXT } = api;
   const md = info.metadata;
   const tracestate = md.get('tracestate');
   const parent = parseTraceparent(md.getFirst('traceparent'), tracestate.length ? tracestate.join(',') : undefined);
@@ -129,7 +132,7 @@ export function withRpcSpan<T>(info: RpcInfo, fn: () => Promise<T> | T): Promise
   return t.startActiveSpan(
     name,
     {
-      kind: SpanKind.SERVER,
+      kind: SPAN_KIND_SERVER,
       attributes: { 'rpc.system': 'ttrpc', 'rpc.service': info.service, 'rpc.method': info.method },
     },
     parentCtx,
@@ -138,7 +141,7 @@ export function withRpcSpan<T>(info: RpcInfo, fn: () => Promise<T> | T): Promise
         return await fn();
       } catch (err) {
         span.recordException(err as Error);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+        span.setStatus({ code: STATUS_ERROR, message: err instanceof Error ? err.message : String(err) });
         throw err;
       } finally {
         span.end();
@@ -160,8 +163,8 @@ export function traceServiceImpl<I extends object>(impl: I): I {
 /** The active span's context as ttrpc metadata for an outgoing call; undefined when not tracing. */
 export function outgoingTraceMetadata(): Record<string, string> | undefined {
   if (!tracer) return undefined;
-  const sc = trace.getActiveSpan()?.spanContext();
-  if (!sc || !isSpanContextValid(sc)) return undefined;
+  const sc = api?.trace.getActiveSpan()?.spanContext();
+  if (!sc || !isValid(sc)) return undefined;
   const md: Record<string, string> = { traceparent: formatTraceparent(sc) };
   const state = sc.traceState?.serialize();
   if (state) md.tracestate = state;

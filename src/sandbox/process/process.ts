@@ -2,12 +2,11 @@
 // (`unshare -m`), serving ttrpc on a unix socket in the state dir. NOT VM-isolated: for development and
 // fast tests of shim <-> agent <-> runc only.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import { TtrpcClient } from '../../ttrpc/index.js';
 import type { Logger } from '../../util/log.js';
+import { spawnAgent, takePrespawnedAgent } from './spawn.js';
 import type {
   BootedSandbox,
   Sandbox,
@@ -17,9 +16,6 @@ import type {
   SandboxStats,
   Share,
 } from '../sandbox.js';
-
-const AGENT_SCRIPT = fileURLToPath(new URL('../../../shim/lcow-agent.js', import.meta.url));
-const BOOT_TIMEOUT_MS = 15_000;
 
 /** Field 22 of /proc/<pid>/stat: identifies a pid incarnation (pid reuse guard). */
 export async function processStartTime(pid: number): Promise<string | undefined> {
@@ -53,55 +49,23 @@ export class ProcessSandbox implements Sandbox {
 
   async boot(): Promise<BootedSandbox> {
     this.log.warn('sandbox backend "process": containers are NOT VM-isolated (development backend)');
-    await mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
-    const child = spawn(
-      'unshare',
-      [
-        '--mount',
-        '--propagation',
-        'private',
-        '--',
-        process.execPath,
-        AGENT_SCRIPT,
-        '--state-dir',
-        this.opts.stateDir,
-        '--listen',
-        this.socketPath,
-        '--ready-fd',
-        '3',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], detached: true },
-    );
+    const agent = takePrespawnedAgent(this.opts.stateDir) ?? spawnAgent(this.opts.stateDir);
+    const child = agent.child;
     this.child = child;
-    const lines = createInterface({ input: child.stderr! });
-    lines.on('line', (line) => this.log.info('agent', { line }));
+    agent.onLine((line) => this.log.info('agent', { line }));
     this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
+      const onExit = (code: number | null, signal: string | null): void => {
         this.log.info('agent exited', { code, signal });
         const reason: SandboxExitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
         for (const cb of this.exitCbs.splice(0)) cb(reason);
         resolve();
-      });
+      };
+      if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+      else child.once('exit', onExit);
     });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('guest agent did not become ready in time')), BOOT_TIMEOUT_MS);
-      const ready = child.stdio[3] as NodeJS.ReadableStream;
-      ready.once('data', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      child.once('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`guest agent exited during boot (code ${code})`));
-      });
-    });
-    (child.stdio[3] as NodeJS.ReadableStream & { destroy(): void }).destroy();
+    await agent.ready;
     this.startTime = (await processStartTime(child.pid!)) ?? '';
-    this.client = await TtrpcClient.connect(this.socketPath);
+    this.client = await TtrpcClient.connect(agent.socketPath);
     return { agent: this.client, pids: [child.pid!] };
   }
 

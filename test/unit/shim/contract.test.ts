@@ -4,12 +4,14 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { AnySchema } from '@bufbuild/protobuf/wkt';
 import { BootstrapParamsSchema } from '../../../src/gen/containerd/runtime/bootstrap/v1/bootstrap_pb.js';
 import { OptionsSchema } from '../../../src/gen/runtimeoptions/v1/api_pb.js';
 import { groupingOf, socketAddress } from '../../../src/shim/address.js';
+import { encodeDeleteResponse } from '../../../src/shim/delete.js';
 import { parseFlags } from '../../../src/shim/flags.js';
+import { DeleteResponseSchema } from '../../../src/gen/containerd/task/v2/shim_pb.js';
 import { decodeStdinOptions, sandboxBackend } from '../../../src/shim/options.js';
 import { createSandbox, SandboxUnavailableError } from '../../../src/sandbox/index.js';
 import { silentLogger } from '../../../src/util/log.js';
@@ -87,15 +89,15 @@ describe('shim binary contract', () => {
     }
   });
 
-  it('never picks the unisolated backend by default', () => {
+  it('never picks the unisolated backend by default', async () => {
     assert.equal(sandboxBackend({}, {}), undefined);
     assert.equal(sandboxBackend({ sandbox: 'process' }, {}), 'process');
     assert.equal(sandboxBackend({}, { LCOW_SANDBOX: 'process' }), 'process');
     // The default is the VM backend (qemu on Linux), never the process one.
-    const def = createSandbox(undefined, { id: 'x', stateDir: '/tmp/x', logger: silentLogger, annotations: {} });
+    const def = await createSandbox(undefined, { id: 'x', stateDir: '/tmp/x', logger: silentLogger, annotations: {} });
     assert.equal(def.isolated, true);
     assert.notEqual(def.backend, 'process');
-    assert.throws(
+    await assert.rejects(
       () => createSandbox('nope', { id: 'x', stateDir: '/tmp/x', logger: silentLogger, annotations: {} }),
       (e: Error) => e instanceof SandboxUnavailableError,
     );
@@ -108,5 +110,20 @@ describe('shim binary contract', () => {
     assert.equal(toTtrpcError(failedPrecondition('x')).code, Code.FAILED_PRECONDITION);
     assert.equal(toTtrpcError(unimplemented('x')).code, Code.UNIMPLEMENTED);
     assert.equal(toTtrpcError(new Error('boom')).code, Code.UNKNOWN);
+  });
+
+  it('`delete` encodes DeleteResponse by hand exactly as the generated schema decodes it', () => {
+    const at = new Date(1_700_000_000_123);
+    for (const [pid, status] of [
+      [0, 137],
+      [4242, 0],
+      [1, 255],
+    ] as const) {
+      const r = fromBinary(DeleteResponseSchema, encodeDeleteResponse(pid, status, at));
+      assert.equal(r.pid, pid);
+      assert.equal(r.exitStatus, status);
+      assert.equal(r.exitedAt?.seconds, 1_700_000_000n);
+      assert.equal(r.exitedAt?.nanos, 123_000_000);
+    }
   });
 });

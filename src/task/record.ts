@@ -1,0 +1,9 @@
+// Constants shared by the Task service and the light shim actions (`delete`, `-v`), kept in a module with no
+// imports so that those actions do not load the service.
+export const SHIM_VERSION = '0.1.0';
+/** Root of the shim's per-namespace state (sandbox state dirs are <root>/<pod id>). */
+export function stateRootFor(namespace: string): string {
+  return `/run/lcow/${namespace}`;
+}
+/** Per-bundle record that `delete` reads when the serving shim is dead. */
+export const SANDBOX_RECORD_FILE = 'lcow-sandbox.json';
