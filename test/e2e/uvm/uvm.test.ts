@@ -1,40 +1,60 @@
 // End to end with the default sandbox backend: a private containerd, our runtime with no sandbox configured,
-// so every pod is a QEMU utility VM (KVM if it works here, else TCG). Each `ctr run` of a new container id
-// boots a UVM; the same-pod test boots one for two containers.
+// so every pod is a QEMU utility VM (KVM if it works here, else TCG). Boots are the cost under TCG, so the
+// suite boots two UVMs in all: one pod that every container and exec below joins (same sandbox-id), and one
+// that the crash test kills.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import net from 'node:net';
 import { release, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Status } from '../../../src/gen/containerd/types/task/task_pb.js';
 import { startContainerd, leftovers, type PrivateContainerd } from '../../helpers/containerd.js';
 import { importTestImage } from '../../helpers/image.js';
+import { bundleDir, ctrOnPty, nsMeta, taskClient } from '../../integration/shim/helpers.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const RUNTIME = 'io.containerd.lcow.v1';
 const SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
+// Our own namespace and ids: other people may run lcow shims and UVMs on this host at the same time.
+const NS = `lcow-e2e-${process.pid}`;
+const POD = `uvm-pod-${process.pid}`;
+const CRASH = `uvm-crash-${process.pid}`;
 
-function qemuPids(name?: string): number[] {
+function qemuPids(name: string): number[] {
   const out: number[] = [];
   for (const p of readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     try {
       const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
       if (!cmd[0]?.startsWith('qemu-system')) continue;
-      const n = cmd[cmd.indexOf('-name') + 1] ?? '';
-      if (name ? n === `lcow-${name}` : n.startsWith('lcow-')) out.push(Number(p));
+      if (cmd[cmd.indexOf('-name') + 1] === `lcow-${name}`) out.push(Number(p));
     } catch {
       // gone
     }
   }
   return out;
 }
+const ourQemus = (): number[] => [...qemuPids(POD), ...qemuPids(CRASH)];
 
 function shimPids(): number[] {
   const out: number[] = [];
   for (const p of readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     try {
-      if (readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('containerd-shim-lcow-v1')) out.push(Number(p));
+      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      if (cmd.some((a) => a.includes('containerd-shim-lcow-v1')) && cmd.includes(NS)) out.push(Number(p));
     } catch {
       // gone
     }
@@ -51,6 +71,11 @@ async function waitFor(cond: () => boolean | Promise<boolean>, ms: number): Prom
   return cond();
 }
 
+/** Waits in the container until `stty size` shows ROWS COLS (or 10 s), prints it as TAG:<size>. */
+const awaitSize = (tag: string, size: string): string =>
+  `i=0; while [ "$(stty size)" != "${size}" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo "${tag}:$(stty size)"`;
+const TTY_SCRIPT = `${awaitSize('A', '30 100')}; read x; ${awaitSize('B', '40 120')}; exit 5`;
+
 const unavailable = ((): string | undefined => {
   if (!existsSync(join(ROOT, 'build/guest/initrd.img'))) return 'no guest image (make guest)';
   if (!existsSync('/usr/bin/qemu-system-x86_64')) return 'no qemu-system-x86_64';
@@ -66,25 +91,45 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
   const guestKernel = existsSync(join(ROOT, 'build/guest/kernel-version'))
     ? readFileSync(join(ROOT, 'build/guest/kernel-version'), 'utf8').trim()
     : '';
+  const inPod = ['--annotation', `${SANDBOX_ID}=${POD}`];
+
+  const removeTask = async (id: string): Promise<void> => {
+    await cd.ctr(['task', 'kill', '-s', 'KILL', id]);
+    await waitFor(
+      async () => new RegExp(`${id}\\s+\\d+\\s+STOPPED`).test((await cd.ctr(['task', 'ls'])).stdout),
+      30_000,
+    );
+    await cd.ctr(['task', 'delete', id]);
+    await cd.ctr(['container', 'rm', id]);
+  };
 
   before(async function () {
     if (unavailable) this.skip();
-    cd = await startContainerd({ extraPath: [join(ROOT, 'bin')], logLevel: 'info' });
+    cd = await startContainerd({ extraPath: [join(ROOT, 'bin')], logLevel: 'info', namespace: NS });
     image = await importTestImage(cd.address, cd.namespace);
     hostDir = mkdtempSync(join(tmpdir(), 'lcow-e2e-uvm-'));
+    // The shared pod: its sandbox container keeps the UVM up for every test below.
+    const p = await cd.ctr(['run', '-d', '--runtime', RUNTIME, ...inPod, image, POD, 'sleep', '3600'], {
+      timeoutMs: 240_000,
+    });
+    assert.equal(p.code, 0, `${p.stderr}\n${cd.log().slice(-3000)}`);
   });
 
   after(async function () {
     if (unavailable) return;
+    if (cd) {
+      await removeTask(POD).catch(() => undefined);
+      assert.equal(await waitFor(() => qemuPids(POD).length === 0, 30_000), true, 'UVM left after the pod');
+    }
     await cd?.stop();
     if (hostDir) rmSync(hostDir, { recursive: true, force: true });
     assert.deepEqual(leftovers(), []);
-    assert.deepEqual(await waitFor(() => qemuPids().length === 0, 20_000), true, 'a QEMU UVM was left running');
+    assert.equal(await waitFor(() => ourQemus().length === 0, 20_000), true, 'a QEMU UVM was left running');
     assert.deepEqual(shimPids(), [], 'a shim was left running');
   });
 
   const run = (args: string[], input?: string) =>
-    cd.ctr(['run', '--rm', '--runtime', RUNTIME, ...args], { timeoutMs: 240_000, input });
+    cd.ctr(['run', '--rm', '--runtime', RUNTIME, ...inPod, ...args], { timeoutMs: 240_000, input });
 
   it('ctr run --rm uname -r prints the guest kernel, not the host one; exit code passes through', async function () {
     const r = await run([image, 'uvm-uname', 'sh', '-c', 'uname -r; exit 7']);
@@ -109,51 +154,173 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
     assert.equal(readFileSync(join(hostDir, 'from-guest.txt'), 'utf8'), 'written-in-guest\n');
   });
 
-  it('two containers of one pod (same sandbox-id) share one UVM; exec works in it', async function () {
-    const ann = `${SANDBOX_ID}=pod-a`;
-    const a = await cd.ctr(['run', '-d', '--runtime', RUNTIME, '--annotation', ann, image, 'pod-a', 'sleep', '600'], {
-      timeoutMs: 240_000,
+  it('containers of one pod (same sandbox-id) share one UVM; exec works in it', async function () {
+    assert.equal(qemuPids(POD).length, 1);
+    const b = await run([image, 'uvm-second', 'sh', '-c', 'uname -r']);
+    assert.equal(b.code, 0, b.stderr);
+    assert.equal(b.stdout.trim(), guestKernel);
+    assert.equal(qemuPids(POD).length, 1, 'the second container must not boot another UVM');
+    const e = await cd.ctr(['task', 'exec', '--exec-id', 'e1', POD, 'sh', '-c', 'echo exec-ok; exit 3']);
+    assert.equal(e.code, 3, e.stderr);
+    assert.equal(e.stdout.trim(), 'exec-ok');
+  });
+
+  it('stdin: ctr task exec with piped stdin reaches cat in the guest; EOF (CloseIO) ends it', async function () {
+    const e = await cd.ctr(['task', 'exec', '--exec-id', 'cat1', POD, 'sh', '-c', 'cat; echo eof'], {
+      input: 'through the uvm\n'.repeat(1000),
+      timeoutMs: 60_000,
     });
-    assert.equal(a.code, 0, a.stderr);
+    assert.equal(e.code, 0, e.stderr);
+    assert.equal(e.stdout, 'through the uvm\n'.repeat(1000) + 'eof\n');
+  });
+
+  // ctr 1.6 `run` reads its stdin from the moment the task's fifos exist, but installs its CloseIO-on-EOF hook
+  // only once Create returned (containerd/containerd#4489): input that is complete before that never gets
+  // CloseIO and `cat` waits forever, with io.containerd.runc.v2 just the same. Input that arrives once the
+  // task runs gets the CloseIO.
+  it('stdin: ctr run with stdin arriving after start: cat echoes it and exits on EOF', async function () {
+    const child = spawn(
+      'ctr',
+      [
+        '--address',
+        cd.address,
+        '--namespace',
+        NS,
+        'run',
+        '--rm',
+        '--runtime',
+        RUNTIME,
+        ...inPod,
+        image,
+        'uvm-cat',
+        'cat',
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    child.stdin.on('error', () => undefined);
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
     try {
-      assert.equal(qemuPids('pod-a').length, 1);
-      const b = await run(['--annotation', ann, image, 'pod-a-second', 'sh', '-c', 'uname -r']);
-      assert.equal(b.code, 0, b.stderr);
-      assert.equal(b.stdout.trim(), guestKernel);
-      assert.equal(qemuPids().length, 1, 'the second container must not boot another UVM');
-      const e = await cd.ctr(['task', 'exec', '--exec-id', 'e1', 'pod-a', 'sh', '-c', 'echo exec-ok; exit 3']);
-      assert.equal(e.code, 3, e.stderr);
-      assert.equal(e.stdout.trim(), 'exec-ok');
+      const running = await waitFor(
+        async () => /uvm-cat\s+\d+\s+RUNNING/.test((await cd.ctr(['task', 'ls'])).stdout),
+        120_000,
+      );
+      assert.ok(running, `uvm-cat never ran: ${err}`);
+      child.stdin.end('late input\n');
+      const code = await Promise.race([closed, new Promise((r) => setTimeout(() => r('timeout'), 60_000))]);
+      assert.equal(code, 0, `ctr: ${err}`);
+      assert.equal(out, 'late input\n');
     } finally {
-      await cd.ctr(['task', 'kill', '-s', 'KILL', 'pod-a']);
-      await waitFor(async () => (await cd.ctr(['task', 'ls'])).stdout.includes('STOPPED'), 30_000);
-      await cd.ctr(['task', 'delete', 'pod-a']);
-      await cd.ctr(['container', 'rm', 'pod-a']);
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await removeTask('uvm-cat').catch(() => undefined);
     }
-    assert.equal(await waitFor(() => qemuPids('pod-a').length === 0, 30_000), true, 'UVM left after the pod');
+  });
+
+  it('stdin: our ttrpc client creates a task with our fifos, writes, CloseIO gives cat EOF', async function () {
+    const podBundle = bundleDir(cd, POD);
+    const spec = JSON.parse(readFileSync(join(podBundle, 'config.json'), 'utf8')) as {
+      process: { args: string[]; terminal?: boolean };
+      root: { path: string; readonly?: boolean };
+      linux?: { cgroupsPath?: string };
+    };
+    const tmp = mkdtempSync(join(tmpdir(), 'lcow-e2e-stdin-'));
+    const id = 'uvm-ttrpc-cat';
+    const bundle = join(tmp, 'bundle');
+    execFileSync('mkdir', ['-p', bundle]);
+    spec.process.args = ['cat'];
+    spec.process.terminal = false;
+    // The pod's rootfs as mounted on the host by the shim: shared read-only into the same UVM.
+    spec.root = { path: join(podBundle, 'rootfs'), readonly: true };
+    if (spec.linux?.cgroupsPath) spec.linux.cgroupsPath = spec.linux.cgroupsPath.replace(new RegExp(`${POD}$`), id);
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec));
+    const stdin = join(tmp, 'stdin');
+    const stdout = join(tmp, 'stdout');
+    execFileSync('mkfifo', [stdin, stdout]);
+    const outSock = new net.Socket({
+      fd: openSync(stdout, constants.O_RDONLY | constants.O_NONBLOCK),
+      writable: false,
+    });
+    let output = '';
+    outSock.on('data', (d: Buffer) => (output += d.toString()));
+    const { task, client } = await taskClient(cd, POD);
+    const md = nsMeta(cd);
+    try {
+      await task.create({ id, bundle, stdin, stdout, terminal: false }, md);
+      await task.start({ id }, md);
+      const exited = task.wait({ id }, md);
+      const w = openSync(stdin, constants.O_WRONLY | constants.O_NONBLOCK);
+      writeFileSync(w, 'hello uvm\n');
+      closeSync(w);
+      assert.ok(await waitFor(() => output.includes('hello uvm'), 30_000), `stdout: ${JSON.stringify(output)}`);
+      // Our writer is closed; the shim's keepalive writer keeps cat reading until CloseIO (as runc's shim).
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal((await task.state({ id }, md)).status, Status.RUNNING);
+      await task.closeIO({ id, stdin: true }, md);
+      const w8 = await Promise.race([
+        exited,
+        new Promise<never>((_, j) => setTimeout(() => j(new Error('no exit')), 60_000)),
+      ]);
+      assert.equal(w8.exitStatus, 0);
+      assert.equal(output, 'hello uvm\n');
+      assert.equal((await task.delete({ id }, md)).exitStatus, 0);
+    } finally {
+      await task.kill({ id, signal: 9 }, md).catch(() => undefined);
+      await task.delete({ id }, md).catch(() => undefined);
+      client.close();
+      outSock.destroy();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('tty: ctr run -t in the UVM: output, resize reaches stty size, exit code', async function () {
+    const r = await ctrOnPty(
+      cd,
+      ['run', '--rm', '-t', '--runtime', RUNTIME, ...inPod, image, 'uvm-tty', 'sh', '-c', TTY_SCRIPT],
+      [30, 100],
+      [40, 120],
+    );
+    assert.match(r.output, /A:30 100\r*\n/, r.output);
+    assert.match(r.output, /B:40 120\r*\n/, r.output);
+    assert.equal(r.code, 5, r.output);
+  });
+
+  it('tty: ctr task exec -t in the UVM: the same through an exec', async function () {
+    const r = await ctrOnPty(
+      cd,
+      ['task', 'exec', '-t', '--exec-id', 'tty1', POD, 'sh', '-c', TTY_SCRIPT],
+      [30, 100],
+      [40, 120],
+    );
+    assert.match(r.output, /A:30 100\r*\n/, r.output);
+    assert.match(r.output, /B:40 120\r*\n/, r.output);
+    assert.equal(r.code, 5, r.output);
   });
 
   it('SIGKILL of QEMU ends the tasks (ctr sees the exit); delete leaves nothing behind', async function () {
-    const a = await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, 'uvm-crash', 'sleep', '600'], {
+    const a = await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, CRASH, 'sleep', '600'], {
       timeoutMs: 240_000,
     });
     assert.equal(a.code, 0, a.stderr);
-    const [pid] = qemuPids('uvm-crash');
+    const [pid] = qemuPids(CRASH);
     assert.ok(pid, 'no QEMU process for the pod');
     process.kill(pid, 'SIGKILL');
     const stopped = await waitFor(
-      async () => /uvm-crash\s+\d+\s+STOPPED/.test((await cd.ctr(['task', 'ls'])).stdout),
+      async () => new RegExp(`${CRASH}\\s+\\d+\\s+STOPPED`).test((await cd.ctr(['task', 'ls'])).stdout),
       30_000,
     );
     assert.ok(stopped, (await cd.ctr(['task', 'ls'])).stdout);
-    const d = await cd.ctr(['task', 'delete', 'uvm-crash']);
+    const d = await cd.ctr(['task', 'delete', CRASH]);
     assert.equal(d.code, 0, d.stderr);
-    await cd.ctr(['container', 'rm', 'uvm-crash']);
-    assert.equal(await waitFor(() => shimPids().length === 0, 20_000), true, 'the shim did not exit');
+    await cd.ctr(['container', 'rm', CRASH]);
+    assert.equal(await waitFor(() => qemuPids(CRASH).length === 0, 20_000), true, 'QEMU left');
+    assert.ok(!existsSync(join('/run/lcow', cd.namespace, CRASH)), 'sandbox state dir left');
     const mounts = readFileSync('/proc/mounts', 'utf8')
       .split('\n')
-      .filter((l) => l.includes(cd.dir));
+      .filter((l) => l.includes(`/${CRASH}/`));
     assert.deepEqual(mounts, []);
-    assert.ok(!existsSync(join('/run/lcow', cd.namespace, 'uvm-crash')), 'sandbox state dir left');
+    assert.equal(qemuPids(POD).length, 1, 'the other pod is untouched');
   });
 });
