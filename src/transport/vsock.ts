@@ -1,15 +1,17 @@
 // vsock: AF_VSOCK streams through koffi (Node has no AF_VSOCK). Host side: QEMU vhost-vsock-pci when
 // /dev/vhost-vsock exists; guest side: the virtio (or Hyper-V hv_sock) transport. net.Socket({fd}) rejects
-// vsock fds (libuv knows only TCP, unix and pipes), so the stream does its own blocking read(2)/write(2) on the
-// libuv thread pool; shutdown(2) wakes a pending read when the stream is destroyed. The same secret preamble as
-// tcp+token authenticates every connection.
+// vsock fds (libuv knows only TCP, unix and pipes), so the fds are non-blocking and one poller (poll(2) on the
+// libuv thread pool, at most ONE pool thread for every vsock fd of the process, woken by a pipe when the set
+// changes, 1 s timeout as a bound) reports readiness; reads, writes and accepts then run on the main thread
+// and never block. (Blocking reads/accepts on the pool used to pin one pool thread per connection, and a
+// pending accept(2) on a listening vsock is not woken by shutdown(2): process.exit hung joining the pool.)
+// The same secret preamble as tcp+token authenticates every connection.
 import { createRequire } from 'node:module';
-import { read as fsRead, write as fsWrite, closeSync } from 'node:fs';
+import { closeSync, readSync, writeSync } from 'node:fs';
 import { Duplex } from 'node:stream';
 import { timingSafeEqual } from 'node:crypto';
 import { AUTH_TIMEOUT_MS, SECRET_LENGTH, readExactly, type Conn, type Listener } from './transport.js';
 import { checkSecret } from './tcp-token.js';
-
 const require = createRequire(import.meta.url);
 
 export const AF_VSOCK = 40;
@@ -18,7 +20,6 @@ export const VMADDR_CID_LOCAL = 1;
 export const VMADDR_CID_HOST = 2;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
-const SHUT_RDWR = 2;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Fn = ((...args: any[]) => any) & { async: (...args: any[]) => void };
@@ -29,6 +30,9 @@ interface VsockLib {
   accept4: Fn;
   connect: Fn;
   shutdown: Fn;
+  ioctl: Fn;
+  poll: Fn;
+  pipe2: Fn;
   errno: () => number;
 }
 let lib: VsockLib | undefined;
@@ -44,9 +48,111 @@ function vlib(): VsockLib {
     accept4: c.func('int accept4(int fd, void *addr, void *len, int flags)'),
     connect: c.func('int connect(int fd, void *addr, uint32 len)'),
     shutdown: c.func('int shutdown(int fd, int how)'),
+    ioctl: c.func('int ioctl(int fd, unsigned long req, void *arg)'),
+    poll: c.func('int poll(void *fds, unsigned long nfds, int timeout)'),
+    pipe2: c.func('int pipe2(void *fds, int flags)'),
     errno: () => koffi.errno() as number,
   };
   return lib;
+}
+
+const FIONBIO = 0x5421;
+const POLLIN = 0x1;
+const POLLOUT = 0x4;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+const POLLNVAL = 0x20;
+const EAGAIN = 11;
+const O_NONBLOCK = 0o4000;
+/** The poller's bound on one poll(2) call (ms): how long a stale fd set can linger. */
+const POLL_TIMEOUT_MS = 1000;
+
+function setNonBlocking(fd: number): void {
+  const one = Buffer.alloc(4);
+  one.writeInt32LE(1, 0);
+  if (vlib().ioctl(fd, FIONBIO, one) !== 0) fail('ioctl(FIONBIO)');
+}
+
+interface Watch {
+  in?: () => void;
+  out?: () => void;
+}
+
+/**
+ * Readiness for all vsock fds of the process: one poll(2) in flight at a time on the thread pool. Watches are
+ * one-shot (re-arm after handling). A self-pipe wakes the poll when the set changes.
+ */
+class Poller {
+  private readonly watches = new Map<number, Watch>();
+  private polling = false;
+  private wake: { r: number; w: number } | undefined;
+  private readonly scratch = Buffer.alloc(64);
+
+  watch(fd: number, dir: 'in' | 'out', cb: () => void): void {
+    const w = this.watches.get(fd) ?? {};
+    w[dir] = cb;
+    this.watches.set(fd, w);
+    this.kick();
+  }
+
+  unwatch(fd: number): void {
+    if (this.watches.delete(fd)) this.kick();
+  }
+
+  private kick(): void {
+    if (this.polling) {
+      if (this.wake) writeSync(this.wake.w, Buffer.from([1]));
+    } else this.run();
+  }
+
+  private run(): void {
+    if (this.polling || this.watches.size === 0) return;
+    if (!this.wake) {
+      const fds = Buffer.alloc(8);
+      if (vlib().pipe2(fds, O_NONBLOCK | SOCK_CLOEXEC) !== 0) fail('pipe2');
+      this.wake = { r: fds.readInt32LE(0), w: fds.readInt32LE(4) };
+    }
+    const entries = [...this.watches.entries()];
+    const buf = Buffer.alloc(8 * (entries.length + 1));
+    const put = (i: number, fd: number, events: number): void => {
+      buf.writeInt32LE(fd, i * 8);
+      buf.writeInt16LE(events, i * 8 + 4);
+    };
+    put(0, this.wake.r, POLLIN);
+    entries.forEach(([fd, w], i) => put(i + 1, fd, (w.in ? POLLIN : 0) | (w.out ? POLLOUT : 0)));
+    this.polling = true;
+    vlib().poll.async(buf, entries.length + 1, POLL_TIMEOUT_MS, () => {
+      this.polling = false;
+      try {
+        while (readSync(this.wake!.r, this.scratch) > 0);
+      } catch {
+        // EAGAIN: drained
+      }
+      entries.forEach(([fd], i) => {
+        const revents = buf.readInt16LE((i + 1) * 8 + 6);
+        const w = this.watches.get(fd);
+        if (!revents || !w) return;
+        const bad = (revents & (POLLERR | POLLHUP | POLLNVAL)) !== 0;
+        const cbs: Array<() => void> = [];
+        if (w.in && (revents & POLLIN || bad)) {
+          cbs.push(w.in);
+          delete w.in;
+        }
+        if (w.out && (revents & POLLOUT || bad)) {
+          cbs.push(w.out);
+          delete w.out;
+        }
+        if (!w.in && !w.out) this.watches.delete(fd);
+        for (const cb of cbs) cb();
+      });
+      this.run();
+    });
+  }
+}
+const poller = new Poller();
+
+function isEagain(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === 'EAGAIN';
 }
 
 /** struct sockaddr_vm (16 bytes). */
@@ -64,37 +170,47 @@ function fail(what: string, fd?: number): never {
   throw new Error(`vsock ${what} failed (errno ${errno})`);
 }
 
-/** A Duplex over a connected socket fd (blocking I/O on the libuv thread pool). Owns and closes the fd. */
+/** A Duplex over a connected socket fd (non-blocking; readiness from the poller). Owns and closes the fd. */
 export class FdStream extends Duplex {
-  private reading = false;
   private fdClosed = false;
+  private readBuf = Buffer.allocUnsafe(65536);
 
   constructor(readonly fd: number) {
     super({ allowHalfOpen: false });
+    setNonBlocking(fd);
   }
 
-  override _read(size: number): void {
-    if (this.reading || this.fdClosed) return;
-    this.reading = true;
-    const buf = Buffer.allocUnsafe(Math.max(size, 65536));
-    fsRead(this.fd, buf, 0, buf.length, null, (err, n) => {
-      this.reading = false;
-      if (this.fdClosed) return this.finishClose();
-      if (err) return this.destroy(err);
+  override _read(): void {
+    if (this.fdClosed) return;
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(this.fd, this.readBuf, 0, this.readBuf.length, null);
+      } catch (err) {
+        if (isEagain(err)) return poller.watch(this.fd, 'in', () => this._read());
+        return void this.destroy(err as Error);
+      }
       if (n === 0) return void this.push(null);
-      if (this.push(buf.subarray(0, n))) this._read(size);
-    });
+      const chunk = Buffer.from(this.readBuf.subarray(0, n));
+      if (!this.push(chunk)) return;
+    }
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    const writeAll = (off: number): void => {
-      fsWrite(this.fd, chunk, off, chunk.length - off, null, (err, n) => {
-        if (err) return cb(err);
-        if (off + n < chunk.length) writeAll(off + n);
-        else cb();
-      });
+    let off = 0;
+    const attempt = (): void => {
+      if (this.fdClosed) return cb(new Error('vsock stream closed'));
+      while (off < chunk.length) {
+        try {
+          off += writeSync(this.fd, chunk, off, chunk.length - off);
+        } catch (err) {
+          if (isEagain(err)) return poller.watch(this.fd, 'out', attempt);
+          return cb(err as Error);
+        }
+      }
+      cb();
     };
-    writeAll(0);
+    attempt();
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -105,18 +221,14 @@ export class FdStream extends Duplex {
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     if (!this.fdClosed) {
       this.fdClosed = true;
-      vlib().shutdown(this.fd, SHUT_RDWR);
-      if (!this.reading) this.finishClose();
+      poller.unwatch(this.fd);
+      try {
+        closeSync(this.fd);
+      } catch {
+        // already closed
+      }
     }
     cb(err);
-  }
-
-  private finishClose(): void {
-    try {
-      closeSync(this.fd);
-    } catch {
-      // already closed
-    }
   }
 }
 
@@ -129,13 +241,13 @@ function fdConn(fd: number): Conn {
 export class VsockListener implements Listener {
   private readonly callbacks: Array<(c: Conn) => void> = [];
   private closed = false;
-  private acceptPending = false;
 
   private constructor(
     private readonly fd: number,
     readonly port: number,
     private readonly secret: Buffer,
   ) {
+    setNonBlocking(fd);
     this.acceptLoop();
   }
 
@@ -160,15 +272,11 @@ export class VsockListener implements Listener {
   }
 
   private acceptLoop(): void {
-    if (this.closed) return;
-    this.acceptPending = true;
-    vlib().accept4.async(this.fd, null, null, SOCK_CLOEXEC, (err: Error | null, cfd: number) => {
-      this.acceptPending = false;
-      if (this.closed) {
-        if (cfd >= 0) closeSync(cfd);
-        return this.finishClose();
-      }
-      if (err || cfd < 0) {
+    while (!this.closed) {
+      const cfd = vlib().accept4(this.fd, null, null, SOCK_CLOEXEC) as number;
+      if (cfd < 0) {
+        if (vlib().errno() === EAGAIN) return poller.watch(this.fd, 'in', () => this.acceptLoop());
+        // ECONNABORTED, EMFILE...: retry a little later.
         setTimeout(() => this.acceptLoop(), 50);
         return;
       }
@@ -181,24 +289,18 @@ export class VsockListener implements Listener {
         },
         () => conn.close(),
       );
-      this.acceptLoop();
-    });
-  }
-
-  private finishClose(): void {
-    try {
-      closeSync(this.fd);
-    } catch {
-      // already closed
     }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    // shutdown(2) on a listening socket makes the pending accept return (EINVAL).
-    vlib().shutdown(this.fd, SHUT_RDWR);
-    if (!this.acceptPending) this.finishClose();
+    poller.unwatch(this.fd);
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already closed
+    }
   }
 }
 
