@@ -87,7 +87,14 @@ export class TtrpcEventPublisher implements EventPublisher {
   /** Resolves when every queued event was sent (or dropped). */
   async flush(timeoutMs = 5000): Promise<void> {
     if (!this.running) return;
-    await Promise.race([new Promise<void>((r) => this.idle.push(r)), new Promise((r) => setTimeout(r, timeoutMs))]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)));
+    try {
+      await Promise.race([new Promise<void>((r) => this.idle.push(r)), timedOut]);
+    } finally {
+      // A pending timer would keep the shim alive for up to timeoutMs after its last event went out.
+      clearTimeout(timer);
+    }
   }
 
   close(): void {
