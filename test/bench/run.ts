@@ -8,6 +8,7 @@ const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./ttrpc.js'),
   () => import('./p9-local.js'),
   () => import('./shim.js'),
+  () => import('./uvm.js'),
 ];
 
 async function main(): Promise<number> {
