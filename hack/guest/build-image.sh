@@ -9,6 +9,11 @@
 #   -o OUT   output directory (default build/guest)
 #   -z C     initrd compression (default none: under TCG the kernel's decompressor costs more than it saves)
 # Needs `make build` first (dist/). Prints OUT on stdout.
+# LCOW_AGENT_BUNDLE=1 (default when node_modules/.bin/esbuild exists): the agent is one ESM file bundled by
+# esbuild (shim/lcow-agent.js), node_modules beside it for what loads at run time (koffi...): under TCG,
+# Node resolving and compiling ~100 modules is most of the agent's start-up. 0: dist/ files as they are.
+# (A Node startup snapshot of the agent does not load in the guest: V8's cache tag hashes the CPU features it
+# detected, and TCG's differ from the build host's, even with the optional ones pinned off by flags.)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -22,7 +27,7 @@ while getopts "o:z:h" opt; do
     *) exit 2 ;;
   esac
 done
-MODULES="virtio_pci virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_vsock_virtio_transport vsock_loopback hv_sock"
+MODULES="virtio_pci virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_vsock_virtio_transport vsock_loopback hv_sock virtio_balloon"
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 NODE=${NODE:-$(command -v node)}
 RUNC=${RUNC:-$(command -v runc)}
@@ -39,7 +44,13 @@ if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked (apt
 KERNEL=$("$ROOT/hack/guest/fetch-kernel.sh" -o "$OUT/uvm-kernel" $MODULES)
 
 # The agent: lcow-agent.js and all of dist/src (1-2 MB; a fixed list broke whenever the agent gained an
-# import), plus the package's runtime dependencies and koffi's linux-x64 native module.
+# import), plus the package's runtime dependencies and koffi's linux-x64 native module. Bundled: one file
+# instead of dist/ (esbuild leaves createRequire()'d modules such as koffi out: they load from node_modules).
+ESBUILD="$ROOT/node_modules/.bin/esbuild"
+BUNDLE=${LCOW_AGENT_BUNDLE:-$([ -x "$ESBUILD" ] && echo 1 || echo 0)}
+[ "$BUNDLE" != 1 ] || [ -x "$ESBUILD" ] || die "LCOW_AGENT_BUNDLE=1 needs esbuild (npm install)"
+# Shipped in both modes: code loaded through createRequire or import() at run time (koffi, the optional
+# OpenTelemetry SDK) is outside the bundle, and unused modules cost initrd bytes, not start-up time.
 NODE_MODULES="$(node -e 'console.log(Object.keys(require(process.argv[1]).dependencies).join(" "))' "$ROOT/package.json") @koromix/koffi-linux-x64"
 agent_files() {
   (cd "$ROOT/dist" && find shim/lcow-agent.js src -type f -name '*.js' | sort)
@@ -50,7 +61,8 @@ STAMP=$( {
   (cd "$ROOT/dist" && agent_files | xargs sha256sum)
   for m in $NODE_MODULES; do cat "$ROOT/node_modules/$m/package.json"; done | sha256sum
   stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")"
-  echo "$COMPRESS"
+  echo "$COMPRESS bundle=$BUNDLE"
+  if [ "$BUNDLE" = 1 ]; then "$ESBUILD" --version; fi
 } | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT/.image-stamp" ] && [ "$(cat "$OUT/.image-stamp")" = "$STAMP" ] && [ -s "$OUT/initrd.img" ]; then
   log "up to date: $(du -h "$OUT/initrd.img" | cut -f1) initrd, kernel $(cat "$KERNEL/version")"
@@ -89,10 +101,18 @@ cp "$KERNEL/modules.load" "$R/lib/modules/modules.load"
 # The agent.
 A="$R/opt/lcow"
 printf '{"type":"module","private":true}\n' >"$A/package.json"
-(cd "$ROOT/dist" && agent_files) | while read -r f; do
-  mkdir -p "$A/$(dirname "$f")"
-  cp "$ROOT/dist/$f" "$A/$f"
-done
+if [ "$BUNDLE" = 1 ]; then
+  mkdir -p "$A/shim"
+  # CommonJS dependencies inside an ESM bundle need a real `require`.
+  "$ESBUILD" "$ROOT/dist/shim/lcow-agent.js" --bundle --platform=node --format=esm --target=node20 \
+    --external:koffi --log-level=warning --outfile="$A/shim/lcow-agent.js" \
+    --banner:js="import { createRequire as __lcowCreateRequire } from 'node:module'; const require = __lcowCreateRequire(import.meta.url);"
+else
+  (cd "$ROOT/dist" && agent_files) | while read -r f; do
+    mkdir -p "$A/$(dirname "$f")"
+    cp "$ROOT/dist/$f" "$A/$f"
+  done
+fi
 for m in $NODE_MODULES; do
   mkdir -p "$A/node_modules/$m"
   (cd "$ROOT/node_modules/$m" && find . -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.cjs' -o -name '*.json' -o -name '*.node' \) \

@@ -26,6 +26,12 @@ export interface QemuConfig {
   accel?: Accel;
   bootTimeoutMs: number;
   debug: boolean;
+  /**
+   * virtio-balloon with free page reporting (config `free_page_reporting`, default on): the guest hands pages it
+   * freed back to QEMU, which drops them. The boot frees a lot (the initrd image after unpacking, the initramfs
+   * after the switch to tmpfs), so this is what keeps QEMU's anonymous RSS near what the guest really uses.
+   */
+  freePageReporting: boolean;
 }
 
 /** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
@@ -60,6 +66,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     accel: accelRaw === 'kvm' || accelRaw === 'tcg' ? accelRaw : undefined,
     bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
+    freePageReporting: pick('free_page_reporting') !== false,
   };
 }
 
@@ -218,5 +225,6 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     ['user', 'id=n0', 'restrict=on', fwd(GUEST_CONTROL_PORT, i.controlPort), fwd(GUEST_P9_PORT, i.p9Port)].join(','),
     '-device',
     'virtio-net-pci,netdev=n0',
+    ...(i.cfg.freePageReporting ? ['-device', 'virtio-balloon-pci,free-page-reporting=on'] : []),
   ];
 }
