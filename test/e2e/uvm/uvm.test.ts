@@ -214,8 +214,10 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
       assert.equal(code, 0, `ctr: ${err}`);
       assert.equal(out, 'late input\n');
     } finally {
-      if (child.exitCode === null) child.kill('SIGKILL');
-      await removeTask('uvm-cat').catch(() => undefined);
+      if (child.exitCode !== 0) {
+        child.kill('SIGKILL');
+        await removeTask('uvm-cat').catch(() => undefined);
+      }
     }
   });
 
