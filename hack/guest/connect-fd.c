@@ -2,6 +2,8 @@
  *
  *   connect-fd fd  HOST PORT TARGET OPTIONS   connect a TCP socket to HOST:PORT and mount it with trans=fd
  *   connect-fd tcp HOST PORT TARGET OPTIONS   let the kernel connect (trans=tcp,port=PORT)
+ *   connect-fd listen ADDR PORT TARGET OPTIONS  listen on ADDR:PORT, accept one connection (the host dials in,
+ *                                             e.g. through QEMU hostfwd) and mount it with trans=fd
  *
  * OPTIONS are the remaining 9P mount options (version=9p2000.L,msize=...,aname=...); "ro" in them is turned
  * into MS_RDONLY. With trans=fd the socket must be an fd of the process that calls mount(2): the kernel takes
@@ -39,8 +41,8 @@ static unsigned long take_flags(char *opts) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6 || (strcmp(argv[1], "fd") != 0 && strcmp(argv[1], "tcp") != 0)) {
-    fprintf(stderr, "usage: connect-fd fd|tcp HOST PORT TARGET OPTIONS\n");
+  if (argc != 6 || (strcmp(argv[1], "fd") != 0 && strcmp(argv[1], "tcp") != 0 && strcmp(argv[1], "listen") != 0)) {
+    fprintf(stderr, "usage: connect-fd fd|tcp|listen HOST PORT TARGET OPTIONS\n");
     return 2;
   }
   const char *mode = argv[1], *host = argv[2], *port = argv[3], *target = argv[4];
@@ -69,10 +71,28 @@ int main(int argc, char **argv) {
     return 1;
   }
   int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    fprintf(stderr, "connect-fd: connect %s:%s: %s\n", host, port, strerror(errno));
-    return 1;
+  if (strcmp(mode, "listen") == 0) {
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 1) < 0) {
+      fprintf(stderr, "connect-fd: listen %s:%s: %s\n", host, port, strerror(errno));
+      return 1;
+    }
+    int conn;
+    while ((conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) < 0 && errno == EINTR) {
+    }
+    if (conn < 0) {
+      fprintf(stderr, "connect-fd: accept %s:%s: %s\n", host, port, strerror(errno));
+      return 1;
+    }
+    close(fd);
+    fd = conn;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  } else {
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+      fprintf(stderr, "connect-fd: connect %s:%s: %s\n", host, port, strerror(errno));
+      return 1;
+    }
   }
   snprintf(data, sizeof data, "trans=fd,rfdno=%d,wfdno=%d%s%s", fd, fd, opts[0] ? "," : "", opts);
   if (mount("9p", target, "9p", flags, data) < 0) {

@@ -3,8 +3,11 @@
 #
 # Kernel command line parameters (all optional):
 #   p9t.job=NAME:TRANS:PORT:ACTION:OPTS[:PEERPORT]   repeatable; run in order
-#       TRANS  tcp | fd               (fd: connect-fd connects a socket and mounts it with trans=fd)
-#       PORT   port on the host address (p9t.host), which QEMU user networking forwards to the host
+#       TRANS  tcp | fd | listen      (fd: connect-fd connects a socket and mounts it with trans=fd;
+#                                      listen: the guest listens on PORT, the host dials in through QEMU
+#                                      hostfwd, and the accepted socket is mounted with trans=fd)
+#       PORT   port on the host address (p9t.host), which QEMU user networking forwards to the host (listen:
+#              the guest port)
 #       ACTION battery | ro | bench | mount
 #       OPTS   9P mount options, comma-separated (no ':' or spaces), e.g. version=9p2000.L,msize=262144,aname=x
 #       PEERPORT  battery only: mount the export a second time through this port for the cross-mount lock checks
@@ -58,7 +61,9 @@ done
 
 mount9p() { # TRANS PORT TARGET OPTS
   mkdir -p "$3"
-  connect-fd "$1" "$HOST" "$2" "$3" "$4" 2>/tmp/err
+  addr=$HOST
+  [ "$1" = listen ] && addr=0.0.0.0
+  connect-fd "$1" "$addr" "$2" "$3" "$4" 2>/tmp/err
 }
 
 for job in $JOBS; do

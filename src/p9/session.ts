@@ -49,6 +49,8 @@ export class Session {
   readonly fds: HostFdCache;
   pendingXattrs = 0;
   parkedLocks = 0;
+  /** performance.now() until which small writes go through the threadpool (a synchronous one was slow). */
+  syncWritesOffUntil = 0;
   private readonly inflight = new Map<number, Inflight>();
   private running = 0;
   /** Bumped by Tversion and close: answers for requests of an older generation are dropped. */

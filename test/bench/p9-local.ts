@@ -105,6 +105,37 @@ async function run(): Promise<BenchRow[]> {
       });
       rows.push({ suite, name: `walk 4 names + clunk, depth ${depth}`, value: ops, unit: 'ops/s' });
     }
+    // What the Linux client sends to read a small file it just looked up (cache=none): walk, getattr, lopen,
+    // Tread of rsize (gets the 4 KiB), Tread at EOF (gets 0), clunk.
+    const treeFid = (await c.walk(root, [])).fid;
+    await c.mkdir(treeFid, 'tree');
+    for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(dir, 'tree', `f${i}`), chunk.subarray(0, 4096));
+    for (const depth of [1, 16]) {
+      let i = 0;
+      const ops = await rate(depth, async () => {
+        const { fid } = await c.walk(root, ['tree', `f${i++ % 100}`]);
+        await c.getattr(fid, 0x7ffn);
+        await c.lopen(fid, 0);
+        await c.read(fid, 0, c.msize - 24);
+        await c.read(fid, 4096, c.msize - 24);
+        await c.clunk(fid);
+      });
+      rows.push({
+        suite,
+        name: `small-file read (walk, getattr, lopen, 2 reads, clunk), depth ${depth}`,
+        value: ops,
+        unit: 'files/s',
+      });
+    }
+    // Small writes (4 KiB and 64 KiB) to one open file, as a file tree copy produces.
+    const wf = (await c.walk(root, [])).fid;
+    await c.lcreate(wf, 'small-writes.bin', 2);
+    for (const size of [4096, 65536]) {
+      const data = chunk.subarray(0, size);
+      let off = 0;
+      const ops = await rate(1, () => c.write(wf, (off = (off + size) % (16 << 20)), data));
+      rows.push({ suite, name: `${size >> 10} KiB write, depth 1`, value: ops, unit: 'ops/s' });
+    }
     c.close();
   } finally {
     proc.kill('SIGTERM');

@@ -9,6 +9,8 @@ const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./p9-local.js'),
   () => import('./shim.js'),
   () => import('./uvm.js'),
+  () => import('./p9-kernel.js'),
+  () => import('./p9-kernel.js').then((m) => ({ suite: m.transportSuite })),
 ];
 
 async function main(): Promise<number> {

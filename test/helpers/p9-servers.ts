@@ -13,6 +13,8 @@ const execFileP = promisify(execFile);
 export interface RunningServer {
   kind: 'ours' | 'diod';
   port: number;
+  /** Process id (CPU accounting in benchmarks). */
+  pid: number;
   /** aname that attaches the export (both servers accept the export's path). */
   aname: string;
   /** stderr so far (logs), for diagnostics. */
@@ -28,6 +30,8 @@ export interface ServerOptions {
   exportDir: string;
   readOnly?: boolean;
   msize?: number;
+  /** ours: another build's lcowctl.js (benchmarks against a baseline); default ourServerPath(). */
+  cli?: string;
 }
 
 const children = new Set<ChildProcess>();
@@ -50,6 +54,7 @@ function supervise(child: ChildProcess, kind: RunningServer['kind'], port: numbe
   return {
     kind,
     port,
+    pid: child.pid ?? -1,
     aname,
     log: () => log,
     running: () => child.exitCode === null && child.signalCode === null,
@@ -71,7 +76,7 @@ export function ourServerPath(): string {
 
 /** `node dist/shim/lcowctl.js 9p serve`, on a port it picks; resolves once it printed "listening on". */
 export async function startOurServer(opts: ServerOptions): Promise<RunningServer> {
-  const args = [ourServerPath(), '9p', 'serve', '--listen', 'tcp:127.0.0.1:0', '--export', opts.exportDir];
+  const args = [opts.cli ?? ourServerPath(), '9p', 'serve', '--listen', 'tcp:127.0.0.1:0', '--export', opts.exportDir];
   if (opts.readOnly) args.push('--read-only');
   if (opts.msize) args.push('--msize', String(opts.msize));
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -8,10 +8,14 @@
 // forwards one guest address:port per connection with guestfwd to a chardev connected to the host port. slirp
 // refuses guestfwd on its own gateway address 10.0.2.2, so the guest dials 10.0.2.4 instead. A chardev connects
 // once, at QEMU start, and carries exactly one guest connection: every mount gets its own rule, and the servers
-// must be listening before the guest starts. Guest-to-host bulk data is slow through guestfwd (about 1.4 MiB/s
-// under TCG against about 34 MiB/s with plain user networking), so benchmarks use 'open': plain user networking
-// where 10.0.2.2 reaches the host's loopback (the guest could reach any host loopback service: tests only).
+// must be listening before the guest starts. A `tcp:` chardev has Nagle on, and multi-segment guest messages
+// (Twrite) then wait for the server's delayed ACK: ~4 MiB/s writes and ~15 small files/s under TCG. The
+// 'guestfwd-nodelay' (`-chardev socket,...,nodelay=on`), 'guestfwd-unix' and 'hostfwd' modes do not have that
+// stall; `cmd:socat` (production's current choice) stays slow with or without socat's nodelay. Benchmarks of
+// the servers use 'open': plain user networking where 10.0.2.2 reaches the host's loopback (the guest could
+// reach any host loopback service: tests only). `node dist/test/bench/run.js p9-transport` compares the modes.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -25,6 +29,20 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../
 
 export type Accel = 'kvm' | 'tcg';
 export type Trans = 'tcp' | 'fd';
+/**
+ * How guest and host reach each other (QEMU user networking):
+ *  - 'open': plain user networking; the guest dials 10.0.2.2, which reaches the host's loopback (tests only);
+ *  - 'restricted': restrict=on + guestfwd to a `tcp:` chardev per connection (the guest dials 10.0.2.4);
+ *  - 'guestfwd-cmd': restrict=on + guestfwd `cmd:socat - TCP:127.0.0.1:PORT` (socat per connection);
+ *  - 'guestfwd-cmd-nodelay': the same with socat's `nodelay` option (TCP_NODELAY on socat's host connection),
+ *    through a wrapper script in the run's temp dir;
+ *  - 'guestfwd-nodelay': restrict=on + guestfwd to a `-chardev socket,...,nodelay=on` (no Nagle on the host leg);
+ *  - 'guestfwd-unix': restrict=on + guestfwd to a `-chardev socket,path=...` (the server listens on job.hostSocket);
+ *  - 'hostfwd': restrict=on + hostfwd=tcp:127.0.0.1:HOSTPORT-:GUESTPORT: the guest LISTENS and the host dials in
+ *    (job.hostPort is then the host port QEMU binds; see dialHostfwd).
+ */
+export type GuestNetwork =
+  'open' | 'restricted' | 'guestfwd-cmd' | 'guestfwd-cmd-nodelay' | 'guestfwd-nodelay' | 'guestfwd-unix' | 'hostfwd';
 export type JobAction = 'battery' | 'ro' | 'bench' | 'mount';
 
 export interface GuestAssets {
@@ -42,13 +60,15 @@ export interface GuestJob {
   action: JobAction;
   /** 9P mount options without trans/port/fd, e.g. version=9p2000.L,msize=262144,aname=/x. No ':' or spaces. */
   options: string;
+  /** network 'guestfwd-unix': the server's unix socket (hostPort is then unused). */
+  hostSocket?: string;
   /** battery: host port for a second mount of the same export (cross-mount lock checks). */
   peerHostPort?: number;
 }
 
 export interface GuestRunOptions {
   jobs: GuestJob[];
-  network?: 'restricted' | 'open';
+  network?: GuestNetwork;
   /** Whole run, boot to power-off. */
   timeoutMs?: number;
   memoryMiB?: number;
@@ -181,11 +201,28 @@ export function qemuArgs(
 ): string[] {
   const network = opts.network ?? 'restricted';
   const forwards: string[] = [];
+  const chardevs: string[] = [];
   let nextGuestPort = GUEST_PORT_BASE;
-  const guestPort = (hostPort: number): number => {
+  const guestPort = (hostPort: number, hostSocket?: string): number => {
     if (network === 'open') return hostPort;
     const p = nextGuestPort++;
-    forwards.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${p}-tcp:127.0.0.1:${hostPort}`);
+    if (network === 'hostfwd') forwards.push(`hostfwd=tcp:127.0.0.1:${hostPort}-:${p}`);
+    else if (network === 'guestfwd-cmd')
+      forwards.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${p}-cmd:socat -lf /dev/null - TCP:127.0.0.1:${hostPort}`);
+    else if (network === 'guestfwd-cmd-nodelay') {
+      // socat's address options are comma-separated, and QEMU 7.2 drops a ',,'-escaped ",nodelay" from the cmd:
+      // string (observed: socat ran without it), so the option lives in a wrapper script.
+      const wrapper = join(dirname(consoleFile), 'socat-nodelay.sh');
+      writeFileSync(wrapper, '#!/bin/sh\nexec socat -lf /dev/null - "TCP:127.0.0.1:$1,nodelay"\n', { mode: 0o755 });
+      forwards.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${p}-cmd:${wrapper} ${hostPort}`);
+    } else if (network === 'guestfwd-unix') {
+      if (!hostSocket || /[,\s]/.test(hostSocket)) throw new Error(`guestfwd-unix needs a plain hostSocket path`);
+      chardevs.push('-chardev', `socket,id=gf${p},path=${hostSocket}`);
+      forwards.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${p}-chardev:gf${p}`);
+    } else if (network === 'guestfwd-nodelay') {
+      chardevs.push('-chardev', `socket,id=gf${p},host=127.0.0.1,port=${hostPort},nodelay=on`);
+      forwards.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${p}-chardev:gf${p}`);
+    } else forwards.push(`guestfwd=tcp:${GUESTFWD_ADDR}:${p}-tcp:127.0.0.1:${hostPort}`);
     return p;
   };
   const cmdline = ['console=ttyS0', 'panic=-1', 'quiet', 'loglevel=4'];
@@ -193,13 +230,14 @@ export function qemuArgs(
   for (const job of opts.jobs) {
     if (!/^[a-z0-9_-]+$/.test(job.name)) throw new Error(`bad job name ${job.name}`);
     if (/[:\s]/.test(job.options)) throw new Error(`mount options may not hold ':' or spaces: ${job.options}`);
-    const fields = [job.name, job.trans, String(guestPort(job.hostPort)), job.action, job.options];
+    const trans = network === 'hostfwd' ? 'listen' : job.trans;
+    const fields = [job.name, trans, String(guestPort(job.hostPort, job.hostSocket)), job.action, job.options];
     if (job.peerHostPort !== undefined) fields.push(String(guestPort(job.peerHostPort)));
     cmdline.push(`p9t.job=${fields.join(':')}`);
   }
   if (opts.benchArgs?.length) cmdline.push(`p9t.bench=${opts.benchArgs.join(',')}`);
   if (opts.checks?.length) cmdline.push(`p9t.checks=${opts.checks.join(',')}`);
-  const netdev = ['user', 'id=n0', ...(network === 'restricted' ? ['restrict=on', ...forwards] : [])].join(',');
+  const netdev = ['user', 'id=n0', ...(network !== 'open' ? ['restrict=on', ...forwards] : [])].join(',');
   return [
     '-accel',
     opts.accel,
@@ -217,6 +255,7 @@ export function qemuArgs(
     opts.assets.initrd,
     '-append',
     cmdline.join(' '),
+    ...chardevs,
     '-netdev',
     netdev,
     '-device',
@@ -226,6 +265,38 @@ export function qemuArgs(
     '-serial',
     `file:${resultsFile}`,
   ];
+}
+
+/**
+ * network 'hostfwd': dials QEMU's host port until the guest accepts (slirp accepts on the host side at once and
+ * drops the connection when the guest is not listening yet), then hands the connection to `serve` once the
+ * guest's first bytes (Tversion) arrive (they are put back for `serve` to read). Returns a stop function.
+ */
+export function dialHostfwd(port: number, serve: (sock: net.Socket) => void): () => void {
+  let stopped = false;
+  let current: net.Socket | undefined;
+  const attempt = (): void => {
+    if (stopped) return;
+    const sock = net.connect({ port, host: '127.0.0.1', noDelay: true });
+    current = sock;
+    let served = false;
+    sock.once('data', (first: Buffer) => {
+      served = true;
+      sock.pause();
+      sock.unshift(first);
+      serve(sock);
+      sock.resume();
+    });
+    sock.once('close', () => {
+      if (!served && !stopped) setTimeout(attempt, 100);
+    });
+    sock.on('error', () => undefined);
+  };
+  attempt();
+  return () => {
+    stopped = true;
+    current?.destroy();
+  };
 }
 
 /** Parses the guest's result stream (second serial port). */

@@ -88,12 +88,17 @@ function createEntry(s: Session, dir: Fid, name: string, gid: number, create: (d
   assertWritable(dir.exp);
   return s.fds.with(dir.handle, (dfd) => {
     create(dfd);
-    try {
-      fchownat(dfd, name, dir.uid ?? -1, gid, AT_SYMLINK_NOFOLLOW);
-    } catch {
-      // Ownership is best effort when the server is not root.
+    let st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
+    // Skip the chown (a journalled inode update) when the entry already has the wanted owner.
+    if (st.uid !== (dir.uid ?? st.uid) || st.gid !== gid) {
+      try {
+        fchownat(dfd, name, dir.uid ?? -1, gid, AT_SYMLINK_NOFOLLOW);
+        st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
+      } catch {
+        // Ownership is best effort when the server is not root.
+      }
     }
-    return { qid: qidFromStat(dir.exp.qids, statx(dfd, name, AT_SYMLINK_NOFOLLOW)) };
+    return { qid: qidFromStat(dir.exp.qids, st) };
   });
 }
 
