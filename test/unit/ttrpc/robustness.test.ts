@@ -21,12 +21,21 @@ function statusOf(frame: { type: number; data: Buffer }): { code: number; messag
 describe('ttrpc server robustness (untrusted peers)', () => {
   let fx: Fixture;
   let releaseSlow: () => void = () => undefined;
+  let slowRunning = false;
+
+  /** Waits for a handler to be running: a fixed sleep races with a loaded machine. */
+  async function until(cond: () => boolean, what: string): Promise<void> {
+    for (let i = 0; i < 1000 && !cond(); i++) await sleep(5);
+    assert.ok(cond(), what);
+  }
 
   beforeEach(async () => {
+    slowRunning = false;
     fx = await startServer(
       (s) => {
         s.register('test.Echo', 'Echo', async (p) => p);
         s.register('test.Echo', 'Slow', async () => {
+          slowRunning = true;
           await new Promise<void>((resolve) => (releaseSlow = resolve));
           return bytes('slow done');
         });
@@ -153,7 +162,7 @@ describe('ttrpc server robustness (untrusted peers)', () => {
   it('graceful shutdown waits for the call in flight, refuses new ones, then closes', async () => {
     const client = await fx.connect();
     const slow = client.call('test.Echo', 'Slow', new Uint8Array(0));
-    await sleep(30);
+    await until(() => slowRunning, 'the slow handler is running');
     let shutDown = false;
     const shutdown = fx.server.shutdown().then(() => (shutDown = true));
     await sleep(50);
@@ -180,14 +189,16 @@ describe('ttrpc server robustness (untrusted peers)', () => {
 
   it('force close aborts handlers and rejects the client', async () => {
     let aborted: unknown;
+    let waiting = false;
     fx.server.register('test.Echo', 'Wait', async (_p, ctx) => {
+      waiting = true;
       await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
       aborted = ctx.signal.reason;
       return new Uint8Array(0);
     });
     const client = await fx.connect();
     const p = client.call('test.Echo', 'Wait', new Uint8Array(0));
-    await sleep(30);
+    await until(() => waiting, 'the waiting handler is running');
     await fx.server.close();
     await assert.rejects(p, { code: Code.UNAVAILABLE });
     await sleep(10);
@@ -197,7 +208,7 @@ describe('ttrpc server robustness (untrusted peers)', () => {
   it('graceful shutdown with a timeout force-closes a connection whose call never ends', async () => {
     const client = await fx.connect();
     const slow = client.call('test.Echo', 'Slow', new Uint8Array(0));
-    await sleep(20);
+    await until(() => slowRunning, 'the slow handler is running');
     const started = Date.now();
     await fx.server.shutdown({ timeoutMs: 100 });
     const took = Date.now() - started;
