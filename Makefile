@@ -68,9 +68,11 @@ test: setup build lint guest
 bench: setup build
 	node dist/test/bench/run.js
 
-install: build
-	install -d $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow $(DESTDIR)$(PREFIX)/bin
+# The QEMU backend finds the guest image at <install dir>/build/guest (or LCOW_GUEST_DIR / guest_dir in the TOML).
+install: build guest
+	install -d $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest $(DESTDIR)$(PREFIX)/bin
 	cp -r dist package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
+	cp build/guest/vmlinuz build/guest/initrd.img $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest/
 	cd $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow && npm ci --omit=dev --no-audit --no-fund
 	cp -r bin $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
 	ln -sf ../lib/containerd-shim-lcow/bin/containerd-shim-lcow-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-lcow-v1
