@@ -119,10 +119,9 @@ async function serve(argv: string[]): Promise<number> {
     listen.kind === 'tcp'
       ? `tcp:${listen.host}:${(listener.address() as net.AddressInfo).port}`
       : `unix:${listen.path}`;
-  process.stdout.write(`listening on ${where}\n`);
-  log.info('9p server listening', { listen: where, exports: args.exports.map((e) => e.path), readOnly: args.readOnly });
-
-  return new Promise<number>((resolve) => {
+  // Handlers go in before the "listening" line: whoever reads it may signal at once, and a signal that arrives
+  // before Node installs its handler takes the default action (death by signal, not a clean exit 0).
+  const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log.info('9p server stopping', { signal });
       process.off('SIGTERM', onTerm);
@@ -136,6 +135,9 @@ async function serve(argv: string[]): Promise<number> {
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
   });
+  process.stdout.write(`listening on ${where}\n`);
+  log.info('9p server listening', { listen: where, exports: args.exports.map((e) => e.path), readOnly: args.readOnly });
+  return stopped;
 }
 
 export async function main(argv: string[]): Promise<number> {
