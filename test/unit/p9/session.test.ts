@@ -175,6 +175,26 @@ describe('p9 session', function () {
       assert.equal((await c.read(f.fid, 10_000_000, 100)).length, 0);
     });
 
+    it('rsize reads of small files return the file then 0, also after it grew; small and large writes land', async () => {
+      fx.file('small.bin', Buffer.alloc(5000, 1));
+      const { c, root } = await fx.client(262144);
+      const f = await c.walk(root, ['small.bin']);
+      await c.lopen(f.fid, O_RDWR);
+      const rsize = c.msize - 24;
+      assert.deepEqual(await c.read(f.fid, 0, rsize), Buffer.alloc(5000, 1));
+      assert.equal((await c.read(f.fid, 5000, rsize)).length, 0);
+      assert.equal((await c.read(f.fid, 9000, rsize)).length, 0);
+      fs.appendFileSync(fx.host('small.bin'), Buffer.alloc(3000, 2)); // grows behind the client's back
+      assert.deepEqual(await c.read(f.fid, 4000, rsize), Buffer.concat([Buffer.alloc(1000, 1), Buffer.alloc(3000, 2)]));
+      // 4 KiB (synchronous path) and 200 KiB (threadpool) writes, then read back across both.
+      assert.equal(await c.write(f.fid, 8000, Buffer.alloc(4096, 3)), 4096);
+      assert.equal(await c.write(f.fid, 12096, Buffer.alloc(200_000, 4)), 200_000);
+      const all = await c.readFile(root, ['small.bin']);
+      assert.equal(all.length, 212_096);
+      assert.deepEqual(all.subarray(8000), Buffer.concat([Buffer.alloc(4096, 3), Buffer.alloc(200_000, 4)]));
+      await rejectsErrno(c.write((await c.walk(root, ['small.bin'])).fid, 0, Buffer.from('x')), Errno.EBADF);
+    });
+
     it('a file unlinked while open keeps working for read, write, getattr and truncate', async () => {
       fx.file('gone.txt', 'still here');
       const { c, root } = await fx.client();
