@@ -16,16 +16,7 @@ import type {
   SandboxStats,
   Share,
 } from '../sandbox.js';
-
-/** Field 22 of /proc/<pid>/stat: identifies a pid incarnation (pid reuse guard). */
-export async function processStartTime(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
+import { processStartTime } from '../../util/proc.js';
 
 export class ProcessSandbox implements Sandbox {
   readonly backend = 'process';

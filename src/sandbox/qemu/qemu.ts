@@ -24,6 +24,7 @@ import type {
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
+import { processStartTime } from '../../util/proc.js';
 
 const SHARE_TOKEN_LENGTH = 16;
 
@@ -40,16 +41,6 @@ interface ShareEntry {
   server: P9Server;
   refs: number;
   ready: Promise<Share>;
-}
-
-/** Field 22 of /proc/<pid>/stat (pid reuse guard). */
-async function startTimeOf(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
 }
 
 export class QemuSandbox implements Sandbox {
@@ -164,7 +155,7 @@ export class QemuSandbox implements Sandbox {
         }),
       ]);
       this.timings.connected = Date.now() - t0;
-      this.startTime = (await startTimeOf(child.pid!)) ?? '';
+      this.startTime = (await processStartTime(child.pid!)) ?? '';
       this.client = new TtrpcClient(conn.stream, { logger: this.log });
       this.agent = createClient(AgentDesc, this.client);
       await this.agent.getInfo({}, { timeoutMs: 30_000 });
@@ -340,13 +331,13 @@ export class QemuSandbox implements Sandbox {
 /** Kills the VM if it is still the recorded incarnation, undoes host mounts, removes the state dir. */
 export async function cleanupQemuSandbox(rec: SandboxRecord): Promise<void> {
   for (const { pid, startTime } of rec.pids) {
-    if (pid > 0 && (await startTimeOf(pid)) === startTime) {
+    if (pid > 0 && (await processStartTime(pid)) === startTime) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
         // gone
       }
-      for (let i = 0; i < 100 && (await startTimeOf(pid)) === startTime; i++)
+      for (let i = 0; i < 100 && (await processStartTime(pid)) === startTime; i++)
         await new Promise((r) => setTimeout(r, 20));
     }
   }

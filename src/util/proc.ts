@@ -1,0 +1,16 @@
+// Facts about host processes read from /proc.
+import { readFile } from 'node:fs/promises';
+
+/**
+ * Field 22 of /proc/<pid>/stat (start time in clock ticks since boot): with the pid it identifies one process
+ * incarnation, so a recorded pid is never signalled after the kernel reused it. Undefined when the pid is gone.
+ */
+export async function processStartTime(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may contain spaces and parentheses: count fields after the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
