@@ -1,10 +1,12 @@
 // Container filesystems for VM sandboxes (backends whose guest does not see host paths): the snapshot mounts
 // containerd passes to Create (overlay...) are mounted on the host at <bundle>/rootfs, as runc's shim does, and
 // that directory is shared whole; bind mounts of the OCI spec are shared and their sources rewritten to guest
-// paths (a file is reached through its parent directory). Everything is undone by releaseContainerFs.
+// paths. A single-file bind mount is bind-mounted alone into a private holder directory under the bundle and that
+// directory is shared: sharing the file's parent would hand the guest (the isolation boundary: assume it is
+// compromised) every sibling of the file. Everything is undone by releaseContainerFs.
 import { spawn } from 'node:child_process';
-import { mkdir, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join } from 'node:path';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, isAbsolute, join } from 'node:path';
 import type { Sandbox } from '../sandbox/index.js';
 import type { Logger } from '../util/log.js';
 
@@ -33,6 +35,8 @@ export interface OciSpecLike {
 export interface PreparedFs {
   shareIds: string[];
   hostRootfs?: string;
+  /** Holder directories of single-file bind mounts: <holder>/<file name> is a bind mount of the file. */
+  fileHolders: string[];
 }
 
 function run(cmd: string, args: string[]): Promise<void> {
@@ -55,7 +59,7 @@ export async function prepareContainerFs(
   rootfs: Array<{ type: string; source: string; target: string; options: string[] }>,
   log: Logger,
 ): Promise<PreparedFs> {
-  const prepared: PreparedFs = { shareIds: [] };
+  const prepared: PreparedFs = { shareIds: [], fileHolders: [] };
   try {
     let hostRoot: string;
     if (rootfs.length > 0) {
@@ -85,7 +89,7 @@ export async function prepareContainerFs(
       if (!isBind || !m.source || !isAbsolute(m.source)) continue;
       const readOnly = opts.includes('ro');
       const st = await stat(m.source);
-      const dir = st.isDirectory() ? m.source : dirname(m.source);
+      const dir = st.isDirectory() ? m.source : await holdSingleFile(sandbox, bundle, m.source, readOnly, prepared);
       const share = await sandbox.addShare(dir, { readOnly });
       prepared.shareIds.push(share.shareId);
       m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
@@ -97,10 +101,39 @@ export async function prepareContainerFs(
   }
 }
 
+/** Bind-mounts one host file alone into a new holder directory under the bundle; returns the holder. */
+async function holdSingleFile(
+  sandbox: HostMountSandbox,
+  bundle: string,
+  file: string,
+  readOnly: boolean,
+  prepared: PreparedFs,
+): Promise<string> {
+  const holder = await mkdtemp(join(bundle, '.lcow-file-'));
+  prepared.fileHolders.push(holder);
+  const target = join(holder, basename(file));
+  await writeFile(target, '', { mode: 0o600 });
+  await run('mount', ['--bind', file, target]);
+  sandbox.trackHostMount(target, true);
+  // A bind mount ignores `ro` on creation; only a remount makes it read-only on the host side too.
+  if (readOnly) await run('mount', ['-o', 'remount,bind,ro', target]);
+  return holder;
+}
+
 /** Removes the shares (refcounted by the sandbox) and unmounts the host rootfs. Never throws. */
 export async function releaseContainerFs(sandbox: HostMountSandbox, p: PreparedFs, log: Logger): Promise<void> {
   for (const id of p.shareIds.splice(0).reverse()) {
     await sandbox.removeShare(id).catch((err: unknown) => log.warn('remove share failed', { share: id, error: err }));
+  }
+  for (const holder of p.fileHolders.splice(0)) {
+    for (const name of await readdir(holder).catch(() => [] as string[])) {
+      const target = join(holder, name);
+      await run('umount', [target]).catch(() => run('umount', ['-l', target]).catch(() => undefined));
+      sandbox.trackHostMount(target, false);
+    }
+    await rm(holder, { recursive: true, force: true }).catch((err: unknown) =>
+      log.warn('removing a single-file holder failed', { holder, error: err }),
+    );
   }
   if (p.hostRootfs) {
     const root = p.hostRootfs;
