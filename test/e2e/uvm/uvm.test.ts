@@ -8,6 +8,7 @@ import {
   closeSync,
   constants,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readFileSync,
@@ -152,6 +153,26 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /host data/);
     assert.equal(readFileSync(join(hostDir, 'from-guest.txt'), 'utf8'), 'written-in-guest\n');
+  });
+
+  it('a single-file bind mount (ro) shows the file and refuses writes (siblings: test/integration/shim/uvm-fs)', async function () {
+    const etc = join(hostDir, 'file-mount');
+    mkdirSync(etc, { recursive: true });
+    writeFileSync(join(etc, 'app.conf'), 'setting=1\n');
+    writeFileSync(join(etc, 'sibling.key'), 'not shared');
+    const r = await run([
+      '--mount',
+      `type=bind,src=${join(etc, 'app.conf')},dst=/etc/app.conf,options=rbind:ro`,
+      image,
+      'uvm-file',
+      'sh',
+      '-c',
+      'cat /etc/app.conf; (echo x > /etc/app.conf) 2>/dev/null && echo WRITABLE || echo read-only',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /setting=1/);
+    assert.match(r.stdout, /read-only/);
+    assert.equal(readFileSync(join(etc, 'app.conf'), 'utf8'), 'setting=1\n');
   });
 
   it('containers of one pod (same sandbox-id) share one UVM; exec works in it', async function () {
