@@ -93,12 +93,9 @@ export class QemuSandbox implements Sandbox {
     const t0 = Date.now();
     const dir = this.opts.stateDir;
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const secret = newSecret();
     const tokenFile = join(dir, 'token');
-    await writeFile(tokenFile, secret, { mode: 0o600 });
     this.accel = await probeAccel(this.cfg, this.log);
     const cpus = this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1);
-    this.secret = secret;
     this.log.info('starting UVM', {
       accel: this.accel,
       memoryMiB: this.cfg.memoryMiB,
@@ -115,6 +112,11 @@ export class QemuSandbox implements Sandbox {
         const ports = { control: await freePort(), p9: await freePort() };
         if (ports.p9 === ports.control) continue;
         this.ports = ports;
+        // A fresh secret per attempt: when QEMU lost a port to another process, the dial below may have handed
+        // the secret to that process; it must not open the next attempt's VM.
+        const secret = newSecret();
+        await writeFile(tokenFile, secret, { mode: 0o600 });
+        this.secret = secret;
         const child = this.spawnQemu(
           qemuArgs({
             cfg: this.cfg,
