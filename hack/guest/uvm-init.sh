@@ -7,8 +7,11 @@
 # the agent exits, the VM powers off (QEMU runs with -no-reboot, so the shim sees QEMU exit).
 #
 # Kernel command line (no secret ever goes there; `ps` on the host shows it):
-#   lcow.dial=URL       the agent's control channel, e.g. tcp+token://10.0.2.100:1024 or vsock://2:1024
-#   lcow.p9=URL         where the agent dials for 9P shares (same transport)
+#   lcow.accept=URL     the agent LISTENS for the shim's control connection, e.g. tcp+token://10.0.2.15:1024
+#                       (QEMU hostfwd from the host's loopback; the shim dials in and presents the secret first)
+#   lcow.p9accept=URL   where the agent listens for the shim's 9P share connections (e.g. tcp+token://10.0.2.15:564)
+#   lcow.dial=URL       instead of lcow.accept: the agent dials the host's control port, e.g. vsock://2:1024
+#   lcow.p9=URL         with lcow.dial: where the agent dials for 9P shares (same transport)
 #   lcow.token=PATH     the per-UVM secret (default: QEMU fw_cfg opt/lcow/token)
 #   lcow.mode=agent|vsocktest|shell   vsocktest: run the guest transport self-test and power off
 #   lcow.debug=1        verbose agent logs
@@ -69,12 +72,16 @@ fi
 MODE=agent
 DIAL=""
 P9=""
+ACCEPT=""
+P9ACCEPT=""
 TOKEN=/sys/firmware/qemu_fw_cfg/by_name/opt/lcow/token/raw
 DEBUG=""
 for word in $(cat /proc/cmdline); do
   case "$word" in
     lcow.dial=*) DIAL=${word#lcow.dial=} ;;
     lcow.p9=*) P9=${word#lcow.p9=} ;;
+    lcow.accept=*) ACCEPT=${word#lcow.accept=} ;;
+    lcow.p9accept=*) P9ACCEPT=${word#lcow.p9accept=} ;;
     lcow.token=*) TOKEN=${word#lcow.token=} ;;
     lcow.mode=*) MODE=${word#lcow.mode=} ;;
     lcow.debug=1) DEBUG=1 ;;
@@ -84,8 +91,12 @@ echo "LCOW ready-for-agent uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 case "$MODE" in
   agent)
-    LCOW_DEBUG=$DEBUG node /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow --dial "$DIAL" --p9 "$P9" \
-      --token-file "$TOKEN"
+    if [ -n "$ACCEPT" ]; then
+      set -- --accept "$ACCEPT" --p9-accept "$P9ACCEPT"
+    else
+      set -- --dial "$DIAL" --p9 "$P9"
+    fi
+    LCOW_DEBUG=$DEBUG node /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow "$@" --token-file "$TOKEN"
     echo "LCOW agent exited rc=$?"
     ;;
   vsocktest)

@@ -4,7 +4,7 @@ import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
 import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
-import { dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
+import { P9Acceptor, acceptControl, dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
 
 export interface AgentArgs {
   stateDir: string;
@@ -16,6 +16,9 @@ export interface AgentArgs {
   dial?: string;
   p9?: string;
   tokenFile?: string;
+  /** UVM mode, hostfwd direction: listen for the shim's control connection (with --p9-accept and --token-file). */
+  accept?: string;
+  p9Accept?: string;
 }
 
 export function parseAgentArgs(argv: string[]): AgentArgs {
@@ -46,6 +49,12 @@ export function parseAgentArgs(argv: string[]): AgentArgs {
       case '--p9':
         out.p9 = value();
         break;
+      case '--accept':
+        out.accept = value();
+        break;
+      case '--p9-accept':
+        out.p9Accept = value();
+        break;
       case '--token-file':
         out.tokenFile = value();
         break;
@@ -53,9 +62,10 @@ export function parseAgentArgs(argv: string[]): AgentArgs {
         throw new Error(`unknown flag ${flag}`);
     }
   }
-  if (!out.stateDir || !(out.listen || (out.dial && out.tokenFile)))
+  if (!out.stateDir || !(out.listen || ((out.dial || out.accept) && out.tokenFile)))
     throw new Error(
-      'usage: lcow-agent --state-dir DIR (--listen SOCKET [--ready-fd N] | --dial URL --p9 URL --token-file FILE)',
+      'usage: lcow-agent --state-dir DIR (--listen SOCKET [--ready-fd N] | --dial URL --p9 URL --token-file FILE |' +
+        ' --accept URL --p9-accept URL --token-file FILE)',
     );
   return out as AgentArgs;
 }
@@ -69,10 +79,11 @@ export async function main(argv: string[]): Promise<void> {
   const log = stderrLogger({ component: 'agent' });
   const secret = args.tokenFile ? readSecret(args.tokenFile) : undefined;
   const p9 = args.p9;
+  const p9Acceptor = args.p9Accept && secret ? await P9Acceptor.listen(args.p9Accept, secret, log) : undefined;
   const agent = new Agent({
     stateDir: args.stateDir,
     logger: log,
-    mount9p: p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
+    mount9p: p9Acceptor ? (req) => p9Acceptor.mount(req) : p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
   });
   await agent.init();
   await setupTelemetry('lcow-agent');
@@ -87,12 +98,14 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(0);
   };
   const server = createAgentServer(agent, log, () => void stop());
-  if (args.dial && secret) {
-    // UVM: one control connection to the shim; when it ends, the agent (and with it the VM) ends.
-    const conn = await dialControl(args.dial, secret, log);
+  if ((args.dial || args.accept) && secret) {
+    // UVM: one control connection with the shim; when it ends, the agent (and with it the VM) ends.
+    const conn = args.accept
+      ? await acceptControl(args.accept, secret, log)
+      : await dialControl(args.dial!, secret, log);
     conn.stream.once('close', () => void stop());
     server.handleConnection(conn.stream);
-    log.info('agent connected', { url: args.dial, pid: process.pid });
+    log.info('agent connected', { url: args.accept ?? args.dial, pid: process.pid });
     process.on('SIGTERM', () => void stop());
     return;
   }

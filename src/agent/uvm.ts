@@ -1,10 +1,30 @@
-// The agent inside a utility VM: dials the host's control port (the shim is the ttrpc client), mounts 9P shares
-// by dialing the host's 9P port and handing the connected socket to mount(8) (trans=fd), and the vsock
-// self-test used to exercise the AF_VSOCK transport inside a guest (vsock_loopback).
+// The agent inside a utility VM. Two modes:
+//  - accept (QEMU tcp+token, hostfwd): the agent LISTENS on a control port and a 9P port in the guest; the shim
+//    dials in through QEMU's hostfwd and presents the secret first (acceptControl / P9Acceptor). For 9P the
+//    secret is followed by the share's token; AddShare registers the share and waits (bounded) for its
+//    connection; the shim retries its dial until the share is registered. The accepted socket goes to mount(8)
+//    as fd 3 (trans=fd).
+//  - dial (vsock): the agent dials the host's control port (the shim is the ttrpc client), mounts 9P shares by
+//    dialing the host's 9P port and handing the connected socket to mount(8) (trans=fd).
+// Also the vsock self-test used to exercise the AF_VSOCK transport inside a guest (vsock_loopback).
 import { spawn } from 'node:child_process';
+import { timingSafeEqual } from 'node:crypto';
 import { closeSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { dial, newSecret, VsockListener, VMADDR_CID_LOCAL, SECRET_LENGTH, type Conn } from '../transport/index.js';
+import type { Socket } from 'node:net';
+import {
+  dial,
+  newSecret,
+  parseTransportUrl,
+  readExactly,
+  acceptHandshake,
+  TcpTokenListener,
+  VsockListener,
+  VMADDR_CID_LOCAL,
+  SECRET_LENGTH,
+  AUTH_TIMEOUT_MS,
+  type Conn,
+} from '../transport/index.js';
 import { dialRawFd } from '../transport/rawfd.js';
 import type { Logger } from '../util/log.js';
 
@@ -44,8 +64,7 @@ export interface P9MountRequest {
 const OPTION_RE = /^[a-z0-9_]+$/;
 const VALUE_RE = /^[A-Za-z0-9_.-]*$/;
 
-/** Mounts one 9P share: dial, secret + share token, wait for the host's ack, mount -t 9p -o trans=fd. */
-export async function mount9p(p9Url: string, secret: Buffer, req: P9MountRequest): Promise<void> {
+function mountOptions(req: P9MountRequest): string[] {
   if (req.token.length !== SHARE_TOKEN_LENGTH) throw new Error(`share token must be ${SHARE_TOKEN_LENGTH} bytes`);
   if (!VALUE_RE.test(req.aname) || req.aname === '') throw new Error(`invalid aname ${JSON.stringify(req.aname)}`);
   const opts: Record<string, string> = { version: '9p2000.L', msize: '262144', ...req.options };
@@ -56,22 +75,139 @@ export async function mount9p(p9Url: string, secret: Buffer, req: P9MountRequest
     parts.push(v === '' ? k : `${k}=${v}`);
   }
   if (req.readOnly) parts.push('ro');
+  return parts;
+}
+
+/** mount -t 9p -o trans=fd,rfdno=3,wfdno=3,... with `handle` (a connected socket) as the child's fd 3. */
+function spawnMount(req: P9MountRequest, parts: string[], handle: number | Socket): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn('mount', ['-t', '9p', '-o', parts.join(','), `lcow-${req.aname}`, req.target], {
+      stdio: ['ignore', 'ignore', 'pipe', handle],
+    });
+    const err: Buffer[] = [];
+    child.stderr!.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`mount 9p ${req.aname}: ${Buffer.concat(err).toString().trim()}`)),
+    );
+  });
+}
+
+/** Dial mode: dial, secret + share token, wait for the host's ack, mount -t 9p -o trans=fd. */
+export async function mount9p(p9Url: string, secret: Buffer, req: P9MountRequest): Promise<void> {
+  const parts = mountOptions(req);
   await mkdir(req.target, { recursive: true });
   const fd = await dialRawFd(p9Url, Buffer.concat([secret, Buffer.from(req.token)]), 1);
   try {
-    await new Promise<void>((resolve, reject) => {
-      const child = spawn('mount', ['-t', '9p', '-o', parts.join(','), `lcow-${req.aname}`, req.target], {
-        stdio: ['ignore', 'ignore', 'pipe', fd],
-      });
-      const err: Buffer[] = [];
-      child.stderr!.on('data', (d: Buffer) => err.push(d));
-      child.on('error', reject);
-      child.on('close', (code) =>
-        code === 0 ? resolve() : reject(new Error(`mount 9p ${req.aname}: ${Buffer.concat(err).toString().trim()}`)),
-      );
-    });
+    await spawnMount(req, parts, fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/**
+ * Stops libuv reading a socket that is about to belong to the kernel (9P trans=fd): nothing in this process
+ * may take the server's replies. Called right after the handshake, before the peer can send anything more.
+ */
+function stopReading(socket: Socket): void {
+  socket.pause();
+  const h = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+  if (h?.readStop) {
+    h.reading = false;
+    h.readStop();
+  }
+}
+
+/** Accept mode, control channel: listens on URL; the first committed connection is the shim's ttrpc client. */
+export async function acceptControl(url: string, secret: Buffer, log: Logger): Promise<Conn> {
+  const u = parseTransportUrl(url);
+  if (u.scheme !== 'tcp+token') throw new Error(`accept mode needs tcp+token, not ${u.scheme}`);
+  const listener = await TcpTokenListener.listen(secret, { host: u.host, port: u.port, ack: true });
+  log.info('agent listening for the shim', { url: listener.url });
+  return new Promise<Conn>((resolve) => {
+    listener.onConnection((c) => {
+      // One control channel per VM: later connections are refused.
+      void listener.close();
+      resolve(c);
+    });
+  });
+}
+
+interface PendingShare {
+  token: Buffer;
+  resolve: (s: Socket) => void;
+  reject: (e: Error) => void;
+  claimed: boolean;
+}
+
+/**
+ * Accept mode, 9P: listens on URL. Each connection: secret (listener), share token, then the share must be
+ * pending (registered by mount()); if so ACK, the shim's COMMIT, and mount() gets the socket. An unknown token
+ * is closed (the shim retries until AddShare registered the share). mount() waits at most `waitMs`.
+ */
+export class P9Acceptor {
+  private readonly pending = new Set<PendingShare>();
+
+  private constructor(
+    private readonly listener: TcpTokenListener,
+    private readonly log: Logger,
+    private readonly waitMs: number,
+  ) {
+    listener.onConnection((c) => this.onConnection(c.stream as Socket));
+  }
+
+  static async listen(url: string, secret: Buffer, log: Logger, waitMs = 30_000): Promise<P9Acceptor> {
+    const u = parseTransportUrl(url);
+    if (u.scheme !== 'tcp+token') throw new Error(`accept mode needs tcp+token, not ${u.scheme}`);
+    const listener = await TcpTokenListener.listen(secret, { host: u.host, port: u.port });
+    log.info('agent listening for 9P', { url: listener.url });
+    return new P9Acceptor(listener, log, waitMs);
+  }
+
+  private onConnection(socket: Socket): void {
+    readExactly(socket, SHARE_TOKEN_LENGTH, AUTH_TIMEOUT_MS)
+      .then(async (token) => {
+        let match: PendingShare | undefined;
+        for (const p of this.pending) if (timingSafeEqual(p.token, token) && !p.claimed) match = p;
+        if (!match) throw new Error('unknown share token');
+        match.claimed = true;
+        try {
+          await acceptHandshake(socket);
+        } catch (err) {
+          match.claimed = false;
+          throw err;
+        }
+        stopReading(socket);
+        if (!this.pending.delete(match)) throw new Error('share no longer pending');
+        match.resolve(socket);
+      })
+      .catch((err: unknown) => {
+        this.log.debug('9P connection refused', { error: err });
+        socket.destroy();
+      });
+  }
+
+  /** AddShare: registers the share, waits for its connection, mounts it. */
+  async mount(req: P9MountRequest): Promise<void> {
+    const parts = mountOptions(req);
+    await mkdir(req.target, { recursive: true });
+    let timer: NodeJS.Timeout | undefined;
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const p: PendingShare = { token: Buffer.from(req.token), resolve, reject, claimed: false };
+      this.pending.add(p);
+      timer = setTimeout(() => {
+        if (this.pending.delete(p)) reject(new Error(`no 9P connection for share ${req.aname} in ${this.waitMs} ms`));
+      }, this.waitMs);
+    }).finally(() => clearTimeout(timer));
+    try {
+      await spawnMount(req, parts, socket);
+    } finally {
+      socket.destroy();
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.listener.close();
   }
 }
 

@@ -5,7 +5,15 @@ import { dialVsock } from './vsock.js';
 import { SECRET_LENGTH, parseTransportUrl, type Conn } from './transport.js';
 
 export * from './transport.js';
-export { TcpTokenListener, dialTcpToken } from './tcp-token.js';
+export {
+  ACK,
+  COMMIT,
+  TcpTokenListener,
+  acceptHandshake,
+  dialTcpToken,
+  dialTcpTokenAck,
+  type DialAckOptions,
+} from './tcp-token.js';
 export { VsockListener, dialVsock, FdStream, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL } from './vsock.js';
 
 export function newSecret(): Buffer {

@@ -1,9 +1,11 @@
-// Stream transports between the shim (host) and the guest. One shape for all of them: the host listens, the
-// guest dials, and every connection starts with the per-UVM secret (SECRET_LENGTH random bytes) that only the
-// shim and the guest know. The listener hands out a connection only after the secret matched (constant-time
-// compare); a wrong or missing secret, or silence past the deadline, closes it.
+// Stream transports between the shim (host) and the guest. Every connection starts with the per-UVM secret
+// (SECRET_LENGTH random bytes) that only the shim and the guest know, sent by the dialer. The listener hands out
+// a connection only after the secret matched (constant-time compare); a wrong or missing secret, or silence
+// past the deadline, closes it. Direction: under vsock the host listens and the guest dials; under tcp+token
+// (QEMU user networking + hostfwd) the guest listens and the host dials in, and the listener answers ACK only
+// after the secret (see tcp-token.ts).
 //
-// URLs: tcp+token://HOST:PORT (QEMU user networking; the shim listens on 127.0.0.1 only) and vsock://CID:PORT.
+// URLs: tcp+token://HOST:PORT and vsock://CID:PORT.
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 
@@ -23,7 +25,7 @@ export interface Conn {
 }
 
 export interface Listener {
-  /** The URL a guest dials to reach this listener (host side; the backend may translate it, e.g. guestfwd). */
+  /** The URL a peer dials to reach this listener (the backend may translate it, e.g. QEMU hostfwd). */
   readonly url: string;
   /** Called with every authenticated connection. */
   onConnection(cb: (conn: Conn) => void): void;

@@ -9,8 +9,8 @@ import type { Logger } from '../../util/log.js';
 
 export const MEMORY_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.memory.sizeinmb';
 export const CPU_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.processor.count';
-/** Address the guest dials; QEMU's guestfwd forwards only the shim's ports from it (slirp refuses 10.0.2.2). */
-export const GUEST_HOST_ADDR = '10.0.2.100';
+/** The guest's address on QEMU user networking (eth0); the agent listens there, QEMU's hostfwd targets it. */
+export const GUEST_ADDR = '10.0.2.15';
 export const GUEST_CONTROL_PORT = 1024;
 export const GUEST_P9_PORT = 564;
 
@@ -165,15 +165,18 @@ export interface CommandLineInputs {
   name: string;
   qmpSocket: string;
   tokenFile: string;
-  /** Host ports of the shim's control and 9P listeners (127.0.0.1). */
+  /** Host ports (127.0.0.1) QEMU forwards to the agent's control and 9P listeners (hostfwd). */
   controlPort: number;
   p9Port: number;
 }
 
-/** argv (without the binary). The secret is only referenced by file (fw_cfg), never on the command line. */
+/**
+ * argv (without the binary). The secret is only referenced by file (fw_cfg), never on the command line. The
+ * network: user mode, restrict=on (the guest reaches nothing outside, no guestfwd: not the host either), and
+ * two hostfwd rules from the host's loopback to the agent's listeners; the shim dials in.
+ */
 export function qemuArgs(i: CommandLineInputs): string[] {
-  const fwd = (guestPort: number, hostPort: number): string =>
-    `guestfwd=tcp:${GUEST_HOST_ADDR}:${guestPort}-cmd:socat -lf /dev/null - TCP:127.0.0.1:${hostPort}`;
+  const fwd = (hostPort: number, guestPort: number): string => `hostfwd=tcp:127.0.0.1:${hostPort}-:${guestPort}`;
   const cmdline = [
     'console=ttyS0',
     'quiet',
@@ -188,8 +191,8 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     'i8042.dumbkbd',
     'cryptomgr.notests',
     'random.trust_cpu=on',
-    `lcow.dial=tcp+token://${GUEST_HOST_ADDR}:${GUEST_CONTROL_PORT}`,
-    `lcow.p9=tcp+token://${GUEST_HOST_ADDR}:${GUEST_P9_PORT}`,
+    `lcow.accept=tcp+token://${GUEST_ADDR}:${GUEST_CONTROL_PORT}`,
+    `lcow.p9accept=tcp+token://${GUEST_ADDR}:${GUEST_P9_PORT}`,
   ];
   if (i.cfg.debug) cmdline.push('lcow.debug=1');
   return [
@@ -222,7 +225,7 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     '-fw_cfg',
     `name=opt/lcow/token,file=${i.tokenFile}`,
     '-netdev',
-    ['user', 'id=n0', 'restrict=on', fwd(GUEST_CONTROL_PORT, i.controlPort), fwd(GUEST_P9_PORT, i.p9Port)].join(','),
+    ['user', 'id=n0', 'restrict=on', fwd(i.controlPort, GUEST_CONTROL_PORT), fwd(i.p9Port, GUEST_P9_PORT)].join(','),
     '-device',
     'virtio-net-pci,netdev=n0',
     ...(i.cfg.freePageReporting ? ['-device', 'virtio-balloon-pci,free-page-reporting=on'] : []),

@@ -1,8 +1,12 @@
-// The `qemu` sandbox backend: one QEMU utility VM per pod (KVM when it works, else TCG). The guest agent dials
-// the shim over tcp+token (QEMU user networking, restrict=on, guestfwd of the shim's two ports only); the
-// shim is the ttrpc client. Host directories reach the guest through our 9P server: one P9Server per share,
-// selected by a per-share token the guest sends after the transport secret; the agent mounts the connection
-// with trans=fd. Shares are refcounted per (path, read-only).
+// The `qemu` sandbox backend: one QEMU utility VM per pod (KVM when it works, else TCG). Transport tcp+token
+// over QEMU user networking (restrict=on, no guestfwd: the guest reaches nothing on the host) with two hostfwd
+// rules 127.0.0.1:<free port> -> the agent's control and 9P listeners in the guest. The shim DIALS IN and
+// presents the per-UVM secret first (any local user can reach those host ports; the agent refuses a wrong
+// secret), retrying until the agent ACKs (slirp accepts before the guest listens). On the control connection the
+// shim is the ttrpc client. Host directories reach the guest through our 9P server: one P9Server per share; for
+// AddShare the shim dials the 9P port with secret + the share's token (retrying until the agent registered the
+// share), and feeds the connection to the share's server; the agent mounts the accepted socket with trans=fd.
+// Shares are refcounted per (path, read-only).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -10,7 +14,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
 import { P9Server } from '../../p9/server.js';
-import { TcpTokenListener, newSecret, readExactly, type Conn } from '../../transport/index.js';
+import { createServer } from 'node:net';
+import { dialTcpTokenAck, newSecret } from '../../transport/index.js';
 import { TtrpcClient, createClient, type ServiceClient } from '../../ttrpc/index.js';
 import type { Logger } from '../../util/log.js';
 import type {
@@ -57,8 +62,9 @@ export class QemuSandbox implements Sandbox {
   private client: TtrpcClient | undefined;
   private agent: ServiceClient<(typeof AgentDesc)['method']> | undefined;
   private qmp: QmpClient | undefined;
-  private control: TcpTokenListener | undefined;
-  private p9: TcpTokenListener | undefined;
+  private secret: Buffer | undefined;
+  /** Host ports QEMU forwards to the agent's control and 9P listeners. */
+  private ports: { control: number; p9: number } | undefined;
   private readonly shares = new Map<string, ShareEntry>();
   private readonly sharesByKey = new Map<string, ShareEntry>();
   private shareSeq = 0;
@@ -87,32 +93,9 @@ export class QemuSandbox implements Sandbox {
     const t0 = Date.now();
     const dir = this.opts.stateDir;
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const secret = newSecret();
     const tokenFile = join(dir, 'token');
-    await writeFile(tokenFile, secret, { mode: 0o600 });
     this.accel = await probeAccel(this.cfg, this.log);
     const cpus = this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1);
-    this.control = await TcpTokenListener.listen(secret);
-    this.p9 = await TcpTokenListener.listen(secret);
-    this.p9.onConnection((c) => this.onP9Connection(c));
-    const agentConn = new Promise<Conn>((resolve) => {
-      let first = true;
-      this.control!.onConnection((c) => {
-        if (!first) return c.close(); // one control channel per VM
-        first = false;
-        resolve(c);
-      });
-    });
-    const args = qemuArgs({
-      cfg: this.cfg,
-      accel: this.accel,
-      cpus,
-      name: `lcow-${this.opts.id}`.slice(0, 64),
-      qmpSocket: this.qmpSocket,
-      tokenFile,
-      controlPort: this.control.port,
-      p9Port: this.p9.port,
-    });
     this.log.info('starting UVM', {
       accel: this.accel,
       memoryMiB: this.cfg.memoryMiB,
@@ -120,47 +103,73 @@ export class QemuSandbox implements Sandbox {
       kernel: this.cfg.kernel,
       initrd: this.cfg.initrd,
     });
-    const child = spawn(this.cfg.binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    this.child = child;
-    this.timings.spawned = Date.now() - t0;
-    const onLine = (stream: string) => (line: string) => {
-      this.consoleTail.push(line);
-      if (this.consoleTail.length > 40) this.consoleTail.shift();
-      this.log.info('uvm', { [stream]: line });
-    };
-    createInterface({ input: child.stdout! }).on('line', onLine('console'));
-    createInterface({ input: child.stderr! }).on('line', onLine('qemu'));
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.log.info('UVM exited', { code, signal });
-        this.exitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
-        this.teardownHostSide();
-        for (const cb of this.exitCbs.splice(0)) cb(this.exitReason);
-        resolve();
-      });
-    });
-    child.once('error', (err) => this.log.error('cannot start QEMU', { error: err }));
+    const deadline = Date.now() + this.cfg.bootTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const conn = await Promise.race([
-        agentConn,
-        this.exited.then(() => {
-          throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
-        }),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`the guest agent did not connect within ${this.cfg.bootTimeoutMs} ms`)),
-            this.cfg.bootTimeoutMs,
-          );
-        }),
-      ]);
-      this.timings.connected = Date.now() - t0;
-      this.startTime = (await processStartTime(child.pid!)) ?? '';
-      this.client = new TtrpcClient(conn.stream, { logger: this.log });
-      this.agent = createClient(AgentDesc, this.client);
+      // The host ports are picked free, then bound by QEMU: another process may take one in between. QEMU then
+      // fails at once ("Could not set up host forwarding rule"): pick new ports and start again.
+      for (let attempt = 1; ; attempt++) {
+        const ports = { control: await freePort(), p9: await freePort() };
+        if (ports.p9 === ports.control) continue;
+        this.ports = ports;
+        // A fresh secret per attempt: when QEMU lost a port to another process, the dial below may have handed
+        // the secret to that process; it must not open the next attempt's VM.
+        const secret = newSecret();
+        await writeFile(tokenFile, secret, { mode: 0o600 });
+        this.secret = secret;
+        const child = this.spawnQemu(
+          qemuArgs({
+            cfg: this.cfg,
+            accel: this.accel,
+            cpus,
+            name: `lcow-${this.opts.id}`.slice(0, 64),
+            qmpSocket: this.qmpSocket,
+            tokenFile,
+            controlPort: ports.control,
+            p9Port: ports.p9,
+          }),
+        );
+        this.timings.spawned = Date.now() - t0;
+        let exitedDuringBoot = false;
+        const exited = this.exited!.then(() => {
+          exitedDuringBoot = true;
+        });
+        const conn = await Promise.race([
+          dialTcpTokenAck('127.0.0.1', ports.control, secret, {
+            timeoutMs: Math.max(1, deadline - Date.now()),
+            attemptTimeoutMs: 3000,
+            abort: () => (exitedDuringBoot || this.exitReason ? 'QEMU exited' : undefined),
+          }).catch((err: unknown) => {
+            if (exitedDuringBoot) return undefined;
+            throw err;
+          }),
+          exited.then(() => undefined),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`the guest agent did not answer within ${this.cfg.bootTimeoutMs} ms`)),
+              Math.max(1, deadline - Date.now()),
+            );
+          }),
+        ]);
+        clearTimeout(timer);
+        if (conn) {
+          this.timings.connected = Date.now() - t0;
+          this.startTime = (await processStartTime(child.pid!)) ?? '';
+          this.client = new TtrpcClient(conn.stream, { logger: this.log });
+          this.agent = createClient(AgentDesc, this.client);
+          break;
+        }
+        if (this.portClash && attempt < 5) {
+          this.log.warn('a forwarded host port was taken before QEMU bound it; retrying with new ports', { ports });
+          this.portClash = false;
+          this.exitReason = undefined;
+          continue;
+        }
+        throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+      }
       await this.agent.getInfo({}, { timeoutMs: 30_000 });
       this.timings.ready = Date.now() - t0;
-      this.log.info('UVM ready', { accel: this.accel, ms: this.timings.ready, pid: child.pid });
+      this.log.info('UVM ready', { accel: this.accel, ms: this.timings.ready, pid: this.child!.pid });
     } catch (err) {
       await this.stop('force');
       throw err;
@@ -171,22 +180,69 @@ export class QemuSandbox implements Sandbox {
       (q) => (this.qmp = q),
       (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
     );
-    return { agent: this.client, pids: [child.pid!] };
+    return { agent: this.client!, pids: [this.child!.pid!] };
   }
 
-  private onP9Connection(conn: Conn): void {
-    readExactly(conn.stream, SHARE_TOKEN_LENGTH, 5000).then(
-      (token) => {
-        const e = [...this.shares.values()].find((s) => s.token.equals(token));
-        if (!e) {
-          this.log.warn('9P connection with an unknown share token');
-          return conn.close();
-        }
-        conn.stream.write(Buffer.from([1]));
-        e.server.handleConnection(conn.stream);
-      },
-      () => conn.close(),
-    );
+  /** Set when QEMU exited during boot because it could not bind a forwarded host port (boot() retries). */
+  private portClash = false;
+
+  private spawnQemu(args: string[]): ChildProcess {
+    const child = spawn(this.cfg.binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    this.child = child;
+    this.consoleTail = [];
+    const onLine = (stream: string) => (line: string) => {
+      this.consoleTail.push(line);
+      if (this.consoleTail.length > 40) this.consoleTail.shift();
+      this.log.info('uvm', { [stream]: line });
+    };
+    createInterface({ input: child.stdout! }).on('line', onLine('console'));
+    createInterface({ input: child.stderr! }).on('line', onLine('qemu'));
+    this.exited = new Promise((resolve) => {
+      let done = false;
+      const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+        if (done) return;
+        done = true;
+        this.log.info('UVM exited', { code, signal });
+        // Let the line readers drain stderr first: the port clash shows up there.
+        setImmediate(() => {
+          if (
+            this.timings.connected === undefined &&
+            !this.stopping &&
+            this.consoleTail.some((l) => l.includes('Could not set up host forwarding rule'))
+          ) {
+            this.portClash = true;
+            this.exitReason = { kind: 'crashed', code, signal };
+            return resolve();
+          }
+          this.exitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
+          this.teardownHostSide();
+          for (const cb of this.exitCbs.splice(0)) cb(this.exitReason);
+          resolve();
+        });
+      };
+      child.once('exit', onExit);
+      child.once('error', (err) => {
+        this.log.error('cannot start QEMU', { error: err });
+        onExit(null, null);
+      });
+    });
+    return child;
+  }
+
+  /**
+   * Dials the agent's 9P listener for share `e`: secret + the share's token, retried until the agent (which
+   * registers the share when AddShare arrives) ACKs, or `signal` says AddShare is over. Feeds the connection
+   * to the share's 9P server.
+   */
+  private async connectShare(e: ShareEntry, over: () => string | undefined): Promise<void> {
+    const conn = await dialTcpTokenAck('127.0.0.1', this.ports!.p9, this.secret!, {
+      header: e.token,
+      timeoutMs: 60_000,
+      attemptTimeoutMs: 10_000,
+      abort: () => over() ?? (this.exitReason ? 'the UVM exited' : undefined),
+    });
+    if (over()) return conn.close();
+    e.server.handleConnection(conn.stream);
   }
 
   async addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
@@ -219,6 +275,9 @@ export class QemuSandbox implements Sandbox {
     };
     this.shares.set(id, e);
     this.sharesByKey.set(key, e);
+    let rpcOver: string | undefined;
+    const dialed = this.connectShare(e, () => rpcOver);
+    dialed.catch(() => undefined);
     e.ready = this.agent
       .addShare({
         shareId: id,
@@ -230,7 +289,18 @@ export class QemuSandbox implements Sandbox {
         token: e.token,
         options: { msize: '262144' },
       })
-      .then((r) => ({ shareId: id, guestPath: r.guestPath }));
+      .then(
+        async (r) => {
+          rpcOver = 'AddShare done';
+          await dialed; // the agent mounted it, so our side has it too
+          return { shareId: id, guestPath: r.guestPath };
+        },
+        async (err: unknown) => {
+          rpcOver = 'AddShare failed';
+          await dialed.catch(() => undefined);
+          throw err;
+        },
+      );
     try {
       const share = await e.ready;
       this.log.debug('share added', { share: id, hostPath, guestPath: share.guestPath, readOnly: opts.readOnly });
@@ -297,8 +367,6 @@ export class QemuSandbox implements Sandbox {
   private teardownHostSide(): void {
     this.client?.close();
     this.qmp?.close();
-    void this.control?.close();
-    void this.p9?.close();
     for (const e of this.shares.values()) e.server.close();
     this.shares.clear();
     this.sharesByKey.clear();
@@ -326,6 +394,18 @@ export class QemuSandbox implements Sandbox {
     } else this.teardownHostSide();
     await cleanupQemuSandbox(this.record());
   }
+}
+
+/** A free TCP port on 127.0.0.1 right now (QEMU binds it next; boot() handles losing the race). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      const addr = srv.address();
+      srv.close(() => (addr && typeof addr !== 'string' ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
 }
 
 /** Kills the VM if it is still the recorded incarnation, undoes host mounts, removes the state dir. */

@@ -1,12 +1,15 @@
 // tcp+token: only a connection that presents the per-UVM secret in time is handed out; everything else is
 // closed. Loopback only. No VM.
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import {
+  ACK,
+  COMMIT,
   SECRET_LENGTH,
   TcpTokenListener,
   dial,
   dialTcpToken,
+  dialTcpTokenAck,
   newSecret,
   parseTransportUrl,
   readExactly,
@@ -176,5 +179,181 @@ describe('transport: tcp+token', function () {
     await l.close();
     await closed;
     await assert.rejects(rawConnect(l.port));
+  });
+});
+
+// The hostfwd direction: the guest listens (ack mode), the host dials in and presents the secret first; the
+// listener answers ACK only to the right secret, and hands the connection out only after the dialer's COMMIT.
+describe('transport: tcp+token, listener acks (host dials in through hostfwd)', function () {
+  this.timeout(20_000);
+  let listener: TcpTokenListener | undefined;
+  const conns: Conn[] = [];
+  const sockets: Socket[] = [];
+  const servers: Server[] = [];
+
+  afterEach(async () => {
+    for (const c of conns.splice(0)) c.close();
+    for (const s of sockets.splice(0)) s.destroy();
+    for (const s of servers.splice(0)) s.close();
+    await listener?.close();
+    listener = undefined;
+  });
+
+  const listen = async (secret: Buffer, authTimeoutMs?: number): Promise<{ l: TcpTokenListener; got: Conn[] }> => {
+    const l = await TcpTokenListener.listen(secret, { authTimeoutMs, ack: true });
+    listener = l;
+    const got: Conn[] = [];
+    l.onConnection((c) => {
+      got.push(c);
+      conns.push(c);
+    });
+    return { l, got };
+  };
+
+  const until = async (cond: () => boolean, ms = 5000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error('condition not met in time');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  it('the right secret: ACK, then after COMMIT the connection is handed out; bytes flow both ways', async () => {
+    const secret = newSecret();
+    const { l, got } = await listen(secret);
+    const s = await rawConnect(l.port);
+    sockets.push(s);
+    s.write(secret);
+    assert.deepEqual([...(await readExactly(s, 1, 5000))], [ACK]);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(got.length, 0, 'handed out before COMMIT');
+    s.write(Buffer.concat([Buffer.from([COMMIT]), Buffer.from('hello')]));
+    await until(() => got.length === 1);
+    assert.equal((await readExactly(got[0]!.stream, 5, 5000)).toString(), 'hello');
+    got[0]!.stream.write('back');
+    assert.equal((await readExactly(s, 4, 5000)).toString(), 'back');
+    assert.equal(l.rejected, 0);
+  });
+
+  it('dialTcpTokenAck: ACK + COMMIT, the connection is ready for the protocol at once', async () => {
+    const secret = newSecret();
+    const { l, got } = await listen(secret);
+    const c = await dialTcpTokenAck('127.0.0.1', l.port, secret, { timeoutMs: 5000 });
+    conns.push(c);
+    c.stream.write('ping');
+    await until(() => got.length === 1);
+    assert.equal((await readExactly(got[0]!.stream, 4, 5000)).toString(), 'ping');
+  });
+
+  it('a wrong secret: closed without a byte of answer, never handed out', async () => {
+    const { l, got } = await listen(newSecret());
+    const s = await rawConnect(l.port);
+    sockets.push(s);
+    const closed = closedByPeer(s);
+    s.write(newSecret());
+    assert.equal((await closed).length, 0, 'the listener must not answer');
+    assert.equal(got.length, 0);
+    assert.equal(l.rejected, 1);
+  });
+
+  it('a short secret then EOF: closed without an answer', async () => {
+    const { l, got } = await listen(newSecret());
+    const s = await rawConnect(l.port);
+    sockets.push(s);
+    const closed = closedByPeer(s);
+    s.end(Buffer.alloc(SECRET_LENGTH - 1, 1));
+    assert.equal((await closed).length, 0);
+    assert.equal(got.length, 0);
+    await until(() => l.rejected === 1);
+  });
+
+  it('a slow secret: closed at the auth deadline without an answer', async () => {
+    const secret = newSecret();
+    const { l, got } = await listen(secret, 300);
+    const s = await rawConnect(l.port);
+    sockets.push(s);
+    const t0 = Date.now();
+    const closed = closedByPeer(s);
+    s.write(secret.subarray(0, 10));
+    setTimeout(() => s.destroyed || s.write(secret.subarray(10)), 600);
+    assert.equal((await closed).length, 0);
+    assert.ok(Date.now() - t0 >= 250, `closed too early (${Date.now() - t0} ms)`);
+    assert.equal(got.length, 0);
+    assert.equal(l.rejected, 1);
+  });
+
+  it('ACK but no COMMIT (the dialer gave up): closed, never handed out', async () => {
+    const secret = newSecret();
+    const { l, got } = await listen(secret, 300);
+    const s = await rawConnect(l.port);
+    sockets.push(s);
+    const closed = closedByPeer(s);
+    s.write(secret);
+    assert.deepEqual([...(await closed)], [ACK]);
+    assert.equal(got.length, 0);
+    // and a dialer closing right after the ACK is not handed out either
+    const s2 = await rawConnect(l.port);
+    s2.write(secret);
+    await readExactly(s2, 1, 5000);
+    s2.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(got.length, 0);
+  });
+
+  it('dialTcpTokenAck retries while connections are accepted then dropped (slirp before the guest listens)', async () => {
+    const secret = newSecret();
+    const { l, got } = await listen(secret);
+    // A front that accepts every connection; the first three are dropped at once, the fourth silently held
+    // (no ACK: the attempt times out), the rest piped to the real listener.
+    let n = 0;
+    const front = createServer((s) => {
+      n++;
+      s.on('error', () => undefined);
+      if (n <= 3) return void s.destroy();
+      if (n === 4) return void sockets.push(s);
+      const back = connect({ host: '127.0.0.1', port: l.port });
+      back.on('error', () => undefined);
+      s.pipe(back).pipe(s);
+      sockets.push(s, back);
+    });
+    servers.push(front);
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    const port = (front.address() as { port: number }).port;
+    const t0 = Date.now();
+    const c = await dialTcpTokenAck('127.0.0.1', port, secret, { timeoutMs: 10_000, attemptTimeoutMs: 300 });
+    conns.push(c);
+    assert.equal(n, 5);
+    assert.ok(Date.now() - t0 >= 300, 'the held attempt must have timed out');
+    c.stream.write('ok');
+    await until(() => got.length === 1);
+    assert.equal((await readExactly(got[0]!.stream, 2, 5000)).toString(), 'ok');
+  });
+
+  it('dialTcpTokenAck gives up at the deadline (wrong secret: never acked) and when aborted', async () => {
+    const { l } = await listen(newSecret());
+    const t0 = Date.now();
+    await assert.rejects(dialTcpTokenAck('127.0.0.1', l.port, newSecret(), { timeoutMs: 500 }), /no ACK within 500/);
+    assert.ok(Date.now() - t0 < 3000);
+    assert.ok(l.rejected >= 1);
+    let calls = 0;
+    await assert.rejects(
+      dialTcpTokenAck('127.0.0.1', l.port, newSecret(), {
+        timeoutMs: 10_000,
+        abort: () => (++calls > 2 ? 'QEMU exited' : undefined),
+      }),
+      /QEMU exited/,
+    );
+    // nothing listening at all: refused connections are retried too, until the deadline
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const dead = (srv.address() as { port: number }).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    await assert.rejects(dialTcpTokenAck('127.0.0.1', dead, newSecret(), { timeoutMs: 300 }), /no ACK within 300/);
+  });
+
+  it('listens on the given host; the URL says so', async () => {
+    const l = await TcpTokenListener.listen(newSecret(), { host: '127.0.0.1', ack: true });
+    listener = l;
+    assert.equal(l.url, `tcp+token://127.0.0.1:${l.port}`);
   });
 });

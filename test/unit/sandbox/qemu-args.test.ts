@@ -1,0 +1,51 @@
+// The QEMU command line of the tcp+token transport: user networking with restrict=on, the agent's two
+// listeners forwarded from the host's loopback only (hostfwd), no guestfwd (the guest reaches nothing on the
+// host), no socat, and the secret only by file (fw_cfg). No QEMU.
+import assert from 'node:assert/strict';
+import {
+  GUEST_ADDR,
+  GUEST_CONTROL_PORT,
+  GUEST_P9_PORT,
+  qemuArgs,
+  qemuConfig,
+} from '../../../src/sandbox/qemu/config.js';
+
+describe('sandbox/qemu: command line (tcp+token over hostfwd)', () => {
+  const args = qemuArgs({
+    cfg: qemuConfig({}, {}),
+    accel: 'tcg',
+    cpus: 1,
+    name: 'lcow-test',
+    qmpSocket: '/run/x/qmp.sock',
+    tokenFile: '/run/x/token',
+    controlPort: 40001,
+    p9Port: 40002,
+  });
+  const after = (flag: string): string => args[args.indexOf(flag) + 1]!;
+
+  it('netdev: user, restrict=on, exactly two hostfwd rules bound to 127.0.0.1, no guestfwd', () => {
+    const netdev = after('-netdev').split(',');
+    assert.equal(netdev[0], 'user');
+    assert.ok(netdev.includes('restrict=on'));
+    assert.deepEqual(
+      netdev.filter((p) => p.startsWith('hostfwd=')),
+      [`hostfwd=tcp:127.0.0.1:40001-:${GUEST_CONTROL_PORT}`, `hostfwd=tcp:127.0.0.1:40002-:${GUEST_P9_PORT}`],
+    );
+    assert.ok(!args.join(' ').includes('guestfwd'));
+    assert.ok(!args.join(' ').includes('socat'));
+  });
+
+  it('the agent listens on its eth0 address; the secret is only referenced by fw_cfg file', () => {
+    const append = after('-append');
+    assert.match(
+      append,
+      new RegExp(`lcow\\.accept=tcp\\+token://${GUEST_ADDR.replace(/\./g, '\\.')}:${GUEST_CONTROL_PORT}`),
+    );
+    assert.match(
+      append,
+      new RegExp(`lcow\\.p9accept=tcp\\+token://${GUEST_ADDR.replace(/\./g, '\\.')}:${GUEST_P9_PORT}`),
+    );
+    assert.ok(!append.includes('lcow.dial'));
+    assert.equal(after('-fw_cfg'), 'name=opt/lcow/token,file=/run/x/token');
+  });
+});
