@@ -14,3 +14,14 @@ export async function processStartTime(pid: number): Promise<string | undefined>
     return undefined;
   }
 }
+
+/** Resident set size of a process in bytes (VmRSS), or undefined when the pid is gone. */
+export async function processRssBytes(pid: number): Promise<number | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const m = /VmRSS:\s+(\d+) kB/.exec(status);
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return undefined;
+  }
+}

@@ -2,7 +2,7 @@
 // (`unshare -m`), serving ttrpc on a unix socket in the state dir. NOT VM-isolated: for development and
 // fast tests of shim <-> agent <-> runc only.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TtrpcClient } from '../../ttrpc/index.js';
 import type { Logger } from '../../util/log.js';
@@ -16,7 +16,7 @@ import type {
   SandboxStats,
   Share,
 } from '../sandbox.js';
-import { processStartTime } from '../../util/proc.js';
+import { processRssBytes, processStartTime } from '../../util/proc.js';
 
 export class ProcessSandbox implements Sandbox {
   readonly backend = 'process';
@@ -70,13 +70,8 @@ export class ProcessSandbox implements Sandbox {
   async stats(): Promise<SandboxStats[]> {
     const pid = this.child?.pid;
     if (!pid) return [];
-    try {
-      const status = await readFile(`/proc/${pid}/status`, 'utf8');
-      const m = /VmRSS:\s+(\d+) kB/.exec(status);
-      return [{ pid, rssBytes: m ? Number(m[1]) * 1024 : 0 }];
-    } catch {
-      return [];
-    }
+    const rssBytes = await processRssBytes(pid);
+    return rssBytes === undefined ? [] : [{ pid, rssBytes }];
   }
 
   onExit(cb: (reason: SandboxExitReason) => void): void {

@@ -9,7 +9,7 @@
 // Shares are refcounted per (path, read-only).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
@@ -29,7 +29,7 @@ import type {
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
-import { processStartTime } from '../../util/proc.js';
+import { processRssBytes, processStartTime } from '../../util/proc.js';
 
 const SHARE_TOKEN_LENGTH = 16;
 
@@ -339,13 +339,8 @@ export class QemuSandbox implements Sandbox {
   async stats(): Promise<SandboxStats[]> {
     const pid = this.child?.pid;
     if (!pid || this.exitReason) return [];
-    try {
-      const status = await readFile(`/proc/${pid}/status`, 'utf8');
-      const m = /VmRSS:\s+(\d+) kB/.exec(status);
-      return [{ pid, rssBytes: m ? Number(m[1]) * 1024 : 0 }];
-    } catch {
-      return [];
-    }
+    const rssBytes = await processRssBytes(pid);
+    return rssBytes === undefined ? [] : [{ pid, rssBytes }];
   }
 
   onExit(cb: (reason: SandboxExitReason) => void): void {
