@@ -127,6 +127,12 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
     assert.deepEqual(leftovers(), []);
     assert.equal(await waitFor(() => ourQemus().length === 0, 20_000), true, 'a QEMU UVM was left running');
     assert.deepEqual(shimPids(), [], 'a shim was left running');
+    // The shim keeps /run/lcow/<ns> across pods (as runc keeps its root); this run's namespace must not outlive it.
+    const stateRoot = `/run/lcow/${NS}`;
+    if (existsSync(stateRoot)) {
+      assert.deepEqual(readdirSync(stateRoot), [], 'pod state left behind');
+      rmSync(stateRoot, { recursive: true });
+    }
   });
 
   const run = (args: string[], input?: string) =>

@@ -21,6 +21,7 @@ import {
   ourProcesses,
   RUNTIME,
   startLcowContainerd,
+  removeEmptyStateRoot,
 } from './helpers.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
@@ -35,6 +36,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
   });
   after(async () => {
     await cd?.stop();
+    removeEmptyStateRoot();
   });
   afterEach(async () => {
     await assertNoLeaks(cd);
@@ -217,6 +219,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
   });
   after(async () => {
     await cd?.stop();
+    removeEmptyStateRoot();
   });
 
   it('shim killed with SIGKILL: ctr task delete / container rm clean up through `delete`', async () => {

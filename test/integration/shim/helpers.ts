@@ -2,7 +2,7 @@
 // process sandbox backend enabled, the busybox test image, and leftover checks.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { readdirSync, readFileSync, existsSync, rmdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Task as TaskV2 } from '../../../src/gen/containerd/task/v2/shim_pb.js';
@@ -63,6 +63,15 @@ export function lcowStateRoot(): string {
 export function lcowState(): string[] {
   const dir = `/run/lcow/${TEST_NAMESPACE}`;
   return existsSync(dir) ? readdirSync(dir) : [];
+}
+
+/**
+ * Removes this run's state root once it is empty (the shim keeps /run/lcow/<ns> across pods, as runc keeps its
+ * per-namespace root; a test run's namespace is its own and must not outlive it). Leftover pod state stays for
+ * the leak assertions to report.
+ */
+export function removeEmptyStateRoot(): void {
+  if (existsSync(lcowStateRoot()) && lcowState().length === 0) rmdirSync(lcowStateRoot());
 }
 
 /** Waits until `check` returns an empty list (processes exit asynchronously). */

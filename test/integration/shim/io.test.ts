@@ -20,6 +20,7 @@ import {
   startLcowContainerd,
   taskClient,
   until,
+  removeEmptyStateRoot,
 } from './helpers.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
@@ -41,6 +42,7 @@ const TTY_SCRIPT = `${awaitSize('A', '30 100')}; read x; ${awaitSize('B', '40 12
   });
   after(async () => {
     await cd?.stop();
+    removeEmptyStateRoot();
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
   afterEach(async () => {
