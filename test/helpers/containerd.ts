@@ -80,7 +80,7 @@ const CTR = 'ctr';
 const running = new Set<PrivateContainerd>();
 const startedDirs = new Set<string>();
 
-/** Why a private containerd cannot run here, or undefined when it can (use with `this.skip()`). */
+/** Why a private containerd cannot run here, or undefined when it can (pass to requirePrerequisite). */
 export function containerdUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'containerd needs root';
   const path = (process.env.PATH ?? '').split(delimiter);

@@ -24,6 +24,7 @@ import { Status } from '../../../src/gen/containerd/types/task/task_pb.js';
 import { startContainerd, leftovers, type PrivateContainerd } from '../../helpers/containerd.js';
 import { importTestImage } from '../../helpers/image.js';
 import { bundleDir, ctrOnPty, nsMeta, taskClient } from '../../integration/shim/helpers.js';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const RUNTIME = 'io.containerd.lcow.v1';
@@ -105,7 +106,7 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
   };
 
   before(async function () {
-    if (unavailable) this.skip();
+    requirePrerequisite(this, unavailable);
     cd = await startContainerd({ extraPath: [join(ROOT, 'bin')], logLevel: 'info', namespace: NS });
     image = await importTestImage(cd.address, cd.namespace);
     hostDir = mkdtempSync(join(tmpdir(), 'lcow-e2e-uvm-'));

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const KERNEL = join(ROOT, 'build/guest/vmlinuz');
@@ -71,8 +72,12 @@ export function bootImage(
   });
 }
 
-(unavailable ? describe.skip : describe)('e2e: vsock transport inside the guest (vsock_loopback)', function () {
+describe('e2e: vsock transport inside the guest (vsock_loopback)', function () {
   this.timeout(240_000);
+
+  before(function () {
+    requirePrerequisite(this, unavailable);
+  });
 
   it('listen + dial CID 1 through our transport, bytes both ways, wrong secret refused; the VM powers off', async () => {
     const r = await bootImage(['lcow.mode=vsocktest'], 180_000);

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const run = promisify(execFile);
 const lcowctl = path.resolve('dist/shim/lcowctl.js');
@@ -52,10 +53,11 @@ describe('p9 server with diod tools', function () {
 
   before(async function () {
     const missing = diodTools.filter((t) => !fs.existsSync(t));
-    if (missing.length > 0) {
-      // Reason: the Debian diod package provides the only foreign 9P2000.L clients that run without a kernel.
-      this.skip();
-    }
+    // The Debian diod package provides the only foreign 9P2000.L clients that run without a kernel.
+    requirePrerequisite(
+      this,
+      missing.length > 0 ? `${missing.join(', ')} missing (make setup installs diod)` : undefined,
+    );
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'p9diod-'));
     fs.writeFileSync(path.join(dir, 'hello.txt'), 'hello from the host\n');
     fs.writeFileSync(path.join(dir, 'big.bin'), big);

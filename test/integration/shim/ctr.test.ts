@@ -23,11 +23,15 @@ import {
   startLcowContainerd,
   removeEmptyStateRoot,
 } from './helpers.js';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
 
-(skip ? describe.skip : describe)('shim end to end with ctr (process backend)', function () {
+describe('shim end to end with ctr (process backend)', function () {
   this.timeout(120_000);
+  before(function () {
+    requirePrerequisite(this, skip);
+  });
   let cd: PrivateContainerd;
   let image: string;
 
@@ -209,8 +213,11 @@ const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
   });
 });
 
-(skip ? describe.skip : describe)('shim recovery (process backend)', function () {
+describe('shim recovery (process backend)', function () {
   this.timeout(120_000);
+  before(function () {
+    requirePrerequisite(this, skip);
+  });
   let cd: PrivateContainerd;
   let image: string;
 

@@ -22,6 +22,7 @@ import {
   until,
   removeEmptyStateRoot,
 } from './helpers.js';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
 
@@ -30,8 +31,11 @@ const awaitSize = (tag: string, size: string): string =>
   `i=0; while [ "$(stty size)" != "${size}" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo "${tag}:$(stty size)"`;
 const TTY_SCRIPT = `${awaitSize('A', '30 100')}; read x; ${awaitSize('B', '40 120')}; exit 5`;
 
-(skip ? describe.skip : describe)('shim stdio with ctr (process backend)', function () {
+describe('shim stdio with ctr (process backend)', function () {
   this.timeout(120_000);
+  before(function () {
+    requirePrerequisite(this, skip);
+  });
   let cd: PrivateContainerd;
   let image: string;
   let tmp: string;

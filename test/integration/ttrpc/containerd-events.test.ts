@@ -8,6 +8,7 @@ import { TaskExitSchema, type TaskExit } from '../../../src/gen/containerd/event
 import { ForwardRequestSchema } from '../../../src/gen/containerd/services/events/ttrpc/v1/events_pb.js';
 import { Code, NAMESPACE_KEY, TtrpcClient, TtrpcError } from '../../../src/ttrpc/index.js';
 import { containerdUnavailable, leftovers, startContainerd, type PrivateContainerd } from '../../helpers/containerd.js';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
 
@@ -66,8 +67,7 @@ describe('ttrpc interop with containerd 1.6 (events)', function () {
   let watcher: EventWatcher;
 
   before(async function () {
-    const why = containerdUnavailable();
-    if (why) this.skip();
+    requirePrerequisite(this, containerdUnavailable());
     cd = await startContainerd({ namespace: 'default' });
     client = await TtrpcClient.connect(cd.ttrpcAddress);
     watcher = new EventWatcher(cd.spawnCtr(['events']));

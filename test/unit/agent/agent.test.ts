@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { Agent, AgentError } from '../../../src/agent/agent.js';
 import { toV1Metrics } from '../../../src/agent/stats.js';
 import { buildBusyboxRootfs } from '../../helpers/image.js';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const canRun = process.getuid?.() === 0;
 
@@ -31,8 +32,11 @@ async function collect(s: Readable | undefined): Promise<string> {
 
 const noStdio = { terminal: false, stdin: false, stdout: true, stderr: true };
 
-(canRun ? describe : describe.skip)('agent core (runc)', function () {
+describe('agent core (runc)', function () {
   this.timeout(30000);
+  before(function () {
+    requirePrerequisite(this, canRun ? undefined : 'needs root (runc)');
+  });
   let dir: string;
   let rootfs: string;
   let agent: Agent;
