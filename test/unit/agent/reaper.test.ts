@@ -38,6 +38,7 @@ describe('agent reaper', () => {
   });
 
   it('as a subreaper: orphans are reaped, the exit of a child_process child is not stolen', async function () {
+    // PR_SET_CHILD_SUBREAPER exists only on Linux (the agent runs only in a Linux guest); never skipped on CI's Linux.
     if (process.platform !== 'linux') this.skip();
     const dir = mkdtempSync(join(tmpdir(), 'reaper-test-'));
     const script = join(dir, 'orphans.mjs');
