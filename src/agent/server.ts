@@ -2,8 +2,9 @@
 // AgentError codes to gRPC codes (here only; the core never sees ttrpc).
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Agent, AgentError } from './agent.js';
+import type { StdioWanted } from './procio.js';
 import { cgroupVersion, metricsAny } from './stats.js';
-import { Agent as AgentService, OutputStream } from '../gen/agent/v1/agent_pb.js';
+import { Agent as AgentService, OutputStream, type StdioSpec } from '../gen/agent/v1/agent_pb.js';
 import { Code, TtrpcError, TtrpcServer } from '../ttrpc/index.js';
 import { traceServiceImpl, tracingEnabled } from '../telemetry/index.js';
 import type { Logger } from '../util/log.js';
@@ -40,6 +41,18 @@ function maybeTraced<I extends object>(impl: I): I {
   return tracingEnabled() ? traceServiceImpl(impl) : impl;
 }
 
+/** The wire's optional StdioSpec as the agent's stdio request (absent means no stdio at all). */
+function stdioWanted(s: StdioSpec | undefined): StdioWanted {
+  return {
+    terminal: s?.terminal ?? false,
+    stdin: s?.stdin ?? false,
+    stdout: s?.stdout ?? false,
+    stderr: s?.stderr ?? false,
+    width: s?.width,
+    height: s?.height,
+  };
+}
+
 export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => void): TtrpcServer {
   const server = new TtrpcServer({ logger: log, errorMapper: agentErrorToTtrpc });
   const guestCgroup = cgroupVersion();
@@ -63,19 +76,11 @@ export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => v
         return {};
       },
       async createContainer(req) {
-        const s = req.stdio;
         const r = await agent.createContainer({
           containerId: req.containerId,
           specJson: req.specJson,
           rootfs: req.rootfs.map((m) => ({ type: m.type, source: m.source, target: m.target, options: m.options })),
-          stdio: {
-            terminal: s?.terminal ?? false,
-            stdin: s?.stdin ?? false,
-            stdout: s?.stdout ?? false,
-            stderr: s?.stderr ?? false,
-            width: s?.width,
-            height: s?.height,
-          },
+          stdio: stdioWanted(req.stdio),
           bundle: req.bundle,
         });
         return r;
@@ -84,19 +89,11 @@ export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => v
         return { pid: await agent.startProcess(req.containerId, req.execId) };
       },
       async execProcess(req) {
-        const s = req.stdio;
         await agent.execProcess({
           containerId: req.containerId,
           execId: req.execId,
           processJson: req.processJson,
-          stdio: {
-            terminal: s?.terminal ?? false,
-            stdin: s?.stdin ?? false,
-            stdout: s?.stdout ?? false,
-            stderr: s?.stderr ?? false,
-            width: s?.width,
-            height: s?.height,
-          },
+          stdio: stdioWanted(req.stdio),
         });
         return {};
       },

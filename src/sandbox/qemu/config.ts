@@ -113,6 +113,14 @@ export function probeAccel(cfg: QemuConfig, log: Logger, cacheFile = '/run/lcow/
   return probeMemo;
 }
 
+/**
+ * The flags every guest we start shares: no default devices or user config, no display, no reboot (a guest
+ * panic or power-off ends QEMU), the serial console on stdio, direct kernel boot.
+ */
+export function headlessKernelBootArgs(kernel: string): string[] {
+  return ['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio', '-kernel', kernel];
+}
+
 /** undefined when a KVM guest printed its first kernel line in time; otherwise why not. */
 function kvmRunsGuest(cfg: QemuConfig, deadlineMs = 6000): Promise<string | undefined> {
   return new Promise((resolve) => {
@@ -123,15 +131,7 @@ function kvmRunsGuest(cfg: QemuConfig, deadlineMs = 6000): Promise<string | unde
         'kvm',
         '-m',
         '256',
-        '-nodefaults',
-        '-no-user-config',
-        '-display',
-        'none',
-        '-no-reboot',
-        '-serial',
-        'stdio',
-        '-kernel',
-        cfg.kernel,
+        ...headlessKernelBootArgs(cfg.kernel),
         '-append',
         'console=ttyS0 panic=-1 rdinit=/nonexistent',
       ],
@@ -207,15 +207,7 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     String(i.cfg.memoryMiB),
     '-smp',
     String(i.cpus),
-    '-nodefaults',
-    '-no-user-config',
-    '-display',
-    'none',
-    '-no-reboot',
-    '-serial',
-    'stdio',
-    '-kernel',
-    i.cfg.kernel,
+    ...headlessKernelBootArgs(i.cfg.kernel),
     '-initrd',
     i.cfg.initrd,
     '-append',

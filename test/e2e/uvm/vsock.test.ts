@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
+import { headlessKernelBootArgs } from '../../../src/sandbox/qemu/config.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const KERNEL = join(ROOT, 'build/guest/vmlinuz');
@@ -41,15 +42,7 @@ export function bootImage(
         '1024',
         '-smp',
         '1',
-        '-nodefaults',
-        '-no-user-config',
-        '-display',
-        'none',
-        '-no-reboot',
-        '-serial',
-        'stdio',
-        '-kernel',
-        KERNEL,
+        ...headlessKernelBootArgs(KERNEL),
         '-initrd',
         INITRD,
         '-append',
