@@ -124,7 +124,7 @@ export function headlessKernelBootArgs(kernel: string): string[] {
 }
 
 /** undefined when a KVM guest printed its first kernel line in time; otherwise why not. */
-function kvmRunsGuest(cfg: QemuConfig, deadlineMs = 6000): Promise<string | undefined> {
+export function kvmRunsGuest(cfg: QemuConfig, deadlineMs = 6000): Promise<string | undefined> {
   return new Promise((resolve) => {
     const child = spawn(
       cfg.binary,
