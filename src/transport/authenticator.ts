@@ -86,7 +86,9 @@ export class Authenticator {
 
   private refused(conn: Conn, why: string): void {
     this.rejected++;
-    this.opts.logger?.debug('transport: connection refused', { reason: why });
+    // Anyone who can reach the port causes refusals (debug); a secret we cannot read is ours to fix (warn).
+    if (why.startsWith('no secret')) this.opts.logger?.warn('transport: cannot read the secret', { reason: why });
+    else this.opts.logger?.debug('transport: connection refused', { reason: why });
     conn.close();
   }
 

@@ -3,6 +3,7 @@
 // port the shim dials, a recorder replaying a good session, a silent or slow peer) learns nothing and gets nowhere.
 // No VM.
 import assert from 'node:assert/strict';
+import { closeSync, readSync, writeSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import {
   CHALLENGE_LENGTH,
@@ -23,6 +24,7 @@ import {
   type ListenOptions,
   type Purpose,
 } from '../../../src/transport/index.js';
+import { dialRawFd } from '../../../src/transport/rawfd.js';
 
 const control: Purpose = { kind: 'control' };
 
@@ -417,6 +419,37 @@ describe('transport: tcp+token (mutual handshake over loopback)', function () {
         abort: () => (++calls > 2 ? 'QEMU exited' : undefined),
       }),
       /QEMU exited/,
+    );
+  });
+
+  it('dialRawFd (the fd a 9P mount hands to the kernel): the handshake on the bare fd, no protocol byte read', async () => {
+    const secret = newSecret();
+    const token = Buffer.alloc(16, 5);
+    const { l, got } = await listen(secret, {
+      admit: (p) => (p.kind === 'p9' && p.shareId === 'rootfs' ? { binding: token } : undefined),
+    });
+    const auth = { secret: fixedSecret(secret), direction: Direction.hostToGuest, binding: token };
+    const fd = await dialRawFd(l.url, { ...auth, purpose: { kind: 'p9', shareId: 'rootfs' } });
+    try {
+      await until(() => got.length === 1);
+      // the listener's first protocol bytes are still in the socket for the fd's next owner
+      await new Promise((r) => got[0]!.c.stream.write('Rversion', r));
+      const buf = Buffer.alloc(8);
+      let n = 0;
+      while (n < 8) n += readSync(fd, buf, n, 8 - n, null);
+      assert.equal(buf.toString(), 'Rversion');
+      writeSync(fd, Buffer.from('Tversion'));
+      assert.equal((await readExactly(got[0]!.c.stream, 8, 5000)).toString(), 'Tversion');
+    } finally {
+      closeSync(fd);
+    }
+    await assert.rejects(
+      dialRawFd(l.url, { ...auth, secret: fixedSecret(newSecret()), purpose: { kind: 'p9', shareId: 'rootfs' } }),
+      PeerProofError,
+    );
+    await assert.rejects(
+      dialRawFd(l.url, { ...auth, purpose: { kind: 'p9', shareId: 'other' } }, 500),
+      /closed after 0 of 70/,
     );
   });
 
