@@ -8,6 +8,11 @@ const subcommands: Record<string, { summary: string; load: () => Promise<Subcomm
     summary: 'serve host directories over 9P2000.L (debugging, benchmarks, tests)',
     load: async () => (await import('../src/p9/cli.js')).main,
   },
+  doctor: {
+    summary:
+      'check this host (KVM or TCG, vhost-vsock, QEMU, runc, guest image, containerd config) and say what to fix',
+    load: async () => (argv) => import('../src/doctor/cli.js').then((m) => m.main(argv)),
+  },
 };
 
 function usage(): string {

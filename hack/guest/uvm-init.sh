@@ -8,7 +8,7 @@
 #
 # Kernel command line (no secret ever goes there; `ps` on the host shows it):
 #   lcow.accept=URL     the agent LISTENS for the shim's control connection, e.g. tcp+token://10.0.2.15:1024
-#                       (QEMU hostfwd from the host's loopback; the shim dials in and presents the secret first)
+#                       (QEMU hostfwd from the host's loopback; the shim dials in, both prove the secret: src/transport/handshake.ts)
 #   lcow.p9accept=URL   where the agent listens for the shim's 9P share connections (e.g. tcp+token://10.0.2.15:564)
 #   lcow.dial=URL       instead of lcow.accept: the agent dials the host's control port, e.g. vsock://2:1024
 #   lcow.p9=URL         with lcow.dial: where the agent dials for 9P shares (same transport)

@@ -4,7 +4,8 @@ import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
 import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
-import { P9Acceptor, acceptControl, dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
+import { P9Acceptor, acceptControl, dialControl, mount9p, vsockSelfTest } from './uvm.js';
+import { secretFromFile } from '../transport/index.js';
 
 export interface AgentArgs {
   stateDir: string;
@@ -77,7 +78,10 @@ export async function main(argv: string[]): Promise<void> {
   }
   const args = parseAgentArgs(argv);
   const log = stderrLogger({ component: 'agent' });
-  const secret = args.tokenFile ? readSecret(args.tokenFile) : undefined;
+  // A SecretSource, not a value: the token file is read again at every handshake (fw_cfg gives a clone restored
+  // from a template a fresh secret after restore). Read once here only to fail fast on a missing or bad file.
+  const secret = args.tokenFile ? secretFromFile(args.tokenFile) : undefined;
+  if (secret) await secret();
   const p9 = args.p9;
   const p9Acceptor = args.p9Accept && secret ? await P9Acceptor.listen(args.p9Accept, secret, log) : undefined;
   const agent = new Agent({

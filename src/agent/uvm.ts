@@ -1,50 +1,48 @@
 // The agent inside a utility VM. Two modes:
 //  - accept (QEMU tcp+token, hostfwd): the agent LISTENS on a control port and a 9P port in the guest; the shim
-//    dials in through QEMU's hostfwd and presents the secret first (acceptControl / P9Acceptor). For 9P the
-//    secret is followed by the share's token; AddShare registers the share and waits (bounded) for its
-//    connection; the shim retries its dial until the share is registered. The accepted socket goes to mount(8)
-//    as fd 3 (trans=fd).
+//    dials in through QEMU's hostfwd and both sides run the mutual handshake (transport/handshake.ts):
+//    acceptControl / P9Acceptor. A 9P connection names its share id in the HELLO and binds the share's token
+//    (from AddShare) into the MACs; AddShare registers the share and waits (bounded) for its connection; the shim
+//    retries its dial until the share is registered. The accepted socket goes to mount(8) as fd 3 (trans=fd).
 //  - dial (vsock): the agent dials the host's control port (the shim is the ttrpc client), mounts 9P shares by
-//    dialing the host's 9P port and handing the connected socket to mount(8) (trans=fd).
+//    dialing the host's 9P port and handing the authenticated socket to mount(8) (trans=fd).
+// The secret is always a SecretSource (the token file, READ AT EVERY HANDSHAKE): a clone restored from a template
+// gets a fresh secret through fw_cfg after restore, and a value captured at startup would be the template's.
 // Also the vsock self-test used to exercise the AF_VSOCK transport inside a guest (vsock_loopback).
 import { spawn } from 'node:child_process';
-import { timingSafeEqual } from 'node:crypto';
-import { closeSync, readFileSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import {
+  Direction,
+  PeerProofError,
   dial,
+  fixedSecret,
   newSecret,
   parseTransportUrl,
-  readExactly,
-  acceptHandshake,
   TcpTokenListener,
   VsockListener,
   VMADDR_CID_LOCAL,
-  SECRET_LENGTH,
-  AUTH_TIMEOUT_MS,
+  type Admission,
   type Conn,
+  type Purpose,
+  type SecretSource,
 } from '../transport/index.js';
 import { dialRawFd } from '../transport/rawfd.js';
 import type { Logger } from '../util/log.js';
 
-/** Length of the per-share token the guest sends after the transport secret on the 9P port. */
+/** Length of the per-share token bound into a 9P connection's handshake. */
 export const SHARE_TOKEN_LENGTH = 16;
-export const P9_ACK = 0x01;
-
-export function readSecret(path: string): Buffer {
-  const secret = readFileSync(path);
-  if (secret.length !== SECRET_LENGTH) throw new Error(`${path}: the secret must be ${SECRET_LENGTH} bytes`);
-  return secret;
-}
 
 /** Dials the host's control port, retrying briefly (the host listens before the VM starts, so rarely needed). */
-export async function dialControl(url: string, secret: Buffer, log: Logger): Promise<Conn> {
+export async function dialControl(url: string, secret: SecretSource, log: Logger): Promise<Conn> {
   let lastErr: unknown;
   for (let i = 0; i < 20; i++) {
     try {
-      return await dial(url, secret);
+      return await dial(url, { secret });
     } catch (err) {
+      // Whoever listens there failed its proof: it is not our shim. Never retry into it.
+      if (err instanceof PeerProofError) throw err;
       lastErr = err;
       log.warn('dialing the host failed; retrying', { url, error: err });
       await new Promise((r) => setTimeout(r, 250));
@@ -93,11 +91,16 @@ function spawnMount(req: P9MountRequest, parts: string[], handle: number | Socke
   });
 }
 
-/** Dial mode: dial, secret + share token, wait for the host's ack, mount -t 9p -o trans=fd. */
-export async function mount9p(p9Url: string, secret: Buffer, req: P9MountRequest): Promise<void> {
+/** Dial mode: dial, the handshake for this share (its token bound in), mount -t 9p -o trans=fd. */
+export async function mount9p(p9Url: string, secret: SecretSource, req: P9MountRequest): Promise<void> {
   const parts = mountOptions(req);
   await mkdir(req.target, { recursive: true });
-  const fd = await dialRawFd(p9Url, Buffer.concat([secret, Buffer.from(req.token)]), 1);
+  const fd = await dialRawFd(p9Url, {
+    secret,
+    direction: Direction.guestToHost,
+    purpose: { kind: 'p9', shareId: req.aname },
+    binding: Buffer.from(req.token),
+  });
   try {
     await spawnMount(req, parts, fd);
   } finally {
@@ -118,11 +121,11 @@ function stopReading(socket: Socket): void {
   }
 }
 
-/** Accept mode, control channel: listens on URL; the first committed connection is the shim's ttrpc client. */
-export async function acceptControl(url: string, secret: Buffer, log: Logger): Promise<Conn> {
+/** Accept mode, control channel: listens on URL; the first authenticated connection is the shim's ttrpc client. */
+export async function acceptControl(url: string, secret: SecretSource, log: Logger): Promise<Conn> {
   const u = parseTransportUrl(url);
   if (u.scheme !== 'tcp+token') throw new Error(`accept mode needs tcp+token, not ${u.scheme}`);
-  const listener = await TcpTokenListener.listen(secret, { host: u.host, port: u.port, ack: true });
+  const listener = await TcpTokenListener.listen({ secret, host: u.host, port: u.port, logger: log });
   log.info('agent listening for the shim', { url: listener.url });
   return new Promise<Conn>((resolve) => {
     listener.onConnection((c) => {
@@ -136,74 +139,99 @@ export async function acceptControl(url: string, secret: Buffer, log: Logger): P
 interface PendingShare {
   token: Buffer;
   resolve: (s: Socket) => void;
-  reject: (e: Error) => void;
+  /** A handshake for this share is in progress (a second one is refused until it fails). */
   claimed: boolean;
 }
 
 /**
- * Accept mode, 9P: listens on URL. Each connection: secret (listener), share token, then the share must be
- * pending (registered by mount()); if so ACK, the shim's COMMIT, and mount() gets the socket. An unknown token
- * is closed (the shim retries until AddShare registered the share). mount() waits at most `waitMs`.
+ * Accept mode, 9P: listens on URL. A HELLO names a share id; it is admitted only while that share is pending
+ * (registered by mount()) and not claimed by another handshake, and its token is bound into the MACs; once the
+ * shim proved itself, mount() gets the socket. Anything else is closed without an answer (the shim retries until
+ * AddShare registered the share). mount() waits at most `waitMs`.
  */
 export class P9Acceptor {
-  private readonly pending = new Set<PendingShare>();
+  private readonly pending = new Map<string, PendingShare>();
 
   private constructor(
     private readonly listener: TcpTokenListener,
     private readonly log: Logger,
     private readonly waitMs: number,
   ) {
-    listener.onConnection((c) => this.onConnection(c.stream as Socket));
+    listener.onConnection((c, purpose) => this.onConnection(c.stream as Socket, purpose));
   }
 
-  static async listen(url: string, secret: Buffer, log: Logger, waitMs = 30_000): Promise<P9Acceptor> {
+  static async listen(url: string, secret: SecretSource, log: Logger, waitMs = 30_000): Promise<P9Acceptor> {
     const u = parseTransportUrl(url);
     if (u.scheme !== 'tcp+token') throw new Error(`accept mode needs tcp+token, not ${u.scheme}`);
-    const listener = await TcpTokenListener.listen(secret, { host: u.host, port: u.port });
+    // The listener needs the acceptor's admission rule and the acceptor needs the listener: tie them afterwards.
+    const ref: { acceptor?: P9Acceptor } = {};
+    const listener = await TcpTokenListener.listen({
+      secret,
+      host: u.host,
+      port: u.port,
+      logger: log,
+      admit: (p) => ref.acceptor?.admit(p),
+    });
     log.info('agent listening for 9P', { url: listener.url });
-    return new P9Acceptor(listener, log, waitMs);
+    ref.acceptor = new P9Acceptor(listener, log, waitMs);
+    return ref.acceptor;
   }
 
-  private onConnection(socket: Socket): void {
-    readExactly(socket, SHARE_TOKEN_LENGTH, AUTH_TIMEOUT_MS)
-      .then(async (token) => {
-        let match: PendingShare | undefined;
-        for (const p of this.pending) if (timingSafeEqual(p.token, token) && !p.claimed) match = p;
-        if (!match) throw new Error('unknown share token');
-        match.claimed = true;
-        try {
-          await acceptHandshake(socket);
-        } catch (err) {
-          match.claimed = false;
-          throw err;
-        }
-        stopReading(socket);
-        if (!this.pending.delete(match)) throw new Error('share no longer pending');
-        match.resolve(socket);
-      })
-      .catch((err: unknown) => {
-        this.log.debug('9P connection refused', { error: err });
-        socket.destroy();
-      });
+  private admit(p: Purpose): Admission | undefined {
+    if (p.kind !== 'p9') return undefined;
+    const share = this.pending.get(p.shareId);
+    if (!share || share.claimed) return undefined;
+    share.claimed = true;
+    return { binding: share.token, release: () => (share.claimed = false) };
+  }
+
+  private onConnection(socket: Socket, purpose: Purpose): void {
+    const id = purpose.kind === 'p9' ? purpose.shareId : '';
+    const share = this.pending.get(id);
+    if (!share) {
+      this.log.debug('9P connection for a share no longer pending', { share: id });
+      socket.destroy();
+      return;
+    }
+    stopReading(socket);
+    this.pending.delete(id);
+    share.resolve(socket);
+  }
+
+  /** Where the shim dials (through hostfwd). */
+  get url(): string {
+    return this.listener.url;
   }
 
   /** AddShare: registers the share, waits for its connection, mounts it. */
   async mount(req: P9MountRequest): Promise<void> {
     const parts = mountOptions(req);
     await mkdir(req.target, { recursive: true });
-    let timer: NodeJS.Timeout | undefined;
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const p: PendingShare = { token: Buffer.from(req.token), resolve, reject, claimed: false };
-      this.pending.add(p);
-      timer = setTimeout(() => {
-        if (this.pending.delete(p)) reject(new Error(`no 9P connection for share ${req.aname} in ${this.waitMs} ms`));
-      }, this.waitMs);
-    }).finally(() => clearTimeout(timer));
+    const socket = await this.waitForShare(req.aname, Buffer.from(req.token));
     try {
       await spawnMount(req, parts, socket);
     } finally {
       socket.destroy();
     }
+  }
+
+  /**
+   * Registers share `id` (its token is bound into the handshake) and resolves with its authenticated connection,
+   * which nothing in this process reads any more (it goes to the kernel). Rejects after `waitMs`.
+   */
+  async waitForShare(id: string, token: Buffer): Promise<Socket> {
+    if (this.pending.has(id)) throw new Error(`share ${id} is already waiting for its connection`);
+    let timer: NodeJS.Timeout | undefined;
+    return new Promise<Socket>((resolve, reject) => {
+      const p: PendingShare = { token: Buffer.from(token), resolve, claimed: false };
+      this.pending.set(id, p);
+      timer = setTimeout(() => {
+        if (this.pending.get(id) === p) {
+          this.pending.delete(id);
+          reject(new Error(`no 9P connection for share ${id} in ${this.waitMs} ms`));
+        }
+      }, this.waitMs);
+    }).finally(() => clearTimeout(timer));
   }
 
   async close(): Promise<void> {
@@ -217,13 +245,19 @@ export class P9Acceptor {
  */
 export async function vsockSelfTest(out: (line: string) => void): Promise<boolean> {
   const port = 5000 + Math.floor(Math.random() * 1000);
-  const secret = newSecret();
-  const listener = VsockListener.listen(port, secret);
+  const secret = fixedSecret(newSecret());
+  const listener = VsockListener.listen(port, { secret });
   const payload = Buffer.alloc(256 * 1024);
   for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff;
   try {
-    const accepted = new Promise<Conn>((resolve) => listener.onConnection(resolve));
-    const client = await dial(`vsock://${VMADDR_CID_LOCAL}:${port}`, secret);
+    let handedOut = 0;
+    const accepted = new Promise<Conn>((resolve) =>
+      listener.onConnection((c) => {
+        handedOut++;
+        resolve(c);
+      }),
+    );
+    const client = await dial(`vsock://${VMADDR_CID_LOCAL}:${port}`, { secret });
     const server = await accepted;
     // echo server
     server.stream.on('data', (d: Buffer) => server.stream.write(d));
@@ -239,17 +273,21 @@ export async function vsockSelfTest(out: (line: string) => void): Promise<boolea
     client.stream.write(payload);
     await Promise.race([done, new Promise((_, rej) => setTimeout(() => rej(new Error('echo timeout')), 20_000))]);
     const same = Buffer.concat(echoed).equals(payload);
-    // A wrong secret must be refused: the listener closes the connection.
-    const bad = await dial(`vsock://${VMADDR_CID_LOCAL}:${port}`, newSecret());
-    const refused = await new Promise<boolean>((resolve) => {
-      bad.stream.on('data', () => resolve(false));
-      bad.stream.on('close', () => resolve(true));
-      bad.stream.on('end', () => resolve(true));
-      setTimeout(() => resolve(false), 10_000);
-    });
+    // A wrong secret must be refused: the dialer finds the listener's proof wrong (PeerProofError), and the
+    // listener, which never got a proof, hands nothing out.
+    const refusedByDialer = await dial(`vsock://${VMADDR_CID_LOCAL}:${port}`, {
+      secret: fixedSecret(newSecret()),
+    }).then(
+      (c) => {
+        c.close();
+        return false;
+      },
+      (err: unknown) => err instanceof PeerProofError,
+    );
+    for (let i = 0; i < 100 && listener.rejected === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    const refused = refusedByDialer && listener.rejected === 1 && handedOut === 1;
     client.close();
     server.close();
-    bad.close();
     const ok = same && refused;
     out(`LCOW vsocktest ${ok ? 'ok' : 'fail'} echo=${same} bytes=${got} wrong-secret-refused=${refused}`);
     return ok;

@@ -2,7 +2,7 @@
 // passed as fd 3 (or -socket), events to TTRPC_ADDRESS, graceful exit on Shutdown / SIGTERM.
 import { constants, existsSync, openSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { stateRootFor } from '../task/record.js';
 import { TaskService } from '../task/service.js';
 import { createTaskServer } from '../task/server.js';
@@ -12,6 +12,7 @@ import type { ShimFlags } from './flags.js';
 import { decodeStdinOptions, sandboxBackend } from './options.js';
 import { TtrpcEventPublisher } from './publisher.js';
 import { readAll } from './start.js';
+import { mkdirPrivate } from '../util/private-fs.js';
 
 /** containerd holds the fifo open O_RDWR, so a non-blocking O_WRONLY open succeeds at once (ENXIO if not). */
 function openLogSink(bundle: string): LogSink {
@@ -58,13 +59,17 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     }
     process.exit(0);
   };
+  // /run/lcow and /run/lcow/<ns>: 0700 whatever the umask (they hold every pod's secret and QMP socket).
+  const stateRoot = stateRootFor(flags.namespace);
+  mkdirPrivate(dirname(stateRoot));
+  mkdirPrivate(stateRoot);
   const svc = new TaskService({
     namespace: flags.namespace,
     logger: log,
     publisher,
     sandboxBackend: backend,
     runtimeConfig: opts.config,
-    stateRoot: stateRootFor(flags.namespace),
+    stateRoot,
     hostCgroupVersion: existsSync('/sys/fs/cgroup/cgroup.controllers') ? 2 : 1,
     onShutdown: () => void exit('shutdown'),
   });

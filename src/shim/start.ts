@@ -2,11 +2,12 @@
 // ourselves as the daemon (detached, own session, fd 3 = the listening socket, stdin = runtime options,
 // stdout/stderr not inherited), write `address` atomically and print only the address.
 import { spawn } from 'node:child_process';
-import { mkdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import type { ShimFlags } from './flags.js';
 import { canConnect, groupingOf, socketAddress, socketPath } from './address.js';
+import { listenPrivate, mkdirWithMode, writePrivateFile } from '../util/private-fs.js';
 
 export async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
   if ((stream as { isTTY?: boolean }).isTTY) return Buffer.alloc(0);
@@ -16,20 +17,14 @@ export async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 export function writeAddressFile(bundle: string, address: string): void {
-  const tmp = join(bundle, '.address.tmp');
-  writeFileSync(tmp, address, { mode: 0o644 });
-  renameSync(tmp, join(bundle, 'address'));
+  writePrivateFile(join(bundle, 'address'), address);
 }
 
-function listen(path: string): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(path, () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-  });
+/** The shim's ttrpc socket: 0600 from the start (containerd runs as root; nobody else may connect). */
+async function listen(path: string): Promise<net.Server> {
+  const s = net.createServer();
+  await listenPrivate(s, path);
+  return s;
 }
 
 export async function startAction(flags: ShimFlags, selfScript: string): Promise<string> {
@@ -39,7 +34,8 @@ export async function startAction(flags: ShimFlags, selfScript: string): Promise
   const grouping = await groupingOf(bundle, flags.id);
   const address = socketAddress(flags.address, flags.namespace, grouping);
   const path = socketPath(address);
-  mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
+  // containerd's socket directory: 0711 as containerd makes it (only if we create it; its mode is not the umask's).
+  mkdirWithMode(dirname(path), 0o711);
   let server: net.Server;
   try {
     server = await listen(path);
@@ -73,6 +69,6 @@ export async function startAction(flags: ShimFlags, selfScript: string): Promise
   });
   child.unref();
   writeAddressFile(bundle, address);
-  writeFileSync(join(bundle, 'shim.pid'), String(child.pid));
+  writePrivateFile(join(bundle, 'shim.pid'), String(child.pid));
   return address;
 }

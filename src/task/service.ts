@@ -2,7 +2,7 @@
 // happens in the guest agent through the Sandbox interface. One shim serves one pod: the first Create boots
 // the sandbox, later Creates with the same group (io.kubernetes.cri.sandbox-id / io.containerd.runc.v2.group)
 // join it.
-import { readFile, writeFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { create, toBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
 import { AnySchema, timestampDate, timestampFromDate, type Timestamp } from '@bufbuild/protobuf/wkt';
@@ -15,6 +15,7 @@ import { createSandbox, type Sandbox } from '../sandbox/index.js';
 import { tracedClient } from '../telemetry/index.js';
 import { createClient, type ServiceClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
+import { writePrivateFile } from '../util/private-fs.js';
 import {
   alreadyExists,
   failedPrecondition,
@@ -226,9 +227,8 @@ export class TaskService {
       owner,
       sandbox: pod.sandbox.record(),
     };
-    const tmp = join(bundle, `.${SANDBOX_RECORD_FILE}.tmp`);
-    await writeFile(tmp, JSON.stringify(rec));
-    await rename(tmp, join(bundle, SANDBOX_RECORD_FILE));
+    // 0600 whatever the umask: it names the VM's pid, its state dir and host mounts.
+    writePrivateFile(join(bundle, SANDBOX_RECORD_FILE), JSON.stringify(rec));
   }
 
   // ---- RPCs ----

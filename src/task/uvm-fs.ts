@@ -5,10 +5,11 @@
 // directory is shared: sharing the file's parent would hand the guest (the isolation boundary: assume it is
 // compromised) every sibling of the file. Everything is undone by releaseContainerFs.
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
 import type { Sandbox } from '../sandbox/index.js';
 import type { Logger } from '../util/log.js';
+import { mkdirWithMode } from '../util/private-fs.js';
 
 export interface HostMountSandbox extends Sandbox {
   readonly mountsRootfsOnHost: true;
@@ -64,7 +65,8 @@ export async function prepareContainerFs(
     let hostRoot: string;
     if (rootfs.length > 0) {
       hostRoot = join(bundle, 'rootfs');
-      await mkdir(hostRoot, { recursive: true });
+      // The mount point, as containerd makes a bundle's rootfs dir (0711), whatever the umask.
+      mkdirWithMode(hostRoot, 0o711);
       for (const m of rootfs) {
         if (!/^[a-z0-9_.-]+$/i.test(m.type)) throw new Error(`invalid mount type ${m.type}`);
         const target = m.target ? join(hostRoot, m.target) : hostRoot;

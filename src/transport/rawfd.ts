@@ -6,6 +6,7 @@ import { closeSync, read as fsRead, writeSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { parseTransportUrl } from './transport.js';
 import { AF_VSOCK, sockaddrVm } from './vsock.js';
+import { dialerHandshake, type DialerAuth, type HandshakeIo } from './handshake.js';
 
 const require = createRequire(import.meta.url);
 const AF_INET = 2;
@@ -37,11 +38,39 @@ function sockaddrIn(host: string, port: number): Buffer {
   return b;
 }
 
+/** A blocking socket fd as the byte pipe of a handshake: reads exactly what is asked, never more. */
+function fdIo(fd: number): HandshakeIo {
+  return {
+    write: (b) => {
+      let off = 0;
+      while (off < b.length) off += writeSync(fd, b, off);
+    },
+    read: async (n, timeoutMs) => {
+      const buf = Buffer.alloc(n);
+      let got = 0;
+      // A blocking read on the thread pool: shutdown(2) at the deadline wakes it with EOF.
+      const timer = setTimeout(() => rlib().shutdown(fd, 2), timeoutMs);
+      try {
+        while (got < n) {
+          const r = await new Promise<number>((resolve, reject) =>
+            fsRead(fd, buf, got, n - got, null, (err, k) => (err ? reject(err) : resolve(k))),
+          );
+          if (r === 0) throw new Error(`connection closed after ${got} of ${n} bytes`);
+          got += r;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+      return buf;
+    },
+  };
+}
+
 /**
- * Connects to a transport URL, writes `preamble` (the secret, then any channel header) and, when `ackBytes` > 0,
- * waits for that many bytes from the peer. Returns the fd; the caller owns it (closeSync).
+ * Connects to a transport URL and runs the dialer side of the handshake (handshake.ts) on the bare fd. Returns the
+ * fd, authenticated and with no byte of the protocol read; the caller owns it (closeSync).
  */
-export async function dialRawFd(url: string, preamble: Buffer, ackBytes = 0, timeoutMs = 10_000): Promise<number> {
+export async function dialRawFd(url: string, auth: DialerAuth, timeoutMs = 10_000): Promise<number> {
   const u = parseTransportUrl(url);
   const l = rlib();
   const family = u.scheme === 'vsock' ? AF_VSOCK : AF_INET;
@@ -53,24 +82,7 @@ export async function dialRawFd(url: string, preamble: Buffer, ackBytes = 0, tim
       l.connect.async(fd, addr, addr.length, (err: Error | null, r: number) => (err ? reject(err) : resolve(r))),
     );
     if (rc !== 0) throw new Error(`connect to ${url} failed`);
-    let off = 0;
-    while (off < preamble.length) off += writeSync(fd, preamble, off);
-    if (ackBytes > 0) {
-      const ack = Buffer.alloc(ackBytes);
-      let got = 0;
-      const timer = setTimeout(() => l.shutdown(fd, 2), timeoutMs);
-      try {
-        while (got < ackBytes) {
-          const n = await new Promise<number>((resolve, reject) =>
-            fsRead(fd, ack, got, ackBytes - got, null, (err, n) => (err ? reject(err) : resolve(n))),
-          );
-          if (n === 0) throw new Error(`${url} closed the connection (refused)`);
-          got += n;
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+    await dialerHandshake(fdIo(fd), auth, timeoutMs);
     return fd;
   } catch (err) {
     closeSync(fd);

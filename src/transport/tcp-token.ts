@@ -1,19 +1,22 @@
-// tcp+token: TCP, every connection authenticated by the per-UVM secret. Used when the host has no
-// /dev/vhost-vsock: QEMU user networking (restrict=on, no guestfwd: the guest reaches nothing on the host) with
-// hostfwd rules 127.0.0.1:HOSTPORT -> guest port. The GUEST listens and the HOST dials in: any local user can
-// connect to the forwarded host port, so the dialer presents the secret first, the listener compares it in
-// constant time and only then answers (ACK). The dialer confirms with COMMIT: only a committed connection is
-// handed out, so a dialer that gave up waiting for the ACK (and closed) never becomes a half-adopted channel.
-// Slirp accepts the host's connection even while nothing listens in the guest yet (then drops it), so the
-// dialer retries until it gets the ACK (dialTcpTokenAck).
+// tcp+token: TCP, every connection mutually authenticated by the per-UVM secret (handshake.ts). Used when the host
+// has no /dev/vhost-vsock: QEMU user networking (restrict=on, no guestfwd: the guest reaches nothing on the host)
+// with hostfwd rules 127.0.0.1:HOSTPORT -> guest port. The GUEST listens and the HOST dials in. Any local user can
+// connect to a forwarded host port, and a local user may even hold a port the shim dials (bound between the shim
+// picking it and QEMU binding it): so the listener proves first, the secret never crosses the wire, and a peer
+// that fails its proof is reported as PeerProofError (the shim then restarts the VM on new ports).
+// Slirp accepts the host's connection even while nothing listens in the guest yet (then drops it), so the dialer
+// retries connections that close or stay silent until the deadline (dialTcpToken).
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
-import { AUTH_TIMEOUT_MS, SECRET_LENGTH, readExactly, type Conn, type Listener } from './transport.js';
-
-/** Listener -> dialer after the secret (and any header) matched. */
-export const ACK = 0x01;
-/** Dialer -> listener after the ACK: the connection is adopted from here on. */
-export const COMMIT = 0x02;
+import { Authenticator, type ListenOptions } from './authenticator.js';
+import {
+  Direction,
+  PeerProofError,
+  dialerHandshake,
+  validatePurpose,
+  type Purpose,
+  type SecretSource,
+} from './handshake.js';
+import { streamIo, type Conn, type Listener } from './transport.js';
 
 function socketConn(socket: Socket): Conn {
   return {
@@ -23,36 +26,26 @@ function socketConn(socket: Socket): Conn {
   };
 }
 
-export function checkSecret(secret: Buffer): void {
-  if (secret.length !== SECRET_LENGTH) throw new Error(`the transport secret must be ${SECRET_LENGTH} bytes`);
-}
-
 export class TcpTokenListener implements Listener {
-  private readonly callbacks: Array<(c: Conn) => void> = [];
-  private readonly pending = new Set<Socket>();
-  /** Connections refused (wrong secret, timeout...): for tests and logs. */
-  rejected = 0;
+  private readonly auth: Authenticator;
 
   private constructor(
     private readonly server: Server,
-    private readonly secret: Buffer,
     readonly port: number,
-    private readonly authTimeoutMs: number,
-    private readonly ack: boolean,
+    opts: ListenOptions,
   ) {
-    server.on('connection', (s) => this.authenticate(s));
+    this.auth = new Authenticator(opts, Direction.hostToGuest);
+    server.on('connection', (s: Socket) => {
+      s.on('error', () => undefined);
+      this.auth.accept(socketConn(s), streamIo(s));
+    });
   }
 
   /**
-   * Listens on `host` (default 127.0.0.1: the host side never listens elsewhere; the guest agent passes its
-   * eth0 address) on `port` (0: any free port). With `ack`, an authenticated connection gets ACK and is handed
-   * out only after the dialer's COMMIT (see acceptHandshake); without, it is handed out right after the secret.
+   * Listens on `host` (default 127.0.0.1; the guest agent passes its eth0 address) on `port` (0: any free
+   * port). Serves the host-dials-guest direction unless told otherwise.
    */
-  static async listen(
-    secret: Buffer,
-    opts: { port?: number; host?: string; authTimeoutMs?: number; ack?: boolean } = {},
-  ): Promise<TcpTokenListener> {
-    checkSecret(secret);
+  static async listen(opts: ListenOptions & { port?: number; host?: string }): Promise<TcpTokenListener> {
     const server = createServer({ pauseOnConnect: true, noDelay: true });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -63,13 +56,16 @@ export class TcpTokenListener implements Listener {
     });
     const addr = server.address();
     if (!addr || typeof addr === 'string') throw new Error('tcp+token: no listening address');
-    return new TcpTokenListener(
-      server,
-      Buffer.from(secret),
-      addr.port,
-      opts.authTimeoutMs ?? AUTH_TIMEOUT_MS,
-      opts.ack ?? false,
-    );
+    return new TcpTokenListener(server, addr.port, opts);
+  }
+
+  /** Connections refused so far (for tests and logs). */
+  get rejected(): number {
+    return this.auth.rejected;
+  }
+
+  get pendingCount(): number {
+    return this.auth.pendingCount;
   }
 
   get url(): string {
@@ -78,104 +74,51 @@ export class TcpTokenListener implements Listener {
     return `tcp+token://${host}:${this.port}`;
   }
 
-  onConnection(cb: (conn: Conn) => void): void {
-    this.callbacks.push(cb);
-  }
-
-  private authenticate(socket: Socket): void {
-    this.pending.add(socket);
-    socket.on('error', () => undefined);
-    readExactly(socket, SECRET_LENGTH, this.authTimeoutMs).then(
-      (got) => {
-        this.pending.delete(socket);
-        if (!timingSafeEqual(got, this.secret)) {
-          this.rejected++;
-          socket.destroy();
-          return;
-        }
-        const handOut = (): void => {
-          const conn = socketConn(socket);
-          if (this.callbacks.length === 0) socket.destroy();
-          for (const cb of this.callbacks) cb(conn);
-        };
-        if (!this.ack) return handOut();
-        this.pending.add(socket);
-        acceptHandshake(socket, this.authTimeoutMs).then(
-          () => {
-            this.pending.delete(socket);
-            handOut();
-          },
-          () => {
-            this.pending.delete(socket);
-            socket.destroy();
-          },
-        );
-      },
-      () => {
-        this.pending.delete(socket);
-        this.rejected++;
-        socket.destroy();
-      },
-    );
+  onConnection(cb: (conn: Conn, purpose: Purpose) => void): void {
+    this.auth.onConnection(cb);
   }
 
   async close(): Promise<void> {
-    for (const s of this.pending) s.destroy();
+    this.auth.closePending();
     // Stop listening; connections already handed out belong to their consumers (close() would wait for them).
     this.server.close();
     await Promise.resolve();
   }
 }
 
-/** Guest side: connects and presents the secret. The returned connection is ready for the protocol. */
-export async function dialTcpToken(host: string, port: number, secret: Buffer): Promise<Conn> {
-  checkSecret(secret);
-  const socket = connect({ host, port, noDelay: true });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  socket.write(secret);
-  return socketConn(socket);
-}
-
-/**
- * Listener side, after the secret (and header) matched: sends ACK and waits for the dialer's COMMIT. Rejects
- * (the caller closes) on anything else, EOF or timeout.
- */
-export async function acceptHandshake(socket: Socket, timeoutMs = AUTH_TIMEOUT_MS): Promise<void> {
-  socket.write(Buffer.from([ACK]));
-  const c = await readExactly(socket, 1, timeoutMs);
-  if (c[0] !== COMMIT) throw new Error('tcp+token: bad commit byte');
-}
-
-export interface DialAckOptions {
-  /** Bytes sent right after the secret (e.g. a 9P share token). */
-  header?: Buffer;
+export interface DialOptions {
+  /** Called at every attempt (see SecretSource). */
+  secret: SecretSource;
+  purpose: Purpose;
+  /** Bound into both MACs, never sent (a 9P share's token). */
+  binding?: Buffer;
+  /** Default: host dials guest (the hostfwd direction). */
+  direction?: typeof Direction.hostToGuest | typeof Direction.guestToHost;
   /** Overall deadline (ms from now). */
   timeoutMs: number;
-  /** How long one attempt waits for the ACK before it gives up and retries (slirp may hold a dead attempt). */
+  /** How long one attempt waits for the CHALLENGE before it gives up and retries (slirp may hold a dead attempt). */
   attemptTimeoutMs?: number;
   /** Polled between attempts: a reason to give up (e.g. QEMU exited), or undefined to go on. */
   abort?: () => string | undefined;
 }
 
 /**
- * Host side of the hostfwd direction: dials HOST:PORT, sends secret (+ header), waits for ACK, sends COMMIT.
- * A connection closed or silent before the ACK (the guest is not listening yet, a wrong secret, an unknown
- * header) is retried with backoff until the deadline or `abort`. Returns the connection, ready for the protocol.
+ * Dials HOST:PORT and runs the dialer side of the handshake. A connection refused, closed or silent before the
+ * CHALLENGE (the guest is not listening yet, the share is not registered yet) is retried with backoff until the
+ * deadline or `abort`. A peer that answers but fails its proof is NOT retried: PeerProofError at once (whoever
+ * holds the port is not our agent). Returns the connection, ready for the protocol.
  */
-export async function dialTcpTokenAck(host: string, port: number, secret: Buffer, opts: DialAckOptions): Promise<Conn> {
-  checkSecret(secret);
+export async function dialTcpToken(host: string, port: number, opts: DialOptions): Promise<Conn> {
+  validatePurpose(opts.purpose);
   const deadline = Date.now() + opts.timeoutMs;
-  const preamble = Buffer.concat([secret, opts.header ?? Buffer.alloc(0)]);
   let delay = 20;
   let lastErr = 'no attempt';
   for (let attempt = 1; ; attempt++) {
     const why = opts.abort?.();
     if (why) throw new Error(`tcp+token dial ${host}:${port}: ${why}`);
     const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`tcp+token dial ${host}:${port}: no ACK within ${opts.timeoutMs} ms (${lastErr})`);
+    if (left <= 0)
+      throw new Error(`tcp+token dial ${host}:${port}: no handshake within ${opts.timeoutMs} ms (${lastErr})`);
     const socket = connect({ host, port, noDelay: true });
     socket.on('error', () => undefined);
     try {
@@ -184,13 +127,20 @@ export async function dialTcpTokenAck(host: string, port: number, secret: Buffer
         socket.once('error', reject);
         socket.once('close', () => reject(new Error('closed before connect')));
       });
-      socket.write(preamble);
-      const ack = await readExactly(socket, 1, Math.min(left, opts.attemptTimeoutMs ?? 5000));
-      if (ack[0] !== ACK) throw new Error('bad ACK byte');
-      socket.write(Buffer.from([COMMIT]));
+      await dialerHandshake(
+        streamIo(socket),
+        {
+          secret: opts.secret,
+          direction: opts.direction ?? Direction.hostToGuest,
+          purpose: opts.purpose,
+          binding: opts.binding,
+        },
+        Math.min(left, opts.attemptTimeoutMs ?? 5000),
+      );
       return socketConn(socket);
     } catch (err) {
       socket.destroy();
+      if (err instanceof PeerProofError) throw new PeerProofError(`tcp+token ${host}:${port}: ${err.message}`);
       lastErr = `attempt ${attempt}: ${(err as Error).message}`;
       await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
       delay = Math.min(delay * 2, 500);

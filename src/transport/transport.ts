@@ -1,17 +1,19 @@
-// Stream transports between the shim (host) and the guest. Every connection starts with the per-UVM secret
-// (SECRET_LENGTH random bytes) that only the shim and the guest know, sent by the dialer. The listener hands out
-// a connection only after the secret matched (constant-time compare); a wrong or missing secret, or silence
-// past the deadline, closes it. Direction: under vsock the host listens and the guest dials; under tcp+token
-// (QEMU user networking + hostfwd) the guest listens and the host dials in, and the listener answers ACK only
-// after the secret (see tcp-token.ts).
+// Stream transports between the shim (host) and the guest. Every connection starts with a mutual challenge-response
+// keyed by the per-UVM secret (handshake.ts): the secret never crosses the wire, the listener proves first, and a
+// connection is handed out only after both sides proved they know the secret, for the purpose (control or one 9P
+// share) and direction the listener serves. Direction: under vsock the host listens and the guest dials; under
+// tcp+token (QEMU user networking + hostfwd) the guest listens and the host dials in.
 //
 // URLs: tcp+token://HOST:PORT and vsock://CID:PORT.
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
+import type { HandshakeIo, Purpose } from './handshake.js';
 
-export const SECRET_LENGTH = 32;
-/** How long a fresh connection may take to present the secret. */
+export { SECRET_LENGTH } from './handshake.js';
+/** How long a fresh connection may take to complete the handshake (listener side). */
 export const AUTH_TIMEOUT_MS = 5000;
+/** Handshakes in progress per listener: past this, new connections are closed at once (bounded memory). */
+export const MAX_PENDING_HANDSHAKES = 128;
 
 export interface Conn {
   /** The byte stream. */
@@ -27,8 +29,8 @@ export interface Conn {
 export interface Listener {
   /** The URL a peer dials to reach this listener (the backend may translate it, e.g. QEMU hostfwd). */
   readonly url: string;
-  /** Called with every authenticated connection. */
-  onConnection(cb: (conn: Conn) => void): void;
+  /** Called with every authenticated connection and the purpose it was opened for. */
+  onConnection(cb: (conn: Conn, purpose: Purpose) => void): void;
   close(): Promise<void>;
 }
 
@@ -93,4 +95,15 @@ export function readExactly(stream: Duplex, n: number, timeoutMs: number): Promi
     stream.once('error', onError);
     onReadable();
   });
+}
+
+/** A paused stream as the byte pipe of a handshake. */
+export function streamIo(stream: Duplex): HandshakeIo {
+  return {
+    read: (n, timeoutMs) => readExactly(stream, n, timeoutMs),
+    write: (b) =>
+      new Promise<void>((resolve, reject) => {
+        stream.write(b, (err) => (err ? reject(err) : resolve()));
+      }),
+  };
 }

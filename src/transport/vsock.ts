@@ -5,13 +5,14 @@
 // changes, 1 s timeout as a bound) reports readiness; reads, writes and accepts then run on the main thread
 // and never block. (Blocking reads/accepts on the pool used to pin one pool thread per connection, and a
 // pending accept(2) on a listening vsock is not woken by shutdown(2): process.exit hung joining the pool.)
-// The same secret preamble as tcp+token authenticates every connection.
+// The same handshake as tcp+token (handshake.ts) authenticates every connection, in the guest-dials-host
+// direction by default.
 import { createRequire } from 'node:module';
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { Duplex } from 'node:stream';
-import { timingSafeEqual } from 'node:crypto';
-import { AUTH_TIMEOUT_MS, SECRET_LENGTH, readExactly, type Conn, type Listener } from './transport.js';
-import { checkSecret } from './tcp-token.js';
+import { Authenticator, type ListenOptions } from './authenticator.js';
+import { Direction, dialerHandshake, type DialerAuth, type Purpose } from './handshake.js';
+import { AUTH_TIMEOUT_MS, streamIo, type Conn, type Listener } from './transport.js';
 const require = createRequire(import.meta.url);
 
 export const AF_VSOCK = 40;
@@ -239,36 +240,41 @@ function fdConn(fd: number): Conn {
 }
 
 export class VsockListener implements Listener {
-  private readonly callbacks: Array<(c: Conn) => void> = [];
+  private readonly auth: Authenticator;
   private closed = false;
 
   private constructor(
     private readonly fd: number,
     readonly port: number,
-    private readonly secret: Buffer,
+    opts: ListenOptions,
   ) {
+    this.auth = new Authenticator(opts, Direction.guestToHost);
     setNonBlocking(fd);
     this.acceptLoop();
   }
 
-  /** Listens on (VMADDR_CID_ANY, port). */
-  static listen(port: number, secret: Buffer): VsockListener {
-    checkSecret(secret);
+  /** Listens on (VMADDR_CID_ANY, port). Serves the guest-dials-host direction unless told otherwise. */
+  static listen(port: number, opts: ListenOptions): VsockListener {
     const l = vlib();
     const fd = l.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
     if (fd < 0) fail('socket');
     const addr = sockaddrVm(VMADDR_CID_ANY, port);
     if (l.bind(fd, addr, addr.length) !== 0) fail('bind', fd);
     if (l.listen(fd, 64) !== 0) fail('listen', fd);
-    return new VsockListener(fd, port, Buffer.from(secret));
+    return new VsockListener(fd, port, opts);
   }
 
   get url(): string {
     return `vsock://${VMADDR_CID_HOST}:${this.port}`;
   }
 
-  onConnection(cb: (conn: Conn) => void): void {
-    this.callbacks.push(cb);
+  /** Connections refused so far (for tests and logs). */
+  get rejected(): number {
+    return this.auth.rejected;
+  }
+
+  onConnection(cb: (conn: Conn, purpose: Purpose) => void): void {
+    this.auth.onConnection(cb);
   }
 
   private acceptLoop(): void {
@@ -281,20 +287,14 @@ export class VsockListener implements Listener {
         return;
       }
       const conn = fdConn(cfd);
-      readExactly(conn.stream, SECRET_LENGTH, AUTH_TIMEOUT_MS).then(
-        (got) => {
-          if (!timingSafeEqual(got, this.secret)) return conn.close();
-          if (this.callbacks.length === 0) conn.close();
-          for (const cb of this.callbacks) cb(conn);
-        },
-        () => conn.close(),
-      );
+      this.auth.accept(conn, streamIo(conn.stream));
     }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.auth.closePending();
     poller.unwatch(this.fd);
     try {
       closeSync(this.fd);
@@ -304,9 +304,16 @@ export class VsockListener implements Listener {
   }
 }
 
-/** Connects to (cid, port) and presents the secret. */
-export async function dialVsock(cid: number, port: number, secret: Buffer): Promise<Conn> {
-  checkSecret(secret);
+/**
+ * Connects to (cid, port) and runs the dialer side of the handshake (guest dials host unless told otherwise).
+ * Rejects with PeerProofError if the listener fails its proof.
+ */
+export async function dialVsock(
+  cid: number,
+  port: number,
+  auth: Omit<DialerAuth, 'direction'> & { direction?: DialerAuth['direction'] },
+  timeoutMs = AUTH_TIMEOUT_MS,
+): Promise<Conn> {
   const l = vlib();
   const fd = l.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
   if (fd < 0) fail('socket');
@@ -316,7 +323,12 @@ export async function dialVsock(cid: number, port: number, secret: Buffer): Prom
   );
   if (rc !== 0) fail(`connect to ${cid}:${port}`, fd);
   const conn = fdConn(fd);
-  conn.stream.write(secret);
+  try {
+    await dialerHandshake(streamIo(conn.stream), { direction: Direction.guestToHost, ...auth }, timeoutMs);
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
   return conn;
 }
 

@@ -4,6 +4,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { silentLogger, type Logger } from '../util/log.js';
+import { listenPrivate } from '../util/private-fs.js';
 import { TtrpcError } from './errors.js';
 import { ServiceRegistry, type StreamHandler, type StreamKind, type UnaryHandler } from './registry.js';
 import { ServerConnection } from './server-connection.js';
@@ -61,7 +62,7 @@ export class TtrpcServer {
 
   /**
    * Serves connections accepted by `target`: a net.Server (already listening or not), or a unix socket path
-   * to listen on (a stale socket file there is replaced). Resolves once listening.
+   * to listen on (a stale socket file there is replaced; the new one is 0600). Resolves once listening.
    */
   async serve(target: net.Server | string): Promise<net.Server> {
     if (this.shuttingDown) throw new Error('ttrpc: server is shut down');
@@ -72,13 +73,8 @@ export class TtrpcServer {
     this.listeners.push({ server, onConnection, owned });
     if (owned) {
       removeStaleSocket(target);
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(target, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      // Only our own user may connect (0600), whatever the umask we inherited.
+      await listenPrivate(server, target);
       server.on('error', (err) => this.logger.error('ttrpc: listener error', { err }));
     }
     return server;

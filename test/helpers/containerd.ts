@@ -27,6 +27,8 @@ export interface ContainerdOptions {
   startTimeoutMs?: number;
   /** Default namespace for ctr() (default "testing"). */
   namespace?: string;
+  /** The umask containerd (and so every shim it starts) inherits, e.g. 0o000 to check modes are explicit. */
+  umask?: number;
 }
 
 export interface CtrResult {
@@ -171,7 +173,14 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Pri
   };
   const launch = (): ChildProcess => {
     const logFd = openSync(logPath, 'a');
-    const c = spawn(CONTAINERD, ['--config', configPath], { env, stdio: ['ignore', logFd, logFd] });
+    // spawn forks synchronously: a umask set around the call is the child's, and ours again right after.
+    const old = opts.umask === undefined ? undefined : process.umask(opts.umask);
+    let c: ChildProcess;
+    try {
+      c = spawn(CONTAINERD, ['--config', configPath], { env, stdio: ['ignore', logFd, logFd] });
+    } finally {
+      if (old !== undefined) process.umask(old);
+    }
     closeSync(logFd);
     return c;
   };

@@ -2,10 +2,10 @@
 // Light on purpose (no ttrpc, no protobuf): the shim daemon calls prespawnAgent() first thing, so that the
 // agent's Node start-up overlaps the daemon's own module loading; ProcessSandbox.boot() then takes it.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { mkdirPrivate } from '../../util/private-fs.js';
 
 const AGENT_SCRIPT = fileURLToPath(new URL('../../../shim/lcow-agent.js', import.meta.url));
 const BOOT_TIMEOUT_MS = 15_000;
@@ -21,7 +21,7 @@ export interface SpawnedAgent {
 }
 
 export function spawnAgent(stateDir: string): SpawnedAgent {
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  mkdirPrivate(stateDir);
   const socketPath = join(stateDir, 'agent.sock');
   const child = spawn(
     'unshare',

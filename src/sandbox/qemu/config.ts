@@ -1,11 +1,12 @@
 // QEMU UVM configuration: sizing (runtime config TOML, then hcsshim's annotations), guest image paths, the
 // accelerator probe (KVM only if it really runs a guest here, else TCG) and the command line.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../util/log.js';
+import { mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
 
 export const MEMORY_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.memory.sizeinmb';
 export const CPU_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.processor.count';
@@ -103,8 +104,9 @@ export function probeAccel(cfg: QemuConfig, log: Logger, cacheFile = '/run/lcow/
     const accel: Accel = why === undefined ? 'kvm' : 'tcg';
     if (accel === 'tcg') log.info(`KVM unusable on this host (${why}): using TCG`);
     try {
-      mkdirSync(dirname(cacheFile), { recursive: true });
-      writeFileSync(cacheFile, JSON.stringify({ key, accel, why, probedAt: new Date().toISOString() }) + '\n');
+      // The shim's state root: 0700 and the cache 0600 whatever the umask (nobody else may plant a verdict).
+      mkdirPrivate(dirname(cacheFile));
+      writePrivateFile(cacheFile, JSON.stringify({ key, accel, why, probedAt: new Date().toISOString() }) + '\n');
     } catch {
       // not cached
     }
@@ -122,7 +124,7 @@ export function headlessKernelBootArgs(kernel: string): string[] {
 }
 
 /** undefined when a KVM guest printed its first kernel line in time; otherwise why not. */
-function kvmRunsGuest(cfg: QemuConfig, deadlineMs = 6000): Promise<string | undefined> {
+export function kvmRunsGuest(cfg: QemuConfig, deadlineMs = 6000): Promise<string | undefined> {
   return new Promise((resolve) => {
     const child = spawn(
       cfg.binary,

@@ -1,21 +1,31 @@
 // The `qemu` sandbox backend: one QEMU utility VM per pod (KVM when it works, else TCG). Transport tcp+token
 // over QEMU user networking (restrict=on, no guestfwd: the guest reaches nothing on the host) with two hostfwd
-// rules 127.0.0.1:<free port> -> the agent's control and 9P listeners in the guest. The shim DIALS IN and
-// presents the per-UVM secret first (any local user can reach those host ports; the agent refuses a wrong
-// secret), retrying until the agent ACKs (slirp accepts before the guest listens). On the control connection the
-// shim is the ttrpc client. Host directories reach the guest through our 9P server: one P9Server per share; for
-// AddShare the shim dials the 9P port with secret + the share's token (retrying until the agent registered the
-// share), and feeds the connection to the share's server; the agent mounts the accepted socket with trans=fd.
-// Shares are refcounted per (path, read-only).
+// rules 127.0.0.1:<free port> -> the agent's control and 9P listeners in the guest. The shim DIALS IN and both
+// sides prove they know the per-UVM secret without sending it (transport/handshake.ts; any local user can reach
+// those host ports), retrying while the connection closes or stays silent (slirp accepts before the guest
+// listens). A peer that answers but fails its proof holds the port instead of QEMU (a squatter): the attempt is
+// abandoned and QEMU restarted with new ports and a new secret. On the control connection the shim is the ttrpc
+// client. Host directories reach the guest through our 9P server: one P9Server per share; for AddShare the shim
+// dials the 9P port naming the share (its token bound into the handshake; retrying until the agent registered
+// the share), and feeds the connection to the share's server; the agent mounts the accepted socket with
+// trans=fd. Shares are refcounted per (path, read-only).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
 import { P9Server } from '../../p9/server.js';
 import { createServer } from 'node:net';
-import { dialTcpTokenAck, newSecret } from '../../transport/index.js';
+import {
+  PeerProofError,
+  dialTcpToken,
+  fixedSecret,
+  newSecret,
+  type Conn,
+  type SecretSource,
+} from '../../transport/index.js';
+import { mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
 import { TtrpcClient, createClient, type ServiceClient } from '../../ttrpc/index.js';
 import type { Logger } from '../../util/log.js';
 import type {
@@ -32,9 +42,13 @@ import { QmpClient } from './qmp.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 
 const SHARE_TOKEN_LENGTH = 16;
+/** QEMU starts per boot at most: each retry follows a port lost to another process (clash or squatter). */
+const MAX_BOOT_ATTEMPTS = 5;
 
 export interface QemuSandboxOptions extends SandboxOptions {
   runtimeConfig?: Record<string, unknown>;
+  /** Where free host ports come from (default: the kernel's pick on 127.0.0.1). Tests inject a squatted one. */
+  freePort?: () => Promise<number>;
 }
 
 interface ShareEntry {
@@ -62,7 +76,8 @@ export class QemuSandbox implements Sandbox {
   private client: TtrpcClient | undefined;
   private agent: ServiceClient<(typeof AgentDesc)['method']> | undefined;
   private qmp: QmpClient | undefined;
-  private secret: Buffer | undefined;
+  /** The current boot attempt's secret (the shim holds it; the guest reads it from fw_cfg at every handshake). */
+  private secret: SecretSource | undefined;
   /** Host ports QEMU forwards to the agent's control and 9P listeners. */
   private ports: { control: number; p9: number } | undefined;
   private readonly shares = new Map<string, ShareEntry>();
@@ -92,7 +107,7 @@ export class QemuSandbox implements Sandbox {
   async boot(): Promise<BootedSandbox> {
     const t0 = Date.now();
     const dir = this.opts.stateDir;
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    mkdirPrivate(dir);
     const tokenFile = join(dir, 'token');
     this.accel = await probeAccel(this.cfg, this.log);
     const cpus = this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1);
@@ -106,17 +121,19 @@ export class QemuSandbox implements Sandbox {
     const deadline = Date.now() + this.cfg.bootTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     try {
-      // The host ports are picked free, then bound by QEMU: another process may take one in between. QEMU then
-      // fails at once ("Could not set up host forwarding rule"): pick new ports and start again.
+      // The host ports are picked free, then bound by QEMU: another local process may take one in between. Then
+      // either QEMU fails at once ("Could not set up host forwarding rule"), or the dial below reaches that process
+      // first, which cannot prove it knows the secret (PeerProofError). Both: new ports, new secret, start again.
+      const pickPort = this.opts.freePort ?? freePort;
       for (let attempt = 1; ; attempt++) {
-        const ports = { control: await freePort(), p9: await freePort() };
+        const ports = { control: await pickPort(), p9: await pickPort() };
         if (ports.p9 === ports.control) continue;
         this.ports = ports;
-        // A fresh secret per attempt: when QEMU lost a port to another process, the dial below may have handed
-        // the secret to that process; it must not open the next attempt's VM.
+        // A fresh secret per attempt: nothing of it leaves the host, but an abandoned attempt's VM must never
+        // share a secret with the next one.
         const secret = newSecret();
-        await writeFile(tokenFile, secret, { mode: 0o600 });
-        this.secret = secret;
+        writePrivateFile(tokenFile, secret);
+        this.secret = fixedSecret(secret);
         const child = this.spawnQemu(
           qemuArgs({
             cfg: this.cfg,
@@ -134,16 +151,23 @@ export class QemuSandbox implements Sandbox {
         const exited = this.exited!.then(() => {
           exitedDuringBoot = true;
         });
-        const conn = await Promise.race([
-          dialTcpTokenAck('127.0.0.1', ports.control, secret, {
+        type Outcome = { kind: 'conn'; conn: Conn } | { kind: 'exited' } | { kind: 'squatter'; err: PeerProofError };
+        const outcome = await Promise.race<Outcome>([
+          dialTcpToken('127.0.0.1', ports.control, {
+            secret: this.secret,
+            purpose: { kind: 'control' },
             timeoutMs: Math.max(1, deadline - Date.now()),
             attemptTimeoutMs: 3000,
             abort: () => (exitedDuringBoot || this.exitReason ? 'QEMU exited' : undefined),
-          }).catch((err: unknown) => {
-            if (exitedDuringBoot) return undefined;
-            throw err;
-          }),
-          exited.then(() => undefined),
+          }).then(
+            (conn): Outcome => ({ kind: 'conn', conn }),
+            (err: unknown): Outcome => {
+              if (exitedDuringBoot) return { kind: 'exited' };
+              if (err instanceof PeerProofError) return { kind: 'squatter', err };
+              throw err;
+            },
+          ),
+          exited.then((): Outcome => ({ kind: 'exited' })),
           new Promise<never>((_, reject) => {
             timer = setTimeout(
               () => reject(new Error(`the guest agent did not answer within ${this.cfg.bootTimeoutMs} ms`)),
@@ -152,20 +176,32 @@ export class QemuSandbox implements Sandbox {
           }),
         ]);
         clearTimeout(timer);
-        if (conn) {
+        if (outcome.kind === 'conn') {
           this.timings.connected = Date.now() - t0;
           this.startTime = (await processStartTime(child.pid!)) ?? '';
-          this.client = new TtrpcClient(conn.stream, { logger: this.log });
+          this.client = new TtrpcClient(outcome.conn.stream, { logger: this.log });
           this.agent = createClient(AgentDesc, this.client);
           break;
         }
-        if (this.portClash && attempt < 5) {
-          this.log.warn('a forwarded host port was taken before QEMU bound it; retrying with new ports', { ports });
-          this.portClash = false;
-          this.exitReason = undefined;
-          continue;
-        }
-        throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+        if (outcome.kind === 'squatter') {
+          this.log.warn(
+            'SECURITY: another local process answered on a forwarded host port and failed to prove it knows the ' +
+              'secret (port squatting?); it received only a random nonce. Restarting QEMU with new ports and a new secret',
+            { port: ports.control, attempt, error: outcome.err.message },
+          );
+          await this.abandonAttempt();
+        } else if (this.portClash) {
+          this.log.warn(
+            'a forwarded host port was taken by another local process before QEMU bound it; restarting QEMU with new ports and a new secret',
+            { ports, attempt },
+          );
+        } else throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+        this.portClash = false;
+        this.exitReason = undefined;
+        if (attempt >= MAX_BOOT_ATTEMPTS)
+          throw new Error(
+            `the UVM could not get its host ports in ${MAX_BOOT_ATTEMPTS} attempts (see the warnings above)`,
+          );
       }
       await this.agent.getInfo({}, { timeoutMs: 30_000 });
       this.timings.ready = Date.now() - t0;
@@ -176,6 +212,8 @@ export class QemuSandbox implements Sandbox {
     } finally {
       clearTimeout(timer);
     }
+    // QEMU made the QMP socket with the shim's umask: 0600 (the 0700 state dir already keeps others out).
+    await chmod(this.qmpSocket, 0o600).catch(() => undefined);
     QmpClient.connect(this.qmpSocket, 5000).then(
       (q) => (this.qmp = q),
       (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
@@ -185,6 +223,20 @@ export class QemuSandbox implements Sandbox {
 
   /** Set when QEMU exited during boot because it could not bind a forwarded host port (boot() retries). */
   private portClash = false;
+  /** Set while boot() kills an attempt's QEMU itself (a squatter answered): that exit is not a crash. */
+  private abandoning = false;
+
+  private async abandonAttempt(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.abandoning = true;
+    try {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await this.exited;
+    } finally {
+      this.abandoning = false;
+    }
+  }
 
   private spawnQemu(args: string[]): ChildProcess {
     const child = spawn(this.cfg.binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -205,6 +257,10 @@ export class QemuSandbox implements Sandbox {
         this.log.info('UVM exited', { code, signal });
         // Let the line readers drain stderr first: the port clash shows up there.
         setImmediate(() => {
+          if (this.abandoning) {
+            this.exitReason = { kind: 'crashed', code, signal };
+            return resolve();
+          }
           if (
             this.timings.connected === undefined &&
             !this.stopping &&
@@ -230,16 +286,26 @@ export class QemuSandbox implements Sandbox {
   }
 
   /**
-   * Dials the agent's 9P listener for share `e`: secret + the share's token, retried until the agent (which
-   * registers the share when AddShare arrives) ACKs, or `signal` says AddShare is over. Feeds the connection
-   * to the share's 9P server.
+   * Dials the agent's 9P listener for share `e` (the handshake names the share and binds its token), retried until
+   * the agent (which registers the share when AddShare arrives) answers, or `over` says AddShare is over. Feeds the
+   * connection to the share's 9P server.
    */
   private async connectShare(e: ShareEntry, over: () => string | undefined): Promise<void> {
-    const conn = await dialTcpTokenAck('127.0.0.1', this.ports!.p9, this.secret!, {
-      header: e.token,
+    const conn = await dialTcpToken('127.0.0.1', this.ports!.p9, {
+      secret: this.secret!,
+      purpose: { kind: 'p9', shareId: e.id },
+      binding: e.token,
       timeoutMs: 60_000,
       attemptTimeoutMs: 10_000,
       abort: () => over() ?? (this.exitReason ? 'the UVM exited' : undefined),
+    }).catch((err: unknown) => {
+      if (err instanceof PeerProofError)
+        this.log.error('SECURITY: the 9P port answered without proving it knows the secret', {
+          share: e.id,
+          port: this.ports!.p9,
+          error: err.message,
+        });
+      throw err;
     });
     if (over()) return conn.close();
     e.server.handleConnection(conn.stream);

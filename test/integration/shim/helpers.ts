@@ -21,11 +21,14 @@ export const BIN_DIR = resolve(here, '../../../../bin');
  */
 export const TEST_NAMESPACE = `lcow-it-${process.pid}`;
 
-export async function startLcowContainerd(): Promise<{ cd: PrivateContainerd; image: string }> {
+export async function startLcowContainerd(
+  opts: { umask?: number } = {},
+): Promise<{ cd: PrivateContainerd; image: string }> {
   const cd = await startContainerd({
     extraPath: [BIN_DIR],
     env: { LCOW_SANDBOX: 'process' },
     namespace: TEST_NAMESPACE,
+    umask: opts.umask,
   });
   const image = await importTestImage(cd.address, cd.namespace);
   return { cd, image };
