@@ -6,7 +6,7 @@
 import type { GenService, GenServiceMethods } from '@bufbuild/protobuf/codegenv2';
 import type { CallOptions, ServiceClient } from '../ttrpc/index.js';
 import { withClientSpan } from './index.js';
-import { metrics as processMetrics, type MetricsRegistry } from './metrics.js';
+import { metrics as processMetrics, type HistogramSeries, type MetricsRegistry } from './metrics.js';
 
 export const AGENT_RPC_DURATION = 'lcow.agent.rpc.duration';
 
@@ -32,18 +32,21 @@ export function instrumentClient<S extends GenServiceMethods>(
       continue;
     }
     const fn = call as Unary;
-    const ok = histogram.bind({ method: method.name, outcome: 'ok' });
-    const failed = histogram.bind({ method: method.name, outcome: 'error' });
+    // Bound on first use: only methods called show up.
+    let ok: HistogramSeries | undefined;
+    let failed: HistogramSeries | undefined;
     const spanName = `${desc.typeName}/${method.name}`;
     out[method.localName] = (req: unknown, callOpts?: CallOptions): Promise<unknown> =>
       withClientSpan(spanName, async (md) => {
         const t0 = performance.now();
         try {
           const r = await fn(req, md ? withMetadata(callOpts, md) : callOpts);
-          ok.record((performance.now() - t0) / 1000);
+          (ok ??= histogram.bind({ method: method.name, outcome: 'ok' })).record((performance.now() - t0) / 1000);
           return r;
         } catch (err) {
-          failed.record((performance.now() - t0) / 1000);
+          (failed ??= histogram.bind({ method: method.name, outcome: 'error' })).record(
+            (performance.now() - t0) / 1000,
+          );
           throw err;
         }
       });

@@ -76,7 +76,7 @@ abstract class SeriesMetric<S> {
     const key = keyOf(attrs);
     let e = this.series.get(key);
     if (!e) {
-      if (this.series.size >= MAX_SERIES) return this.get(OVERFLOW);
+      if (this.series.size >= MAX_SERIES && attrs !== OVERFLOW) return this.get(OVERFLOW);
       e = { attributes: { ...attrs }, s: this.fresh() };
       this.series.set(key, e);
     }
