@@ -7,7 +7,7 @@ import { cgroupVersion, metricsAny } from './stats.js';
 import { Agent as AgentService, OutputStream, type StdioSpec } from '../gen/agent/v1/agent_pb.js';
 import { Code, TtrpcError, TtrpcServer } from '../ttrpc/index.js';
 import { traceServiceImpl } from '../telemetry/index.js';
-import { serveSpanStream } from '../telemetry/guest-spans.js';
+import { flushGuestSpans, serveSpanStream } from '../telemetry/guest-spans.js';
 import type { Logger } from '../util/log.js';
 import type { PassThrough } from 'node:stream';
 import { readFileSync } from 'node:fs';
@@ -40,9 +40,10 @@ function runcVersion(): string {
 /**
  * Tracing in the guest is on only while the shim reads StreamSpans, so the check is per call (one closure and
  * a test when off). Only calls that carry the shim's trace context are traced; the span stream itself never.
+ * A traced call's spans are sent before its reply.
  */
 function traced<I extends object>(impl: I): I {
-  return traceServiceImpl(impl, { requireParent: true }, ['streamSpans']);
+  return traceServiceImpl(impl, { requireParent: true, afterEnd: flushGuestSpans }, ['streamSpans']);
 }
 
 /** The wire's optional StdioSpec as the agent's stdio request (absent means no stdio at all). */

@@ -164,6 +164,16 @@ export class GuestSpanBuffer implements SpanProcessor {
 }
 
 let streaming = false;
+/** Sends what the buffer holds now (set while a stream is open). */
+let flushNow: (() => Promise<void>) | undefined;
+
+/**
+ * Sends the guest's finished spans right away (a traced RPC's, before its reply: replies and stream frames
+ * share the connection in order, so the shim has a call's spans by the time it has its answer).
+ */
+export function flushGuestSpans(): Promise<void> {
+  return flushNow?.() ?? Promise.resolve();
+}
 
 /**
  * Agent.StreamSpans: turns tracing on in the guest for as long as the shim reads. Sends an empty batch once
@@ -188,15 +198,20 @@ export async function serveSpanStream(
       installTracing(new sdk.TracerProvider({ spanProcessors: [buffer] }), new AsyncLocalStorageContextManager());
     log.info('tracing on: spans go to the shim');
     await out.send({ spans: [], sentUnixNano: nowUnixNano(), dropped: 0 });
-    while (!out.signal.aborted) {
-      await buffer.wait(intervalMs, out.signal);
+    const send = async (): Promise<void> => {
       while (buffer.pending > 0 && !out.signal.aborted) {
         const { spans, dropped } = buffer.take(batch);
         await out.send({ spans: spans.map(spanToWire), sentUnixNano: nowUnixNano(), dropped });
       }
+    };
+    flushNow = send;
+    while (!out.signal.aborted) {
+      await buffer.wait(intervalMs, out.signal);
+      await send();
     }
   } finally {
     streaming = false;
+    flushNow = undefined;
     await shutdownTelemetry();
     log.info('tracing off');
   }

@@ -94,9 +94,14 @@ export async function setupTelemetry(serviceName: string, env: NodeJS.ProcessEnv
       processors.push(new sdk.SimpleSpanProcessor({ exporter: new sdk.ConsoleSpanExporter() }));
   }
   if (processors.length === 0) return;
-  if (!env.OTEL_SERVICE_NAME) process.env.OTEL_SERVICE_NAME = serviceName;
+  // service.name: OTEL_SERVICE_NAME, else ours; OTEL_RESOURCE_ATTRIBUTES adds to it.
+  const { defaultResource, detectResources, envDetector, resourceFromAttributes } =
+    await import('@opentelemetry/resources');
+  const resource = defaultResource()
+    .merge(resourceFromAttributes({ 'service.name': serviceName }))
+    .merge(detectResources({ detectors: [envDetector] }));
   installTracing(
-    new sdk.TracerProvider({ spanProcessors: processors }),
+    new sdk.TracerProvider({ spanProcessors: processors, resource }),
     new AsyncLocalStorageContextManager(),
     processors,
   );
@@ -174,6 +179,8 @@ export interface RpcSpanOptions {
     info: RpcInfo,
     args: readonly unknown[],
   ) => SpanContext | undefined | Promise<SpanContext | undefined>;
+  /** Awaited after the span ended, before the reply goes out (the agent sends the call's spans first). */
+  afterEnd?: () => Promise<void>;
 }
 
 /**
@@ -190,16 +197,21 @@ export function withRpcSpan<T>(
   const md = info.metadata;
   const tracestate = md.get('tracestate');
   const parent = parseTraceparent(md.getFirst('traceparent'), tracestate.length ? tracestate.join(',') : undefined);
-  if (parent) return runRpcSpan(info, parent, fn);
+  if (parent) return runRpcSpan(info, parent, fn, opts?.afterEnd);
   if (opts?.fallbackParent)
     return Promise.resolve(opts.fallbackParent(info, args)).then((p) =>
-      p || !opts.requireParent ? runRpcSpan(info, p, fn) : fn(),
+      p || !opts.requireParent ? runRpcSpan(info, p, fn, opts.afterEnd) : fn(),
     );
   if (opts?.requireParent) return fn();
-  return runRpcSpan(info, undefined, fn);
+  return runRpcSpan(info, undefined, fn, opts?.afterEnd);
 }
 
-function runRpcSpan<T>(info: RpcInfo, parent: SpanContext | undefined, fn: () => Promise<T> | T): Promise<T> | T {
+function runRpcSpan<T>(
+  info: RpcInfo,
+  parent: SpanContext | undefined,
+  fn: () => Promise<T> | T,
+  afterEnd?: () => Promise<void>,
+): Promise<T> | T {
   const t = tracer;
   if (!t || !api) return fn();
   const { trace, ROOT_CONTEXT } = api;
@@ -221,6 +233,7 @@ function runRpcSpan<T>(info: RpcInfo, parent: SpanContext | undefined, fn: () =>
         throw err;
       } finally {
         span.end();
+        if (afterEnd) await afterEnd().catch(() => undefined);
       }
     },
   );

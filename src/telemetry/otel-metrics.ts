@@ -5,7 +5,13 @@
 //   OTEL_METRICS_EXPORTER=otlp|console|none   OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT=...
 //   OTEL_METRIC_EXPORT_INTERVAL=ms (default 60000)
 import type { HrTime } from '@opentelemetry/api';
-import { emptyResource, resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  defaultResource,
+  detectResources,
+  emptyResource,
+  envDetector,
+  resourceFromAttributes,
+} from '@opentelemetry/resources';
 import {
   AggregationTemporality,
   ConsoleMetricExporter,
@@ -125,7 +131,9 @@ export async function startMetricsExport(
   }
   if (readers.length === 0) return undefined;
   const provider = new MeterProvider({
-    resource: resourceFromAttributes({ 'service.name': env.OTEL_SERVICE_NAME || serviceName }),
+    resource: defaultResource()
+      .merge(resourceFromAttributes({ 'service.name': serviceName }))
+      .merge(detectResources({ detectors: [envDetector] })),
     readers,
   });
   return {

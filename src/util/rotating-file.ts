@@ -1,6 +1,6 @@
 // A size-bounded log file: lines are appended to PATH; when it would grow past maxBytes it becomes PATH.1
 // (PATH.1 becomes PATH.2 ... up to `keep` old files; the oldest is dropped), so the total stays below
-// (keep + 1) * maxBytes. Writes are synchronous appends on an fd kept open: a line is on disk when write()
+// (keep + 1) * maxBytes. The file is created by the first line. Writes are synchronous appends on an fd kept open: a line is on disk when write()
 // returns (a crash loses nothing), and the bounded rate of console and agent lines makes that cheap. Never
 // throws: a full disk loses log lines, not the pod.
 import { closeSync, fstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
@@ -29,7 +29,6 @@ export class RotatingFile {
     this.maxBytes = Math.max(4096, opts.maxBytes ?? 1 << 20);
     this.keep = Math.max(0, opts.keep ?? 2);
     this.mode = opts.mode ?? 0o600;
-    this.open();
   }
 
   private open(): void {

@@ -2,7 +2,10 @@
 // before `--`, command flags declared per command, positional arguments. Errors are CtlErrors with exit codes.
 import { DEFAULT_LOG_ROOT, DEFAULT_STATE_ROOT } from '../config.js';
 
-/** lcowctl's exit codes (`exec` exits with the command's own status, 125 when lcowctl itself failed). */
+/**
+ * lcowctl's exit codes. `exec` exits with the command's own status instead, 126 when the shim refused, 125 when
+ * lcowctl itself failed (as docker exec does).
+ */
 export const EXIT = {
   ok: 0,
   failed: 1,
@@ -10,6 +13,7 @@ export const EXIT = {
   notFound: 3,
   refused: 4,
   execFailed: 125,
+  execRefused: 126,
 } as const;
 
 export class CtlError extends Error {

@@ -1,6 +1,6 @@
 // `lcowctl exec POD [--timeout S] -- CMD [ARGS...]`: runs a command in the pod's utility VM itself (not in a
 // container) through the shim's admin endpoint; the shim refuses unless the runtime config has
-// allow_uvm_exec = true, and logs every call. Exits with the command's status (125 when lcowctl failed).
+// allow_uvm_exec = true, and logs every call. Exits with the command's status (126 refused, 125 lcowctl failed).
 import { CtlError, EXIT, parseArgs, positiveIntFlag, usageError } from './args.js';
 import { resolvePod, withAdmin } from './discover.js';
 import type { Output } from './main.js';
@@ -36,7 +36,8 @@ export async function execCommand(argv: string[], out: Output): Promise<number> 
   } catch (err) {
     if (err instanceof CtlError) {
       out.stderr(`lcowctl: ${err.message}\n`);
-      return err.exitCode === EXIT.usage ? EXIT.usage : EXIT.execFailed;
+      if (err.exitCode === EXIT.usage) return EXIT.usage;
+      return err.exitCode === EXIT.refused ? EXIT.execRefused : EXIT.execFailed;
     }
     throw err;
   }

@@ -60,10 +60,10 @@ snapshot (histograms with their bucket bounds and counts).`,
     usage: `usage: lcowctl exec POD [--timeout S] -- CMD [ARGS...]
 
 Runs CMD in the pod's utility VM as the agent (root in the guest, outside every container), for debugging:
-e.g. lcowctl exec mypod -- dmesg, -- cat /proc/meminfo, -- mount. The shim refuses (exit 4) unless its
-runtime config has allow_uvm_exec = true, and logs every call. Output is returned when the command ends
-(at most 1 MiB per stream); it is killed after --timeout seconds (default 30, at most 600). lcowctl exits
-with the command's status, or 125 when lcowctl itself failed.`,
+e.g. lcowctl exec mypod -- dmesg, -- cat /proc/meminfo, -- mount. The shim refuses unless its runtime
+config has allow_uvm_exec = true, and logs every call. Output is returned when the command ends (at most
+1 MiB per stream); it is killed after --timeout seconds (default 30, at most 600). lcowctl exits with the
+command's status; 126 when the shim refused, 125 when lcowctl itself failed.`,
   },
   prune: {
     summary: 'delete the kept logs of stopped pods (all, the named ones, or --older-than DAYS)',
