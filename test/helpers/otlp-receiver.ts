@@ -36,15 +36,15 @@ export class OtlpReceiver {
   ) {}
 
   static async start(): Promise<OtlpReceiver> {
-    let self: OtlpReceiver | undefined;
+    const ref: { self?: OtlpReceiver } = {};
     const server = http.createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (d: Buffer) => chunks.push(d));
       req.on('end', () => {
         try {
           const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
-          if (req.url === '/v1/traces') self?.addTraces(body);
-          else if (req.url === '/v1/metrics') self?.addMetrics(body);
+          if (req.url === '/v1/traces') ref.self?.addTraces(body);
+          else if (req.url === '/v1/metrics') ref.self?.addMetrics(body);
           res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
         } catch (err) {
           res.writeHead(400).end(String(err));
@@ -52,8 +52,8 @@ export class OtlpReceiver {
       });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    self = new OtlpReceiver(server, (server.address() as { port: number }).port);
-    return self;
+    ref.self = new OtlpReceiver(server, (server.address() as { port: number }).port);
+    return ref.self;
   }
 
   private addTraces(body: Record<string, unknown>): void {
