@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import type { SandboxExitReason } from '../sandbox/index.js';
 import { relayGuestSpans } from '../telemetry/guest-spans.js';
-import { tracingEnabled } from '../telemetry/index.js';
+import { tracingEnabled, withSpan } from '../telemetry/index.js';
 import { metrics as processMetrics, type MetricsRegistry } from '../telemetry/metrics.js';
 import type { PodHooks, PodView } from '../task/pod-hooks.js';
 import type { AgentClient } from '../task/service.js';
@@ -117,10 +117,13 @@ export class PodOps implements PodHooks {
     if (!tracingEnabled()) return;
     // The guest traces while we read its spans; the Create that booted the pod waits until it does.
     try {
-      await relayGuestSpans(pod.agent.streamSpans({ maxBatch: 256 }), {
-        pod: pod.id,
-        log: this.opts.logger.with({ pod: pod.id }),
-      });
+      // A span of its own: loading the tracing SDK in the guest is a cost only tracing pays (~1 s under TCG).
+      await withSpan('guest tracing start', {}, () =>
+        relayGuestSpans(pod.agent.streamSpans({ maxBatch: 256 }), {
+          pod: pod.id,
+          log: this.opts.logger.with({ pod: pod.id }),
+        }),
+      );
     } catch (err) {
       this.opts.logger.warn('no spans from the guest', { pod: pod.id, error: err });
     }

@@ -31,6 +31,7 @@ import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from '.
 import { QmpClient } from './qmp.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 import { P9Metrics } from '../../telemetry/p9-metrics.js';
+import { instrumentClient } from '../../telemetry/client.js';
 import { BootPhases, timedShareSetup } from './boot-phases.js';
 
 const SHARE_TOKEN_LENGTH = 16;
@@ -163,7 +164,8 @@ export class QemuSandbox implements Sandbox {
           this.phases.connected();
           this.startTime = (await processStartTime(child.pid!)) ?? '';
           this.client = new TtrpcClient(conn.stream, { logger: this.log });
-          this.agent = createClient(AgentDesc, this.client);
+          // Timed and traced like the Task service's (AddShare's span continues into the guest's mount).
+          this.agent = instrumentClient(AgentDesc, createClient(AgentDesc, this.client));
           break;
         }
         if (this.portClash && attempt < 5) {

@@ -3,31 +3,19 @@
 // collector through the shim); the shim's log lines carry pod and trace ids; `lcowctl` lists, inspects,
 // measures and execs into live pods; the agent's log stays readable after the pod is gone, until pruned.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { containerdUnavailable, startContainerd, type PrivateContainerd } from '../../helpers/containerd.js';
 import { importTestImage } from '../../helpers/image.js';
+import { lcowctl } from '../../helpers/lcowctl.js';
 import { OtlpReceiver, traceTree } from '../../helpers/otlp-receiver.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
 import { assertNoLeaks, BIN_DIR, removeEmptyStateRoot, RUNTIME, TEST_NAMESPACE, until } from './helpers.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root' : containerdUnavailable();
-const LCOWCTL = join(BIN_DIR, 'lcowctl');
 const TRACE = `${process.pid.toString(16).padStart(8, '0')}${'a1b2c3d4'.repeat(3)}`;
 const CALLER_SPAN = '00f067aa0ba902b7';
-
-export function lcowctl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(LCOWCTL, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 describe('operations: traces, logs and lcowctl (process backend)', function () {
   this.timeout(120_000);
