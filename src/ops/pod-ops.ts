@@ -23,7 +23,7 @@ interface Current {
   id: string;
   backend: string;
   startedAt: Date;
-  logs: PodLogs;
+  logs: PodLogs | undefined;
   admin: TtrpcServer;
   adminReady: Promise<void>;
   unobserve: Array<() => void>;
@@ -66,7 +66,7 @@ export class PodOps implements PodHooks {
     const stateDir = join(this.opts.stateRoot, podId);
     const startedAt = new Date();
     const backend = this.opts.backend || 'qemu';
-    let logs: PodLogs;
+    let logs: PodLogs | undefined;
     try {
       logs = new PodLogs(
         config,
@@ -74,12 +74,12 @@ export class PodOps implements PodHooks {
         log,
       );
     } catch (err) {
-      log.warn('cannot keep pod logs', { error: err });
-      return {};
+      // The pod runs without kept logs (the admin endpoint and metrics still work).
+      log.warn('cannot keep pod logs', { logRoot: config.logRoot, error: err });
     }
     const admin = createAdminServer(
       {
-        identity: () => ({ id: podId, namespace, backend, startedAt, logDir: logs.dir }),
+        identity: () => ({ id: podId, namespace, backend, startedAt, logDir: logs?.dir ?? '' }),
         view: () => {
           const v = this.view();
           return v && (v.id === podId || v.state === 'booting') ? v : undefined;
@@ -113,7 +113,7 @@ export class PodOps implements PodHooks {
 
   async podReady(pod: { id: string; sandbox: { backend: string }; agent: AgentClient }): Promise<void> {
     const cur = this.current;
-    if (cur?.id === pod.id) cur.logs.update({ backend: pod.sandbox.backend });
+    if (cur?.id === pod.id) cur.logs?.update({ backend: pod.sandbox.backend });
     if (!tracingEnabled()) return;
     // The guest traces while we read its spans; the Create that booted the pod waits until it does.
     try {
@@ -132,7 +132,7 @@ export class PodOps implements PodHooks {
   sandboxExited(podId: string, reason: SandboxExitReason): void {
     const cur = this.current;
     if (cur?.id !== podId) return;
-    cur.logs.update({
+    cur.logs?.update({
       exit:
         reason.kind === 'crashed' ? { kind: 'crashed', code: reason.code, signal: reason.signal } : { kind: 'stopped' },
     });
@@ -142,8 +142,8 @@ export class PodOps implements PodHooks {
     const cur = this.current;
     if (cur?.id !== podId) return;
     this.current = undefined;
-    cur.logs.update({ stoppedAt: new Date().toISOString() });
-    cur.logs.close();
+    cur.logs?.update({ stoppedAt: new Date().toISOString() });
+    cur.logs?.close();
     for (const u of cur.unobserve) u();
     void cur.adminReady.then(() => cur.admin.close()).catch(() => undefined);
   }

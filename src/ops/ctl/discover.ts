@@ -104,7 +104,10 @@ export async function discoverPods(common: CommonOptions, opts: { stopped: boole
         continue;
       }
       if (!opts.stopped || seen.has(`${ns}/${id}`)) continue;
-      out.push({ namespace: ns, id, status: 'stopped', logDir: dir, meta });
+      // Logs of a pod whose shim still runs but has no admin socket (just starting, or its state dir is gone).
+      if (stoppedTime(dir, meta) === undefined)
+        out.push({ namespace: ns, id, status: 'unreachable', logDir: dir, meta, error: 'no admin socket' });
+      else out.push({ namespace: ns, id, status: 'stopped', logDir: dir, meta });
     }
   }
   return out;

@@ -257,3 +257,59 @@ describe('ops', () => {
     assert.match(text, /^s1\s+1\s+2$/m, 'fids per connection');
   });
 });
+
+describe('lcowctl console --follow', () => {
+  it('prints what is there, then new lines across a rotation, until the pod stops', async function () {
+    this.timeout(10_000);
+    const root = mkdtempSync(join(tmpdir(), 'lcow-follow-'));
+    try {
+      const cfg = opsConfig({ log_root: join(root, 'logs'), log_max_bytes: 4096, log_files: 1 });
+      const logs = new PodLogs(
+        cfg,
+        {
+          id: 'p1',
+          namespace: 'ns',
+          backend: 'qemu',
+          shimPid: process.pid,
+          startedAt: new Date().toISOString(),
+          stateDir: '/x',
+        },
+        new Logger({ write: () => undefined }, 'error'),
+      );
+      logs.console('line 0');
+      let text = '';
+      const out = {
+        stdout: (s: string) => void (text += s),
+        stderr: () => undefined,
+        stdoutBytes: () => undefined,
+        stderrBytes: () => undefined,
+      };
+      const { consoleCommand } = await import('../../../src/ops/ctl/console.js');
+      const done = consoleCommand(
+        ['p1', '--follow', '--state-root', join(root, 'run'), '--log-root', join(root, 'logs')],
+        out,
+      );
+      await new Promise((r) => setTimeout(r, 400));
+      // ~8 KiB of lines: the file rotates (4 KiB each) while followed.
+      for (let i = 1; i <= 100; i++) {
+        logs.console(`line ${i} ${'x'.repeat(70)}`);
+        if (i % 20 === 0) await new Promise((r) => setTimeout(r, 150));
+      }
+      await new Promise((r) => setTimeout(r, 400));
+      logs.update({ stoppedAt: new Date().toISOString() });
+      logs.close();
+      assert.equal(await done, EXIT.ok);
+      const nums = text
+        .trim()
+        .split('\n')
+        .map((l) => Number(l.split(' ')[1]));
+      assert.deepEqual(
+        nums,
+        Array.from({ length: 101 }, (_, i) => i),
+        'every line once, in order',
+      );
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
