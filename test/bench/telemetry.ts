@@ -190,6 +190,63 @@ async function run(): Promise<BenchRow[]> {
       unit: 'µs',
       extra: { no_hooks_us: p9r.bare!, ratio: p9r.observed! / p9r.bare! },
     });
+
+    // ---- the hooks alone, per call (no I/O: stable on a busy host) ----
+    const hookNs = async (withHook: () => unknown, without: () => unknown): Promise<number> => {
+      const N = 200_000;
+      const time = async (f: () => unknown): Promise<number> => {
+        const t0 = performance.now();
+        for (let i = 0; i < N; i++) await f();
+        return ((performance.now() - t0) * 1e6) / N;
+      };
+      const a: number[] = [];
+      const b: number[] = [];
+      for (let r = 0; r < 5; r++) {
+        a.push(await time(withHook));
+        b.push(await time(without));
+      }
+      const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[2]!;
+      return Math.max(0, med(a) - med(b));
+    };
+    const registry = new MetricsRegistry();
+    const observer = new P9Metrics({ share: 'b', path: '/b' }, registry);
+    const { RequestTimer } = await import('../../src/p9/observer.js');
+    const timer = new RequestTimer(observer, 1, () => 3);
+    const tframe = Buffer.from([11, 0, 0, 0, 24, 1, 0, 1, 0, 0, 0]);
+    const rframe = Buffer.alloc(160);
+    rframe.writeUInt32LE(160, 0);
+    rframe[4] = 25;
+    rframe.writeUInt16LE(1, 5);
+    const p9Hook = await hookNs(
+      () => (timer.arrived(tframe), timer.replied(rframe)),
+      () => undefined,
+    );
+    const rawInfo = { getInfo: info } as unknown as Parameters<typeof instrumentClient>[1];
+    const hooked = instrumentClient(AgentDesc, rawInfo, { registry });
+    const clientHook = await hookNs(
+      () => hooked.getInfo({}),
+      () => info(),
+    );
+    const served = traceServiceImpl({ getInfo: info }, { requireParent: true, afterEnd: flushGuestSpans });
+    const ctx = { service: 's', method: 'm', metadata: new Metadata() };
+    const serverHook = await hookNs(
+      () => (served.getInfo as (c: unknown) => unknown)(ctx),
+      () => info(),
+    );
+    rows.push({
+      suite: 'telemetry',
+      name: 'hook cost per call, tracing off: 9P observer',
+      value: p9Hook,
+      unit: 'ns',
+      extra: { of_round_trip: p9Hook / 1000 / p9r.bare! },
+    });
+    rows.push({
+      suite: 'telemetry',
+      name: 'hook cost per call, tracing off: agent client + server',
+      value: clientHook + serverHook,
+      unit: 'ns',
+      extra: { of_round_trip: (clientHook + serverHook) / 1000 / agent.bare! },
+    });
   } finally {
     await shutdownTelemetry();
     for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => undefined);
