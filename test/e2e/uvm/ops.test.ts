@@ -68,6 +68,13 @@ describe('e2e: operating a QEMU pod (traces, metrics, console, lcowctl)', functi
 
   after(async function () {
     if (unavailable) return;
+    // On failure the pod may still run: its shim and UVM do not die with containerd.
+    if (cd) {
+      await cd.ctr(['task', 'kill', '-s', 'KILL', POD]).catch(() => undefined);
+      await waitFor(async () => !/RUNNING/.test((await cd.ctr(['task', 'ls'])).stdout), 30_000);
+      await cd.ctr(['task', 'delete', POD]).catch(() => undefined);
+      await cd.ctr(['container', 'delete', POD]).catch(() => undefined);
+    }
     await cd?.stop();
     await otlp?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });

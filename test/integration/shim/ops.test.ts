@@ -41,6 +41,8 @@ describe('operations: traces, logs and lcowctl (process backend)', function () {
   });
 
   after(async () => {
+    // On failure the pods may still run: their shims do not die with containerd.
+    if (cd) for (const id of [POD, LOCKED]) await stopAndDelete(id).catch(() => undefined);
     await cd?.stop();
     await otlp?.close();
     if (cfgDir) rmSync(cfgDir, { recursive: true, force: true });
