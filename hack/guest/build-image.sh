@@ -50,8 +50,10 @@ ESBUILD="$ROOT/node_modules/.bin/esbuild"
 BUNDLE=${LCOW_AGENT_BUNDLE:-$([ -x "$ESBUILD" ] && echo 1 || echo 0)}
 [ "$BUNDLE" != 1 ] || [ -x "$ESBUILD" ] || die "LCOW_AGENT_BUNDLE=1 needs esbuild (npm install)"
 # Shipped in both modes: code loaded through createRequire or import() at run time (koffi, the optional
-# OpenTelemetry SDK) is outside the bundle, and unused modules cost initrd bytes, not start-up time.
-NODE_MODULES="$(node -e 'console.log(Object.keys(require(process.argv[1]).dependencies).join(" "))' "$ROOT/package.json") @koromix/koffi-linux-x64"
+# OpenTelemetry SDK) is outside the bundle, and unused modules cost initrd bytes, not start-up time. Not the
+# exporters and the metrics SDK: the agent never exports (its spans go to the shim over the control channel).
+HOST_ONLY="@opentelemetry/exporter-trace-otlp-http @opentelemetry/exporter-metrics-otlp-http @opentelemetry/sdk-metrics"
+NODE_MODULES="$(node -e 'const skip = process.argv[2].split(" "); console.log(Object.keys(require(process.argv[1]).dependencies).filter((d) => !skip.includes(d)).join(" "))' "$ROOT/package.json" "$HOST_ONLY") @koromix/koffi-linux-x64"
 agent_files() {
   (cd "$ROOT/dist" && find shim/lcow-agent.js src -type f -name '*.js' | sort)
 }

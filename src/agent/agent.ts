@@ -1,6 +1,7 @@
 // The guest agent's logic, independent of ttrpc: containers and processes through runc, stdio, shares.
 // The ttrpc binding (server.ts) only decodes requests and maps AgentError codes.
 import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -11,6 +12,12 @@ import { Reaper, trackSpawnedChildren, type ExitInfo } from './reaper.js';
 import { Runc, RuncError, type RuncStats } from './runc.js';
 import { setChildSubreaper, sysKill } from './sys.js';
 import type { P9MountRequest } from './uvm.js';
+import { withSpan } from '../telemetry/index.js';
+
+/** ExecInUvm: output kept per stream, default and longest run time. */
+export const UVM_EXEC_OUTPUT_MAX = 1 << 20;
+const UVM_EXEC_TIMEOUT_MS = 30_000;
+const UVM_EXEC_TIMEOUT_MAX_MS = 600_000;
 
 export type AgentErrorCode = 'NotFound' | 'AlreadyExists' | 'FailedPrecondition' | 'InvalidArgument' | 'Internal';
 
@@ -526,6 +533,57 @@ export class Agent {
   emitOom(containerId: string): void {
     for (const l of this.oomListeners) l(containerId);
   }
+
+  /**
+   * Debugging (lcowctl exec): runs `args` in the agent's own environment (the UVM, not a container) and
+   * returns its output, each stream cut at UVM_EXEC_OUTPUT_MAX. The shim decides whether it may be called.
+   */
+  async execInUvm(
+    args: string[],
+    timeoutMs: number,
+  ): Promise<{ exitStatus: number; stdout: Buffer; stderr: Buffer; truncated: boolean; timedOut: boolean }> {
+    if (args.length === 0 || args[0] === '') throw new AgentError('InvalidArgument', 'no command');
+    if (args.length > 1024 || args.some((a) => a.length > 65536 || a.includes('\0')))
+      throw new AgentError('InvalidArgument', 'command too long or not text');
+    const ms = Math.min(timeoutMs || UVM_EXEC_TIMEOUT_MS, UVM_EXEC_TIMEOUT_MAX_MS);
+    this.log.warn('exec in the UVM (debugging)', { args });
+    return new Promise((resolve, reject) => {
+      const child = spawn(args[0]!, args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
+      const out = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+      const size = { stdout: 0, stderr: 0 };
+      let truncated = false;
+      let timedOut = false;
+      for (const name of ['stdout', 'stderr'] as const)
+        child[name].on('data', (d: Buffer) => {
+          const room = UVM_EXEC_OUTPUT_MAX - size[name];
+          if (d.length > room) truncated = true;
+          if (room > 0) {
+            out[name].push(d.subarray(0, room));
+            size[name] += Math.min(room, d.length);
+          }
+        });
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, ms);
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(new AgentError('InvalidArgument', `cannot run ${args[0]}: ${err.message}`));
+      });
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        const exitStatus = code ?? 128 + (signal ? (osSignals[signal] ?? 0) : 0);
+        this.log.info('exec in the UVM finished', { args, exitStatus, timedOut });
+        resolve({
+          exitStatus,
+          stdout: Buffer.concat(out.stdout),
+          stderr: Buffer.concat(out.stderr),
+          truncated,
+          timedOut,
+        });
+      });
+    });
+  }
 }
 
 function runCmd(cmd: string, args: string[]): Promise<void> {
@@ -542,7 +600,11 @@ function runCmd(cmd: string, args: string[]): Promise<void> {
   });
 }
 
-async function mountOne(m: MountSpec, target: string): Promise<void> {
+function mountOne(m: MountSpec, target: string): Promise<void> {
+  return withSpan('mount', { 'mount.type': m.type, 'mount.target': target }, () => mountNow(m, target));
+}
+
+async function mountNow(m: MountSpec, target: string): Promise<void> {
   if (!/^[a-z0-9_.-]+$/i.test(m.type)) throw new AgentError('InvalidArgument', `invalid mount type ${m.type}`);
   const opts = m.options.filter((o) => o !== '');
   const args = ['-t', m.type];
@@ -550,3 +612,5 @@ async function mountOne(m: MountSpec, target: string): Promise<void> {
   args.push(m.source, target);
   await runCmd('mount', args);
 }
+
+const osSignals = constants.signals as Record<string, number>;

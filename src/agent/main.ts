@@ -2,7 +2,7 @@
 import { createWriteStream } from 'node:fs';
 import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
-import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
+import { shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
 import { P9Acceptor, acceptControl, dialControl, mount9p, vsockSelfTest } from './uvm.js';
 import { secretFromFile } from '../transport/index.js';
@@ -90,7 +90,7 @@ export async function main(argv: string[]): Promise<void> {
     mount9p: p9Acceptor ? (req) => p9Acceptor.mount(req) : p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
   });
   await agent.init();
-  await setupTelemetry('lcow-agent');
+  // No OTEL_* here: the guest traces only while the shim reads its spans (Agent.StreamSpans).
   let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;

@@ -3,6 +3,7 @@
 import { spawn, type StdioOptions } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { withSpan } from '../telemetry/index.js';
 
 export class RuncError extends Error {
   constructor(
@@ -67,8 +68,14 @@ export class Runc {
     return a;
   }
 
-  /** Runs runc; resolves with stdout; rejects with the last error runc logged. */
-  async run(args: string[], stdio: StdioOptions = ['ignore', 'pipe', 'pipe']): Promise<string> {
+  /** Runs runc; resolves with stdout; rejects with the last error runc logged. A span `runc <command>`. */
+  run(args: string[], stdio: StdioOptions = ['ignore', 'pipe', 'pipe']): Promise<string> {
+    return withSpan(`runc ${args[0]}`, { 'runc.command': args[0] ?? '', 'runc.container': args.at(-1) ?? '' }, () =>
+      this.runOnce(args, stdio),
+    );
+  }
+
+  private async runOnce(args: string[], stdio: StdioOptions): Promise<string> {
     const logFile = join(this.opts.logDir, `runc-${process.pid}-${++logSeq}.log`);
     const full = [...this.globalArgs(logFile), ...args];
     try {

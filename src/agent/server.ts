@@ -6,7 +6,8 @@ import type { StdioWanted } from './procio.js';
 import { cgroupVersion, metricsAny } from './stats.js';
 import { Agent as AgentService, OutputStream, type StdioSpec } from '../gen/agent/v1/agent_pb.js';
 import { Code, TtrpcError, TtrpcServer } from '../ttrpc/index.js';
-import { traceServiceImpl, tracingEnabled } from '../telemetry/index.js';
+import { traceServiceImpl } from '../telemetry/index.js';
+import { flushGuestSpans, serveSpanStream } from '../telemetry/guest-spans.js';
 import type { Logger } from '../util/log.js';
 import type { PassThrough } from 'node:stream';
 import { readFileSync } from 'node:fs';
@@ -36,9 +37,13 @@ function runcVersion(): string {
   }
 }
 
-/** Every RPC a span when tracing is on (decided once, when the server is built). */
-function maybeTraced<I extends object>(impl: I): I {
-  return tracingEnabled() ? traceServiceImpl(impl) : impl;
+/**
+ * Tracing in the guest is on only while the shim reads StreamSpans, so the check is per call (one closure and
+ * a test when off). Only calls that carry the shim's trace context are traced; the span stream itself never.
+ * A traced call's spans are sent before its reply.
+ */
+function traced<I extends object>(impl: I): I {
+  return traceServiceImpl(impl, { requireParent: true, afterEnd: flushGuestSpans }, ['streamSpans']);
 }
 
 /** The wire's optional StdioSpec as the agent's stdio request (absent means no stdio at all). */
@@ -58,7 +63,7 @@ export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => v
   const guestCgroup = cgroupVersion();
   server.registerService(
     AgentService,
-    maybeTraced({
+    traced({
       async getInfo() {
         return {
           version: AGENT_VERSION,
@@ -195,6 +200,12 @@ export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => v
         await agent.shutdown();
         setImmediate(onShutdown);
         return {};
+      },
+      async streamSpans(req, out) {
+        await serveSpanStream(req.maxBatch, out, log);
+      },
+      async execInUvm(req) {
+        return agent.execInUvm(req.args, req.timeoutMs);
       },
     }),
   );

@@ -30,6 +30,7 @@ import {
 } from '../transport/index.js';
 import { dialRawFd } from '../transport/rawfd.js';
 import type { Logger } from '../util/log.js';
+import { withSpan } from '../telemetry/index.js';
 
 /** Length of the per-share token bound into a 9P connection's handshake. */
 export const SHARE_TOKEN_LENGTH = 16;
@@ -78,6 +79,12 @@ function mountOptions(req: P9MountRequest): string[] {
 
 /** mount -t 9p -o trans=fd,rfdno=3,wfdno=3,... with `handle` (a connected socket) as the child's fd 3. */
 function spawnMount(req: P9MountRequest, parts: string[], handle: number | Socket): Promise<void> {
+  return withSpan('mount 9p', { 'lcow.share': req.aname, 'mount.target': req.target }, () =>
+    mountChild(req, parts, handle),
+  );
+}
+
+function mountChild(req: P9MountRequest, parts: string[], handle: number | Socket): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const child = spawn('mount', ['-t', '9p', '-o', parts.join(','), `lcow-${req.aname}`, req.target], {
       stdio: ['ignore', 'ignore', 'pipe', handle],

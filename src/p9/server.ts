@@ -6,11 +6,14 @@ import { ExportRoot, type ExportConfig } from './export.js';
 import { LockTable } from './locks.js';
 import { clampMsize, defaultLimits, type SessionLimits } from './options.js';
 import { Session } from './session.js';
+import type { P9Observer } from './observer.js';
 import { silentLogger, type Logger } from '../util/log.js';
 
 export interface P9ServerOptions extends Partial<SessionLimits> {
   exports: ExportConfig[];
   logger?: Logger;
+  /** Sees every answered request (metrics); see observer.ts. */
+  observer?: P9Observer;
 }
 
 export class P9Server {
@@ -18,6 +21,7 @@ export class P9Server {
   readonly limits: SessionLimits;
   private readonly sessions = new Set<Session>();
   private readonly log: Logger;
+  private readonly observer: P9Observer | undefined;
   private closed = false;
 
   constructor(opts: P9ServerOptions) {
@@ -28,6 +32,7 @@ export class P9Server {
       names.add(e.name);
     }
     this.log = opts.logger ?? silentLogger;
+    this.observer = opts.observer;
     const limits: SessionLimits = { ...defaultLimits };
     for (const key of Object.keys(defaultLimits) as Array<keyof SessionLimits>) {
       const v = opts[key];
@@ -54,7 +59,14 @@ export class P9Server {
       stream.destroy();
       throw new Error('9p: server closed');
     }
-    const session = new Session(stream, this.exports, this.limits, this.log, (s) => this.sessions.delete(s));
+    const session = new Session(
+      stream,
+      this.exports,
+      this.limits,
+      this.log,
+      (s) => this.sessions.delete(s),
+      this.observer,
+    );
     this.sessions.add(session);
     return session;
   }
@@ -76,8 +88,10 @@ export class P9Server {
     this.closed = true;
     for (const s of [...this.sessions]) s.close();
     for (const e of this.exports) e.close();
+    this.observer?.serverClosed?.();
   }
 }
 
 export type { ExportConfig } from './export.js';
+export type { P9Observer, P9RequestEvent } from './observer.js';
 export type { SessionLimits } from './options.js';

@@ -20,6 +20,7 @@ import { HostFdCache } from './hostfd.js';
 import { MsgType, NOTAG, type RMessage, type TMessage, type Tflush, type Tversion } from './messages.js';
 import { MAX_MSIZE, MIN_MSIZE, type SessionLimits } from './options.js';
 import { handlers, SUPPRESS, type OpResult } from './ops/index.js';
+import { RequestTimer, type P9Observer } from './observer.js';
 import { releaseFid } from './ops/clunk.js';
 import type { ExportRoot } from './export.js';
 import type { Logger } from '../util/log.js';
@@ -58,6 +59,8 @@ export class Session {
   private readonly reader: FrameReader;
   private closed = false;
   private readingPaused = false;
+  /** Instrumentation (metrics): sees each frame in and each reply out; see observer.ts. */
+  private readonly timer: RequestTimer | undefined;
 
   constructor(
     private readonly stream: Duplex,
@@ -65,7 +68,9 @@ export class Session {
     readonly limits: SessionLimits,
     readonly log: Logger,
     private readonly onClosed: (s: Session) => void,
+    observer?: P9Observer,
   ) {
+    this.timer = observer ? new RequestTimer(observer, this.id, () => this.fids.size) : undefined;
     this.fids = new FidTable(limits.maxFids);
     this.fds = new HostFdCache(limits.maxHostFds);
     this.reader = new FrameReader(
@@ -104,6 +109,7 @@ export class Session {
     this.closed = true;
     this.reset();
     if (!this.stream.destroyed) this.stream.destroy();
+    this.timer?.closed();
     this.onClosed(this);
   }
 
@@ -143,6 +149,7 @@ export class Session {
   }
 
   private onFrame(frame: Buffer): void {
+    this.timer?.arrived(frame);
     const type = frame[4]!;
     const tag = frame.readUInt16LE(5);
     if (type === MsgType.Tversion) {
@@ -271,6 +278,7 @@ export class Session {
 
   private sendRaw(buf: Buffer): void {
     if (this.closed || this.stream.destroyed) return;
+    this.timer?.replied(buf);
     // Replies completed in the same tick leave in one writev instead of one syscall each (measured: socket
     // writes were the server's largest CPU cost under pipelined load).
     if (!this.corked) {

@@ -4,6 +4,14 @@
 import type { TtrpcClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 
+/** Where a backend writes what the guest prints (kept per pod; see src/ops/pod-logs.ts). */
+export interface GuestLogSink {
+  /** A line of the guest's serial console (kernel, init, and the agent's own output). */
+  console(line: string): void;
+  /** A line of the agent's log when it does not come through a console (process backend). */
+  agent(line: string): void;
+}
+
 export interface SandboxOptions {
   /** The pod (sandbox) id. */
   id: string;
@@ -14,6 +22,8 @@ export interface SandboxOptions {
   annotations: Record<string, string>;
   /** The runtime config TOML (backend settings, UVM sizing). */
   runtimeConfig?: Record<string, unknown>;
+  /** Receives the guest's console and agent log lines. */
+  guestLog?: GuestLogSink;
 }
 
 export interface BootedSandbox {
@@ -49,6 +59,10 @@ export interface Sandbox {
   readonly backend: string;
   /** False for the process backend: log it loudly. */
   readonly isolated: boolean;
+  /** How the shim reaches the agent (tcp+token, vsock, unix): shown to operators. */
+  readonly transport?: string;
+  /** Backend details for operators (accelerator, vCPUs, memory...). */
+  describe?(): Record<string, string>;
   boot(): Promise<BootedSandbox>;
   /** Makes a host path visible in the guest. */
   addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share>;

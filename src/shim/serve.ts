@@ -13,6 +13,8 @@ import { decodeStdinOptions, sandboxBackend } from './options.js';
 import { TtrpcEventPublisher } from './publisher.js';
 import { readAll } from './start.js';
 import { mkdirPrivate } from '../util/private-fs.js';
+import { opsConfig } from '../ops/config.js';
+import { PodOps } from '../ops/pod-ops.js';
 
 /** containerd holds the fifo open O_RDWR, so a non-blocking O_WRONLY open succeeds at once (ENXIO if not). */
 function openLogSink(bundle: string): LogSink {
@@ -35,6 +37,9 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
   process.on('uncaughtException', (err) => log.error('uncaught exception', { error: err.stack }));
   process.on('unhandledRejection', (err) => log.error('unhandled rejection', { error: String(err) }));
   const opts = decodeStdinOptions(await readAll(process.stdin), flags.id);
+  const ops = opsConfig(opts.config);
+  // containerd's -debug wins; else the runtime config's log_level; else LCOW_LOG_LEVEL.
+  if (!flags.debug && ops.logLevel) log.setLevel(ops.logLevel);
   const backend = sandboxBackend(opts.config);
   log.info('shim serving', { id: flags.id, pid: process.pid, sandbox: backend ?? 'none' });
   const ttrpcAddress = opts.bootstrap?.containerdTtrpcAddress || process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`;
@@ -45,6 +50,7 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     exiting = true;
     log.info('shim exiting', { reason: why });
     await svc.close().catch(() => undefined);
+    await podOps.close().catch(() => undefined);
     (await import('../sandbox/process/spawn.js')).discardPrespawnedAgent();
     await publisher.flush(3000);
     publisher.close();
@@ -63,6 +69,7 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
   const stateRoot = stateRootFor(flags.namespace);
   mkdirPrivate(dirname(stateRoot));
   mkdirPrivate(stateRoot);
+  const podOps = new PodOps({ namespace: flags.namespace, stateRoot, backend, config: ops, logger: log });
   const svc = new TaskService({
     namespace: flags.namespace,
     logger: log,
@@ -72,7 +79,9 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     stateRoot,
     hostCgroupVersion: existsSync('/sys/fs/cgroup/cgroup.controllers') ? 2 : 1,
     onShutdown: () => void exit('shutdown'),
+    hooks: podOps,
   });
+  podOps.attach(() => svc.podView());
   await setupTelemetry('containerd-shim-lcow').catch((err: unknown) =>
     log.warn('telemetry setup failed; tracing stays off', { error: String(err) }),
   );

@@ -2,7 +2,15 @@
 // one place (toTtrpcError) through the server's errorMapper.
 import { Task as TaskV2 } from '../gen/containerd/task/v2/shim_pb.js';
 import { Task as TaskV3 } from '../gen/containerd/task/v3/shim_pb.js';
-import { traceServiceImpl, tracingEnabled } from '../telemetry/index.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SpanContext } from '@opentelemetry/api';
+import {
+  traceContextFromAnnotations,
+  traceServiceImpl,
+  tracingEnabled,
+  type RpcSpanOptions,
+} from '../telemetry/index.js';
 import { TtrpcServer } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 import { toTtrpcError } from './errors.js';
@@ -30,8 +38,44 @@ export function createTaskServer(svc: TaskService, logger: Logger): TtrpcServer 
     shutdown: async (r: Parameters<TaskService['shutdown']>[0]) => (svc.shutdown(r), {}),
   };
   // Every Task RPC is a span when tracing is on (decided once, here: free when off).
-  const served = tracingEnabled() ? traceServiceImpl(impl) : impl;
+  const served = tracingEnabled() ? traceServiceImpl(impl, containerTraceParents()) : impl;
   server.registerService(TaskV2, served);
   server.registerService(TaskV3, served);
   return server;
+}
+
+/**
+ * containerd 1.6 sends no trace context to shims: a container's spec may carry one in its annotations
+ * (lcow.traceparent, lcow.tracestate; `ctr run --annotation`, or a pod annotation through CRI). Create reads it
+ * from the bundle's config.json and every later RPC on that container without one of its own continues it, so
+ * one `ctr run` is one trace. Bounded; forgotten at the container's Delete.
+ */
+function containerTraceParents(): RpcSpanOptions {
+  const byContainer = new Map<string, SpanContext>();
+  return {
+    fallbackParent: async (info, args) => {
+      const req = args[0] as { id?: unknown; bundle?: unknown; execId?: unknown } | undefined;
+      const id = typeof req?.id === 'string' ? req.id : '';
+      if (!id) return undefined;
+      if (info.method === 'Create' && typeof req?.bundle === 'string') {
+        let sc: SpanContext | undefined;
+        try {
+          const text = await readFile(join(req.bundle, 'config.json'), 'utf8');
+          if (text.length <= 16 << 20)
+            sc = traceContextFromAnnotations(
+              (JSON.parse(text) as { annotations?: Record<string, unknown> }).annotations,
+            );
+        } catch {
+          sc = undefined; // Create itself reports a bad bundle
+        }
+        if (!sc) return undefined;
+        if (byContainer.size >= 1024) byContainer.delete(byContainer.keys().next().value!);
+        byContainer.set(id, sc);
+        return sc;
+      }
+      const sc = byContainer.get(id);
+      if (info.method === 'Delete' && !req?.execId) byContainer.delete(id);
+      return sc;
+    },
+  };
 }

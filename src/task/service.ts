@@ -12,7 +12,8 @@ import { ProcessDetailsSchema } from '../gen/containerd/runc/options_pb.js';
 import type * as v2 from '../gen/containerd/task/v2/shim_pb.js';
 import { Status } from '../gen/containerd/types/task/task_pb.js';
 import { createSandbox, type Sandbox } from '../sandbox/index.js';
-import { tracedClient } from '../telemetry/index.js';
+import { instrumentClient } from '../telemetry/client.js';
+import { withSpan } from '../telemetry/index.js';
 import { createClient, type ServiceClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 import { writePrivateFile } from '../util/private-fs.js';
@@ -27,6 +28,7 @@ import {
 } from './errors.js';
 import { SANDBOX_RECORD_FILE, SHIM_VERSION } from './record.js';
 import { StdioRelay, type StdioPaths } from './stdio.js';
+import type { PodHooks, PodView } from './pod-hooks.js';
 
 export { SANDBOX_RECORD_FILE, SHIM_VERSION };
 import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
@@ -55,6 +57,8 @@ export interface TaskServiceOptions {
   hostCgroupVersion: 1 | 2;
   /** Called when Shutdown decided the shim may exit (after the reply is sent). */
   onShutdown: () => void;
+  /** Operations (logs, admin endpoint, metrics, guest spans): told about each pod's life. */
+  hooks?: PodHooks;
 }
 
 type ProcState = 'created' | 'running' | 'exited';
@@ -159,6 +163,7 @@ export class TaskService {
       return this.pod;
     }
     if (!this.podBooting) {
+      const hooks = this.opts.hooks;
       this.podBooting = (async () => {
         const sandbox = await createSandbox(this.opts.sandboxBackend, {
           id: groupId,
@@ -166,19 +171,29 @@ export class TaskService {
           logger: this.log,
           annotations,
           runtimeConfig: this.opts.runtimeConfig,
+          guestLog: hooks?.podStarting(groupId, annotations).guestLog,
         });
         if (!sandbox.isolated) this.log.warn('sandbox is not VM-isolated', { backend: sandbox.backend, pod: groupId });
-        const booted = await sandbox.boot();
-        // Agent calls carry the active span's trace context (a plain client when tracing is off).
-        const agent = tracedClient(createClient(AgentDesc, booted.agent));
+        const booted = await withSpan('sandbox boot', { 'lcow.backend': sandbox.backend }, () => sandbox.boot());
+        // Agent calls are timed (metrics) and, when tracing, CLIENT spans carrying the trace into the guest.
+        const agent = instrumentClient(AgentDesc, createClient(AgentDesc, booted.agent), {
+          background: ['WaitProcess'],
+        });
         await agent.getInfo({}, { timeoutMs: 10_000 });
         const pod = new Pod(groupId, sandbox, agent, booted.pids);
-        sandbox.onExit((reason) => this.sandboxExited(pod, reason.kind));
+        sandbox.onExit((reason) => {
+          hooks?.sandboxExited(groupId, reason);
+          this.sandboxExited(pod, reason.kind);
+        });
         this.subscribeAgentEvents(pod);
         this.pod = pod;
+        await hooks?.podReady(pod);
         return pod;
       })();
-      this.podBooting.catch(() => (this.podBooting = undefined));
+      this.podBooting.catch(() => {
+        this.podBooting = undefined;
+        if (!this.pod) this.opts.hooks?.podStopped(groupId);
+      });
     }
     return this.podBooting;
   }
@@ -459,6 +474,7 @@ export class TaskService {
     await pod.sandbox.stop('graceful').catch((err: unknown) => this.log.warn('sandbox stop failed', { error: err }));
     this.pod = undefined;
     this.podBooting = undefined;
+    this.opts.hooks?.podStopped(pod.id);
   }
 
   async exec(req: v2.ExecProcessRequest): Promise<void> {
@@ -642,6 +658,24 @@ export class TaskService {
 
   checkpoint(): never {
     throw unimplemented('checkpoint is not supported by the lcow shim (no CRIU in the utility VM)');
+  }
+
+  /** The pod as operators see it (admin endpoint); undefined when this shim has no pod yet. */
+  podView(): PodView | undefined {
+    const pod = this.pod;
+    if (!pod) return this.podBooting ? { id: '', state: 'booting', pids: [], containers: [] } : undefined;
+    const containers = [...pod.tasks.values()].map((t) => ({
+      id: t.id,
+      bundle: t.bundle,
+      processes: [t.init, ...t.execs.values()].map((p) => ({
+        execId: p.execId,
+        pid: p.pid,
+        state: p.state === 'running' && p.execId === '' && t.paused ? ('paused' as const) : p.state,
+        exitStatus: p.exitStatus,
+        exitedAt: p.exitedAt,
+      })),
+    }));
+    return { id: pod.id, state: 'running', sandbox: pod.sandbox, agent: pod.agent, pids: pod.pids, containers };
   }
 
   /** Tears everything down (SIGTERM to the shim). */

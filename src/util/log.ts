@@ -11,20 +11,40 @@ export interface LogSink {
   write(line: string): unknown;
 }
 
+/** Extra fields for every line (the active span's trace and span ids when tracing); set by telemetry. */
+let contextFields: (() => LogFields | undefined) | undefined;
+
+export function setLogContext(fn: (() => LogFields | undefined) | undefined): void {
+  contextFields = fn;
+}
+
 export class Logger {
+  private readonly level: { min: LogLevel };
+
   constructor(
     private readonly sink: LogSink,
-    private readonly minLevel: LogLevel,
+    minLevel: LogLevel | { min: LogLevel },
     private readonly fields: LogFields = {},
-  ) {}
+  ) {
+    this.level = typeof minLevel === 'string' ? { min: minLevel } : minLevel;
+  }
 
-  /** A logger that adds fields (pod, container, exec ids...) to every line. */
+  /** A logger that adds fields (pod, container, exec ids...) to every line; it shares this one's level. */
   with(fields: LogFields): Logger {
-    return new Logger(this.sink, this.minLevel, { ...this.fields, ...fields });
+    return new Logger(this.sink, this.level, { ...this.fields, ...fields });
+  }
+
+  /** Changes the level of this logger and of every logger made from it with with(). */
+  setLevel(level: LogLevel): void {
+    this.level.min = level;
+  }
+
+  get minLevel(): LogLevel {
+    return this.level.min;
   }
 
   enabled(level: LogLevel): boolean {
-    return levelRank[level] >= levelRank[this.minLevel];
+    return levelRank[level] >= levelRank[this.level.min];
   }
 
   trace(msg: string, fields?: LogFields): void {
@@ -45,7 +65,14 @@ export class Logger {
 
   log(level: LogLevel, msg: string, fields?: LogFields): void {
     if (!this.enabled(level)) return;
-    const entry: LogFields = { time: new Date().toISOString(), level, msg, ...this.fields, ...fields };
+    const entry: LogFields = {
+      time: new Date().toISOString(),
+      level,
+      msg,
+      ...this.fields,
+      ...contextFields?.(),
+      ...fields,
+    };
     for (const [k, v] of Object.entries(entry)) {
       if (v instanceof Error) entry[k] = v.message;
     }

@@ -6,6 +6,7 @@ import { formatTable, type BenchRow, type BenchSuite } from './harness.js';
 // Suites register here as they are written; each module exports `suite: BenchSuite`.
 const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./ttrpc.js'),
+  () => import('./telemetry.js'),
   () => import('./p9-local.js'),
   () => import('./shim.js'),
   () => import('./uvm.js'),

@@ -21,6 +21,7 @@ import { processRssBytes, processStartTime } from '../../util/proc.js';
 export class ProcessSandbox implements Sandbox {
   readonly backend = 'process';
   readonly isolated = false;
+  readonly transport = 'unix';
   private child: ChildProcess | undefined;
   private client: TtrpcClient | undefined;
   private startTime = '';
@@ -43,7 +44,11 @@ export class ProcessSandbox implements Sandbox {
     const agent = takePrespawnedAgent(this.opts.stateDir) ?? spawnAgent(this.opts.stateDir);
     const child = agent.child;
     this.child = child;
-    agent.onLine((line) => this.log.info('agent', { line }));
+    // The agent's log is kept per pod (guestLog); the shim's log has it at debug level.
+    agent.onLine((line) => {
+      this.log.debug('agent', { line });
+      this.opts.guestLog?.agent(line);
+    });
     this.exited = new Promise((resolve) => {
       const onExit = (code: number | null, signal: string | null): void => {
         this.log.info('agent exited', { code, signal });

@@ -40,6 +40,9 @@ import type {
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
+import { P9Metrics } from '../../telemetry/p9-metrics.js';
+import { instrumentClient } from '../../telemetry/client.js';
+import { BootPhases, timedShareSetup } from './boot-phases.js';
 
 const SHARE_TOKEN_LENGTH = 16;
 /** QEMU starts per boot at most: each retry follows a port lost to another process (clash or squatter). */
@@ -65,6 +68,7 @@ interface ShareEntry {
 export class QemuSandbox implements Sandbox {
   readonly backend = 'qemu';
   readonly isolated = true;
+  readonly transport = 'tcp+token';
   /** The container rootfs is mounted on the host (bundle/rootfs) and shared whole; see task/uvm-fs.ts. */
   readonly mountsRootfsOnHost = true;
   readonly cfg: QemuConfig;
@@ -90,6 +94,8 @@ export class QemuSandbox implements Sandbox {
   private stopping = false;
   private consoleTail: string[] = [];
   private readonly log: Logger;
+  /** Boot phases for traces and metrics (telemetry only). */
+  private readonly phases = new BootPhases();
 
   constructor(private readonly opts: QemuSandboxOptions) {
     this.log = opts.logger.with({ sandbox: opts.id, backend: 'qemu' });
@@ -147,6 +153,7 @@ export class QemuSandbox implements Sandbox {
           }),
         );
         this.timings.spawned = Date.now() - t0;
+        this.phases.spawned();
         let exitedDuringBoot = false;
         const exited = this.exited!.then(() => {
           exitedDuringBoot = true;
@@ -178,9 +185,11 @@ export class QemuSandbox implements Sandbox {
         clearTimeout(timer);
         if (outcome.kind === 'conn') {
           this.timings.connected = Date.now() - t0;
+          this.phases.connected();
           this.startTime = (await processStartTime(child.pid!)) ?? '';
           this.client = new TtrpcClient(outcome.conn.stream, { logger: this.log });
-          this.agent = createClient(AgentDesc, this.client);
+          // Timed and traced like the Task service's (AddShare's span continues into the guest's mount).
+          this.agent = instrumentClient(AgentDesc, createClient(AgentDesc, this.client));
           break;
         }
         if (outcome.kind === 'squatter') {
@@ -205,6 +214,8 @@ export class QemuSandbox implements Sandbox {
       }
       await this.agent.getInfo({}, { timeoutMs: 30_000 });
       this.timings.ready = Date.now() - t0;
+      this.phases.ready();
+      this.phases.report({ accel: this.accel });
       this.log.info('UVM ready', { accel: this.accel, ms: this.timings.ready, pid: this.child!.pid });
     } catch (err) {
       await this.stop('force');
@@ -245,7 +256,10 @@ export class QemuSandbox implements Sandbox {
     const onLine = (stream: string) => (line: string) => {
       this.consoleTail.push(line);
       if (this.consoleTail.length > 40) this.consoleTail.shift();
-      this.log.info('uvm', { [stream]: line });
+      // The console is kept per pod (guestLog); the shim's log has it at debug level.
+      this.log.debug('uvm', { [stream]: line });
+      if (stream === 'console') this.phases.consoleLine(line);
+      this.opts.guestLog?.console(stream === 'console' ? line : `qemu: ${line}`);
     };
     createInterface({ input: child.stdout! }).on('line', onLine('console'));
     createInterface({ input: child.stderr! }).on('line', onLine('qemu'));
@@ -311,7 +325,11 @@ export class QemuSandbox implements Sandbox {
     e.server.handleConnection(conn.stream);
   }
 
-  async addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
+  addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
+    return timedShareSetup({ path: hostPath, readOnly: opts.readOnly }, () => this.addShareNow(hostPath, opts));
+  }
+
+  private async addShareNow(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
     if (!this.agent) throw new Error('sandbox not booted');
     const key = `${opts.readOnly ? 'ro' : 'rw'}:${hostPath}`;
     const existing = this.sharesByKey.get(key);
@@ -328,6 +346,7 @@ export class QemuSandbox implements Sandbox {
     const server = new P9Server({
       exports: [{ name: id, path: hostPath, readOnly: opts.readOnly }],
       logger: this.log.with({ share: id }),
+      observer: new P9Metrics({ share: id, path: hostPath }),
     });
     const e: ShareEntry = {
       id,
@@ -390,6 +409,16 @@ export class QemuSandbox implements Sandbox {
     } finally {
       e.server.close();
     }
+  }
+
+  describe(): Record<string, string> {
+    return {
+      accel: this.accel ?? '',
+      cpus: String(this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1)),
+      memory_mb: String(this.cfg.memoryMiB),
+      shares: String(this.shares.size),
+      ...(this.child?.pid ? { qemu_pid: String(this.child.pid) } : {}),
+    };
   }
 
   get shareCount(): number {

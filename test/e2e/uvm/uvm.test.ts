@@ -125,6 +125,7 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
     }
     await cd?.stop();
     if (hostDir) rmSync(hostDir, { recursive: true, force: true });
+    rmSync(`/var/log/lcow/${NS}`, { recursive: true, force: true }); // the pods' kept console and agent logs
     assert.deepEqual(leftovers(), []);
     assert.equal(await waitFor(() => ourQemus().length === 0, 20_000), true, 'a QEMU UVM was left running');
     assert.deepEqual(shimPids(), [], 'a shim was left running');

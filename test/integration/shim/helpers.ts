@@ -2,7 +2,7 @@
 // process sandbox backend enabled, the busybox test image, and leftover checks.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync, existsSync, rmdirSync } from 'node:fs';
+import { readdirSync, readFileSync, existsSync, rmdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Task as TaskV2 } from '../../../src/gen/containerd/task/v2/shim_pb.js';
@@ -75,6 +75,8 @@ export function lcowState(): string[] {
  */
 export function removeEmptyStateRoot(): void {
   if (existsSync(lcowStateRoot()) && lcowState().length === 0) rmdirSync(lcowStateRoot());
+  // The pods' kept logs (console, agent log) of this run's namespace.
+  rmSync(`/var/log/lcow/${TEST_NAMESPACE}`, { recursive: true, force: true });
 }
 
 /** Waits until `check` returns an empty list (processes exit asynchronously). */
