@@ -2,10 +2,9 @@
 // handles. The table is bounded (maxFids); exhaustion answers ENFILE and the connection keeps working.
 
 import { P9Error, Errno } from './errno.js';
-import type { HostHandle } from './hostfd.js';
+import type { HostFd, HostInode } from './hostfd.js';
 import type { Qid } from './messages.js';
 import type { ExportRoot } from './export.js';
-import type { DirSnapshot } from './readdir.js';
 import type { XattrState } from './xattr.js';
 
 /** (device, inode) of the file a fid names; used to verify reopen-by-path and to key the lock table. */
@@ -20,15 +19,13 @@ export function identityKey(id: FileIdentity): string {
 }
 
 export interface OpenFile {
-  io: HostHandle;
-  /** Host open(2) flags used to reopen after LRU eviction (TRUNC/CREAT/EXCL removed). */
-  reopenFlags: number;
+  /** The inode's open-file fd for these flags (shared with other fids opened the same way). */
+  slot: HostFd;
   writable: boolean;
 }
 
 export class Fid {
   open: OpenFile | null = null;
-  dir: DirSnapshot | null = null;
   xattr: XattrState | null = null;
   /** Lock owners (lock-table keys) that took locks through this fid; released on clunk. */
   lockOwners: Set<string> | null = null;
@@ -39,8 +36,8 @@ export class Fid {
     public path: string,
     public qid: Qid,
     public ident: FileIdentity,
-    /** O_PATH handle on the file itself (never followed if it is a symlink). */
-    readonly handle: HostHandle,
+    /** The host inode and its fds (O_PATH handle, never followed if a symlink); null for an xattr fid. */
+    readonly inode: HostInode | null,
     /** uid from Tattach (n_uname), used as owner of created files; undefined when unknown. */
     readonly uid: number | undefined,
   ) {}

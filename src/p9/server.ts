@@ -11,7 +11,11 @@ import { silentLogger, type Logger } from '../util/log.js';
 export interface P9ServerOptions extends Partial<SessionLimits> {
   exports: ExportConfig[];
   logger?: Logger;
+  /** Connections served at once; a connection beyond is closed at once (default 1024). */
+  maxConnections?: number;
 }
+
+export const DEFAULT_MAX_CONNECTIONS = 1024;
 
 export class P9Server {
   readonly exports: readonly ExportRoot[];
@@ -19,6 +23,9 @@ export class P9Server {
   private readonly sessions = new Set<Session>();
   private readonly log: Logger;
   private closed = false;
+  readonly maxConnections: number;
+  /** Connections refused because maxConnections were open (diagnostics, tests). */
+  refusedConnections = 0;
 
   constructor(opts: P9ServerOptions) {
     if (opts.exports.length === 0) throw new Error('9p: at least one export is required');
@@ -37,10 +44,20 @@ export class P9Server {
     }
     limits.msize = clampMsize(limits.msize);
     this.limits = limits;
+    const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (!Number.isInteger(maxConnections) || maxConnections <= 0)
+      throw new Error('9p: maxConnections must be a positive integer');
+    this.maxConnections = maxConnections;
     const opened: ExportRoot[] = [];
     try {
-      const locks = new LockTable(limits.maxLocks);
-      for (const e of opts.exports) opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks));
+      const locks = new LockTable({
+        maxLocksPerSession: limits.maxLocks,
+        maxRangesPerFile: limits.maxLockRangesPerFile,
+        maxWaitersPerFile: limits.maxLockWaitersPerFile,
+      });
+      for (const e of opts.exports) {
+        opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks, e.security, e.metadata));
+      }
     } catch (err) {
       for (const r of opened) r.close();
       throw err;
@@ -48,11 +65,20 @@ export class P9Server {
     this.exports = opened;
   }
 
-  /** Serves 9P2000.L on a connected stream until it ends or the server closes. */
-  handleConnection(stream: Duplex): Session {
+  /**
+   * Serves 9P2000.L on a connected stream until it ends or the server closes. Beyond maxConnections the stream
+   * is destroyed at once and undefined returned (the peer sees the connection closed; the others go on).
+   */
+  handleConnection(stream: Duplex): Session | undefined {
     if (this.closed) {
       stream.destroy();
       throw new Error('9p: server closed');
+    }
+    if (this.sessions.size >= this.maxConnections) {
+      this.refusedConnections++;
+      this.log.warn('9p: connection refused, too many connections', { max: this.maxConnections });
+      stream.destroy();
+      return undefined;
     }
     const session = new Session(stream, this.exports, this.limits, this.log, (s) => this.sessions.delete(s));
     this.sessions.add(session);
@@ -70,6 +96,13 @@ export class P9Server {
     return n;
   }
 
+  /** Host fds held across all connections (pinned ones included). */
+  get hostFdCount(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.fds.openFds;
+    return n;
+  }
+
   /** Closes every connection and the export root fds. */
   close(): void {
     if (this.closed) return;
@@ -80,4 +113,7 @@ export class P9Server {
 }
 
 export type { ExportConfig } from './export.js';
+export type { ShareSecurity } from './security.js';
+export { SHARE_SECURITY_MODELS } from './security.js';
+export type { MetadataStore, GuestAttrs, HostObject } from './metadata.js';
 export type { SessionLimits } from './options.js';

@@ -16,11 +16,13 @@ import { DecodeError, decode, encode } from './codec.js';
 import { Errno, P9Error, toLinuxErrno } from './errno.js';
 import { FidTable, type Fid } from './fids.js';
 import { FrameReader } from './framer.js';
-import { HostFdCache } from './hostfd.js';
+import { HostFdTable } from './hostfd.js';
 import { MsgType, NOTAG, type RMessage, type TMessage, type Tflush, type Tversion } from './messages.js';
 import { MAX_MSIZE, MIN_MSIZE, type SessionLimits } from './options.js';
 import { handlers, SUPPRESS, type OpResult } from './ops/index.js';
 import { releaseFid } from './ops/clunk.js';
+import { openThroughPathFd, reopenVerified } from './ops/common.js';
+import { O } from '../util/syscalls.js';
 import type { ExportRoot } from './export.js';
 import type { Logger } from '../util/log.js';
 
@@ -46,8 +48,10 @@ export class Session {
   /** Negotiated msize; before Tversion frames are bounded by the server maximum. */
   msize = 0;
   readonly fids: FidTable;
-  readonly fds: HostFdCache;
+  readonly fds: HostFdTable;
   pendingXattrs = 0;
+  /** Bytes held by xattr fids (values + per-fid overhead), bounded by limits.maxXattrBytes. */
+  xattrBytes = 0;
   parkedLocks = 0;
   /** performance.now() until which small writes go through the threadpool (a synchronous one was slow). */
   syncWritesOffUntil = 0;
@@ -67,7 +71,11 @@ export class Session {
     private readonly onClosed: (s: Session) => void,
   ) {
     this.fids = new FidTable(limits.maxFids);
-    this.fds = new HostFdCache(limits.maxHostFds);
+    this.fds = new HostFdTable(
+      limits.maxHostFds,
+      (rootFd, path, ident) => reopenVerified(rootFd, path, ident, O.PATH | O.NOFOLLOW),
+      (pathFd, flags) => openThroughPathFd(pathFd, flags),
+    );
     this.reader = new FrameReader(
       () => (this.msize > 0 ? this.msize : Math.min(MAX_MSIZE, limits.msize)),
       (frame) => this.onFrame(frame),
@@ -123,7 +131,9 @@ export class Session {
       }
     }
     for (const locks of new Set(this.exports.map((e) => e.locks))) locks.releaseSession(this.id);
+    this.fds.clear();
     this.pendingXattrs = 0;
+    this.xattrBytes = 0;
   }
 
   private updateFlow(): void {
