@@ -182,6 +182,15 @@ export class HostFdTable {
   }
 
   /**
+   * Makes sure `n` more fds can be opened now (closing idle ones), else ENFILE. Called before an operation that
+   * opens fds it must keep (Tlopen, Tlcreate), so that it fails cleanly instead of leaving a fid that cannot be
+   * used.
+   */
+  reserveRoom(n: number): void {
+    this.reserve(n);
+  }
+
+  /**
    * Before a name goes away (unlink, rename over it): holds an fd of each inode that fids reach through that name,
    * so that pinAfterUnlink has one to keep. Inodes whose fd cannot be opened (budget full) are skipped: their fids
    * get ESTALE once the name is gone.

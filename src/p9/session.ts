@@ -7,7 +7,10 @@
 //  - replies are never >= msize (the Linux client tears down the connection on such a reply);
 //  - at most maxOutstanding requests run at once (the socket is not read beyond that; parked lock requests
 //    do not count, so an unlock can always get through), and reading stops while too many reply bytes are
-//    queued on the socket;
+//    queued on the socket or too many request bytes wait to be handled;
+//  - a connection handles requests for at most SLICE_MS at a time, then yields the event loop (setImmediate)
+//    before the next one: a client that pipelines thousands of requests cannot keep other connections (or
+//    the shim's own ttrpc traffic) waiting longer than one slice plus the worst single request;
 //  - a frame with size < 7 or > msize closes the connection; a malformed body gets Rlerror and the
 //    connection goes on.
 
@@ -42,6 +45,9 @@ export interface Inflight {
 }
 
 let nextSessionId = 1;
+
+/** Longest run of request handling per connection before it yields the event loop. */
+export const SLICE_MS = 2;
 
 export class Session {
   readonly id = nextSessionId++;
@@ -78,18 +84,33 @@ export class Session {
     );
     this.reader = new FrameReader(
       () => (this.msize > 0 ? this.msize : Math.min(MAX_MSIZE, limits.msize)),
-      (frame) => this.onFrame(frame),
+      (frame) => {
+        this.dispatching = true;
+        try {
+          this.onFrame(frame);
+        } finally {
+          this.dispatching = false;
+        }
+      },
       (size) => {
         this.log.warn('9p: bad frame size, closing connection', { size, msize: this.msize });
         this.close();
       },
-      () => this.running >= this.limits.maxOutstanding || this.closed,
+      () =>
+        this.closed ||
+        this.running >= this.limits.maxOutstanding ||
+        this.stream.writableLength > this.limits.maxQueuedReplyBytes ||
+        this.sliceUsed(),
     );
     stream.on('data', (chunk: Buffer) => {
+      this.newTurn();
       this.reader.push(chunk);
       this.updateFlow();
     });
-    stream.on('drain', () => this.updateFlow());
+    stream.on('drain', () => {
+      this.newTurn();
+      this.updateFlow();
+    });
     stream.on('end', () => this.close());
     stream.on('close', () => this.close());
     stream.on('error', (err) => {
@@ -136,10 +157,38 @@ export class Session {
     this.xattrBytes = 0;
   }
 
+  private sliceStart = 0;
+  private yielding = false;
+  /** True while a handler runs synchronously inside the frame loop (its completion is not a new turn). */
+  private dispatching = false;
+
+  /** Called where an event-loop callback starts working for this connection (data, drain, async completion). */
+  private newTurn(): void {
+    if (!this.yielding && !this.dispatching) this.sliceStart = performance.now();
+  }
+
+  /** True once this turn has used its slice; the rest of the buffered requests run after a setImmediate. */
+  private sliceUsed(): boolean {
+    if (this.yielding) return true;
+    if (performance.now() - this.sliceStart < SLICE_MS) return false;
+    this.yielding = true;
+    setImmediate(() => {
+      this.yielding = false;
+      this.sliceStart = performance.now();
+      this.reader.pump();
+      this.updateFlow();
+    });
+    return true;
+  }
+
   private updateFlow(): void {
     if (this.closed) return;
+    // Request bytes waiting while the connection yields are bounded too: the socket is not read beyond two
+    // frames' worth.
     const stall =
-      this.running >= this.limits.maxOutstanding || this.stream.writableLength > this.limits.maxQueuedReplyBytes;
+      this.running >= this.limits.maxOutstanding ||
+      this.stream.writableLength > this.limits.maxQueuedReplyBytes ||
+      this.reader.buffered > 2 * Math.max(this.msize, MIN_MSIZE);
     if (stall && !this.readingPaused) {
       this.readingPaused = true;
       this.stream.pause();
@@ -214,6 +263,7 @@ export class Session {
   }
 
   private complete(req: Inflight, result: OpResult): void {
+    this.newTurn();
     if (req.generation !== this.generation || this.inflight.get(req.tag) !== req) return;
     this.inflight.delete(req.tag);
     if (req.parked) this.parkedLocks--;

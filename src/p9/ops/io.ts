@@ -66,6 +66,8 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   if (fid.open !== null) throw new P9Error(Errno.EINVAL, 'fid already open');
   const host = toHostOpenFlags(msg.flags);
   if (fid.exp.readOnly && (host.writable || host.flags & O.TRUNC)) throw new P9Error(Errno.EROFS);
+  // Room for the O_PATH fd (if closed) and the open file's fd, or ENFILE before anything is opened.
+  s.fds.reserveRoom(fid.inode!.pathSlot.fd < 0 ? 2 : 1);
   const fd = withPathFd(s, fid, (pfd) => {
     const st = fstatx(pfd);
     assertOpenableType(st);
@@ -96,6 +98,8 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   const policy = dir.exp.policy;
   const guestMode = S_IFREG | (msg.mode & 0o7777);
   const uid = dir.uid ?? policy.serverUid;
+  // The new file's O_PATH and open fds, plus the directory's if it was closed: ENFILE before creating anything.
+  s.fds.reserveRoom(dir.inode!.pathSlot.fd < 0 ? 3 : 2);
   const { ioFd, pathFd, st } = withPathFd(s, dir, (dfd) => {
     // An existing non-regular entry would be *opened* by O_CREAT without O_EXCL: refuse it before touching it.
     let exists = true;

@@ -26,6 +26,7 @@ import type {
   SandboxRecord,
   SandboxStats,
   Share,
+  ShareOptions,
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
@@ -245,9 +246,10 @@ export class QemuSandbox implements Sandbox {
     e.server.handleConnection(conn.stream);
   }
 
-  async addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
+  async addShare(hostPath: string, opts: ShareOptions): Promise<Share> {
     if (!this.agent) throw new Error('sandbox not booted');
-    const key = `${opts.readOnly ? 'ro' : 'rw'}:${hostPath}`;
+    const security = opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareSecurity : this.cfg.hostShareSecurity;
+    const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${hostPath}`;
     const existing = this.sharesByKey.get(key);
     if (existing) {
       existing.refs++;
@@ -260,7 +262,7 @@ export class QemuSandbox implements Sandbox {
     }
     const id = `s${++this.shareSeq}`;
     const server = new P9Server({
-      exports: [{ name: id, path: hostPath, readOnly: opts.readOnly }],
+      exports: [{ name: id, path: hostPath, readOnly: opts.readOnly, security }],
       logger: this.log.with({ share: id }),
     });
     const e: ShareEntry = {
@@ -303,7 +305,13 @@ export class QemuSandbox implements Sandbox {
       );
     try {
       const share = await e.ready;
-      this.log.debug('share added', { share: id, hostPath, guestPath: share.guestPath, readOnly: opts.readOnly });
+      this.log.debug('share added', {
+        share: id,
+        hostPath,
+        guestPath: share.guestPath,
+        readOnly: opts.readOnly,
+        security,
+      });
       return share;
     } catch (err) {
       this.shares.delete(id);
