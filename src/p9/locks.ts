@@ -129,6 +129,8 @@ export class LockTable {
   private readonly countBySession = new Map<number, number>();
   private readonly filesBySession = new Map<number, Set<string>>();
   readonly limits: LockLimits;
+  /** Waiters re-tested by wakeups so far (diagnostics; tests check that unrelated changes test none). */
+  rechecks = 0;
 
   constructor(limits: Partial<LockLimits> | number = {}) {
     const l = typeof limits === 'number' ? { maxLocksPerSession: limits } : limits;
@@ -147,6 +149,7 @@ export class LockTable {
   }
 
   private conflictIn(f: FileLocks, req: LockRequest): LockRange | undefined {
+    if (req.type === LockType.UNLCK) return undefined;
     // Write locks of others overlapping the request conflict with anything.
     const w = f.writes;
     for (let i = firstEndingAfter(w, req.start); i < w.length && w[i]!.start < req.end; i++) {
@@ -378,32 +381,38 @@ export class LockTable {
 
   /**
    * Grants, in FIFO order, the waiters whose range overlaps [start, end) (where locks were just released) and
-   * that no longer conflict. A grant that itself releases some of its owner's ranges widens the span.
+   * that no longer conflict. A grant that itself releases some of its owner's ranges (a downgrade) widens the
+   * span, and the waiters before it get another pass; each extra pass follows a grant, so there are at most
+   * W + 1 passes of O(W) overlap tests (W <= maxWaitersPerFile).
    */
   private wake(file: string, start: bigint, end: bigint): void {
     const f = this.files.get(file);
     if (f === undefined) return;
     let s = start;
     let e = end;
-    for (let i = 0; i < f.waiters.length;) {
-      const w = f.waiters[i]!;
-      if (!overlaps(w.req, s, e) || this.conflictIn(f, w.req) !== undefined) {
-        i++;
-        continue;
+    for (let again = true; again;) {
+      again = false;
+      for (let i = 0; i < f.waiters.length;) {
+        const w = f.waiters[i]!;
+        if (!overlaps(w.req, s, e) || (this.rechecks++, this.conflictIn(f, w.req) !== undefined)) {
+          i++;
+          continue;
+        }
+        let released: { start: bigint; end: bigint } | undefined;
+        try {
+          released = this.apply(file, f, w.req);
+        } catch {
+          i++; // over a range bound: keeps waiting until something is released
+          continue;
+        }
+        f.waiters.splice(i, 1);
+        if (released !== undefined) {
+          if (released.start < s) s = released.start;
+          if (released.end > e) e = released.end;
+          again = i > 0; // waiters already passed may fit now
+        }
+        w.granted();
       }
-      let released: { start: bigint; end: bigint } | undefined;
-      try {
-        released = this.apply(file, f, w.req);
-      } catch {
-        i++; // over a range bound: keeps waiting until something is released
-        continue;
-      }
-      f.waiters.splice(i, 1);
-      if (released !== undefined) {
-        if (released.start < s) s = released.start;
-        if (released.end > e) e = released.end;
-      }
-      w.granted();
     }
     this.dropIfEmpty(file, f);
   }

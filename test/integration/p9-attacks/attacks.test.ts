@@ -24,9 +24,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Errno } from '../../../src/p9/errno.js';
 import { LockStatus, LockType, MsgType } from '../../../src/p9/messages.js';
-import { lgetxattr, llistxattr, lsetxattr, mknodat, AT_FDCWD, S_IFCHR } from '../../../src/util/syscalls.js';
+import { lsetxattr, mknodat, AT_FDCWD, S_IFCHR } from '../../../src/util/syscalls.js';
 import { processRssBytes } from '../../../src/util/proc.js';
 import { createHostUser, hostUserUnavailable, type HostUser } from '../../helpers/host-user.js';
+import { hostPrivileges, hostXattr } from '../../helpers/host-privileges.js';
 import { startLatencyProbe, type ProbeResult } from '../../helpers/latency-probe.js';
 import { P9Client, P9ClientError, parseDirents } from '../../helpers/p9client.js';
 import { startOurServer, type RunningServer } from '../../helpers/p9-servers.js';
@@ -79,38 +80,6 @@ function errnoOf(p: Promise<unknown>): Promise<number> {
       throw e;
     },
   );
-}
-
-/** Privileged objects under `dir` on the host, except the paths in `allowed` (made by the test itself). */
-function hostPrivileges(dir: string, allowed: Set<string> = new Set()): string[] {
-  const found: string[] = [];
-  const visit = (p: string): void => {
-    const st = lstatSync(p);
-    if (!allowed.has(p)) {
-      if (st.isFile() && st.mode & 0o6000) found.push(`${p}: setuid/setgid (mode ${st.mode.toString(8)})`);
-      if (st.isCharacterDevice() || st.isBlockDevice() || st.isFIFO() || st.isSocket())
-        found.push(`${p}: special file`);
-      if (!st.isSymbolicLink()) {
-        const buf = Buffer.alloc(65536);
-        const n = llistxattr(p, buf);
-        for (const name of buf.subarray(0, n).toString().split('\0')) {
-          if (/^(security|trusted|system)\./.test(name)) found.push(`${p}: xattr ${name}`);
-        }
-      }
-    }
-    if (st.isDirectory()) for (const e of readdirSync(p)) visit(join(p, e));
-  };
-  visit(dir);
-  return found;
-}
-
-function hostXattr(p: string, name: string): Buffer | undefined {
-  try {
-    const buf = Buffer.alloc(65536);
-    return buf.subarray(0, lgetxattr(p, name, buf));
-  } catch {
-    return undefined;
-  }
 }
 
 interface Attacker {
