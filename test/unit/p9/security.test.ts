@@ -190,4 +190,19 @@ describe('p9 share security through the server', function () {
     await c.xattrSet(fid, 'security.capability', Buffer.alloc(0));
     assert.throws(() => lgetxattr(fx.host('ping'), 'security.capability', null));
   });
+
+  it('Tlink to a privileged host file (setuid, setgid-executable) is EPERM; to a plain one it works', async () => {
+    const { c, root } = await setup('passthrough-existing');
+    for (const [name, mode] of [
+      ['passwd', 0o4755],
+      ['wall', 0o2755],
+      ['plain', 0o755],
+    ] as const) {
+      fx.file(name, 'x');
+      fs.chmodSync(fx.host(name), mode);
+      const { fid } = await c.walk(root, [name]);
+      const r = await errnoOf(c.rpc({ type: MsgType.Tlink, dfid: root, fid, name: `${name}-link` }, MsgType.Rlink));
+      assert.equal(r, name === 'plain' ? 0 : Errno.EPERM, name);
+    }
+  });
 });
