@@ -217,15 +217,6 @@ export class HostFdTable {
     }
   }
 
-  /** Every fd closed, every inode forgotten (connection reset). */
-  clear(): void {
-    for (const ino of [...this.inodes.values()]) {
-      ino.refs = 1;
-      ino.pathSlot.refs = 1;
-      this.unref(ino);
-    }
-  }
-
   private pin(slot: HostFd): void {
     if (slot.pinned || slot.fd < 0) return;
     this.lru.delete(slot);
