@@ -21,6 +21,8 @@
 import { Errno, P9Error } from './errno.js';
 import type { GuestAttrs, HostObject, HostXattrView, MetadataStore } from './metadata.js';
 import {
+  AT_EMPTY_PATH,
+  AT_SYMLINK_NOFOLLOW,
   S_IFDIR,
   S_IFLNK,
   S_IFMT,
@@ -29,6 +31,7 @@ import {
   XATTR_CREATE,
   XATTR_REPLACE,
   chmodFd,
+  fchownat,
   getxattr,
   listxattr,
   procFdPath,
@@ -124,6 +127,15 @@ const recordScratch = Buffer.alloc(8 + RECORD_SIZE);
 
 export class UserXattrStore implements MetadataStore {
   readonly kind = 'user-xattr';
+
+  chmod(obj: HostObject, perm: number): void {
+    if (!isRegOrDir(obj.st)) throw new P9Error(Errno.EPERM, 'chmod of a special file');
+    chmodFd(obj.fd, perm);
+  }
+
+  chown(obj: HostObject, uid: number, gid: number): void {
+    fchownat(obj.fd, '', uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+  }
 
   read(obj: HostObject): GuestAttrs | undefined {
     if ((obj.st.mode & S_ISVTX) === 0 || !isRegOrDir(obj.st)) return undefined;

@@ -33,9 +33,18 @@ export interface HostObject {
  */
 export type HostXattrView = 'mapped' | 'read-through';
 
+/**
+ * Everything the share security model needs from the host's metadata: the guest's records, extended attributes
+ * by guest name, and the two host attribute changes the model makes itself (permission bits, owner).
+ */
 export interface MetadataStore {
   /** Short name for logs and docs ("user-xattr"). */
   readonly kind: string;
+
+  /** Sets the host permission bits (0..0o7777) of a regular file or directory, record untouched. */
+  chmod(obj: HostObject, perm: number): void;
+  /** Sets the host owner of any object (symlinks included, never following them). */
+  chown(obj: HostObject, uid: number, gid: number): void;
 
   /** The record of a regular file or directory, or undefined. Must be cheap when there is none. */
   read(obj: HostObject): GuestAttrs | undefined;

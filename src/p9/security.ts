@@ -28,8 +28,6 @@
 import { Errno, P9Error } from './errno.js';
 import type { GuestAttrs, HostObject, HostXattrView, MetadataStore } from './metadata.js';
 import {
-  AT_EMPTY_PATH,
-  AT_SYMLINK_NOFOLLOW,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -39,8 +37,6 @@ import {
   S_ISGID,
   S_ISUID,
   S_ISVTX,
-  chmodFd,
-  fchownat,
   type StatX,
 } from '../util/syscalls.js';
 
@@ -154,7 +150,7 @@ export class SharePolicy {
     if (!isRegOrDir(st.mode)) throw new P9Error(Errno.EPERM, 'host special file');
     if (this.model === 'passthrough-existing') {
       if (target.uid !== st.uid || target.gid !== st.gid) {
-        fchownat(obj.fd, '', target.uid, target.gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        this.store.chown(obj, target.uid, target.gid);
       }
       this.record(obj, target, { uid: target.uid, gid: target.gid });
       return;
@@ -167,7 +163,7 @@ export class SharePolicy {
         target.gid !== st.gid ||
         (target.mode & S_IFMT) !== fmt;
       if (privileged) throw new P9Error(Errno.EPERM, 'privileged change of an object the server does not own');
-      if ((target.mode & 0o7777) !== (st.mode & 0o7777)) chmodFd(obj.fd, target.mode & 0o7777);
+      if ((target.mode & 0o7777) !== (st.mode & 0o7777)) this.store.chmod(obj, target.mode & 0o7777);
       return;
     }
     this.record(obj, target, st);
@@ -223,7 +219,7 @@ export class SharePolicy {
   private changeLinkOwner(obj: HostObject, target: GuestStat, linkParent?: LinkParent): void {
     const st = obj.st;
     if (this.model === 'passthrough-existing') {
-      fchownat(obj.fd, '', target.uid, target.gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+      this.store.chown(obj, target.uid, target.gid);
       return;
     }
     if (linkParent === undefined) throw new P9Error(Errno.EPERM);
@@ -258,7 +254,7 @@ export class SharePolicy {
     let hostIds = { uid: obj.st.uid, gid: obj.st.gid };
     if (this.model === 'passthrough-existing' && (uid !== obj.st.uid || gid !== obj.st.gid)) {
       try {
-        fchownat(obj.fd, '', uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        this.store.chown(obj, uid, gid);
         hostIds = { uid, gid };
       } catch (err) {
         // Without CAP_CHOWN (a server that is not root) ownership is recorded instead.
@@ -273,7 +269,7 @@ export class SharePolicy {
     if (uid === link.st.uid && gid === link.st.gid) return;
     if (this.model === 'passthrough-existing') {
       try {
-        fchownat(link.fd, '', uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        this.store.chown(link, uid, gid);
       } catch (err) {
         if ((err as { code?: string }).code !== 'EPERM') throw err;
       }
