@@ -1,7 +1,8 @@
 // Directory listing for Treaddir, with no per-fid state: every request seeks the directory's fd to the offset
-// the guest sends (0, or the d_off cookie of the last entry it got, exactly as getdents64 reported it) and reads
-// one batch with getdents64 straight into a scratch buffer, then encodes entries into the reply until `count` is
-// full. Entries read but not sent cost nothing later: the next request seeks to the last sent entry's cookie.
+// the guest sends (0, or the d_off cookie of the last entry it got, exactly as getdents64 reported it), reads
+// dirents with getdents64 into a scratch buffer until about `count` bytes of entries are there, and encodes the
+// ones that fit once, into a reply of exactly their size. Entries read but not sent cost nothing later: the next
+// request seeks to the last sent entry's cookie.
 // This is what QEMU (telldir/seekdir) and diod do, and why a directory fd can be shared by every fid that opened
 // the directory the same way: seek and read happen in one synchronous step.
 //
@@ -12,8 +13,9 @@
 
 import { Errno, P9Error } from './errno.js';
 import type { QidMapper } from './qid.js';
-import { QidType } from './messages.js';
+import { MsgType, QidType } from './messages.js';
 import { MAX_MSIZE } from './options.js';
+import { RDATA_HEADER, allocDataReply, finishDataReply } from './codec.js';
 import { getdents64, seekTo } from '../util/syscalls.js';
 
 const DT_DIR = 4;
@@ -23,8 +25,11 @@ const MIN_BATCH = 4096;
 
 let scratch = Buffer.allocUnsafe(64 * 1024);
 
+/** The dirent scratch buffer, at least `size` bytes (at most msize plus a batch). */
 function scratchOf(size: number): Buffer {
-  if (scratch.length < size) scratch = Buffer.allocUnsafe(Math.min(MAX_MSIZE, Math.max(size, scratch.length * 2)));
+  const want = Math.min(MAX_MSIZE + MIN_BATCH, size + MIN_BATCH);
+  if (scratch.length < want)
+    scratch = Buffer.allocUnsafe(Math.max(want, Math.min(MAX_MSIZE + MIN_BATCH, scratch.length * 2)));
   return scratch;
 }
 
@@ -35,58 +40,67 @@ function dtypeToQidType(dtype: number): number {
 }
 
 /**
- * Encodes whole entries from directory cookie `offset` into out[outOffset, outOffset + count):
- * qid[13] offset[8] type[1] name[s] each. Returns the bytes written (0 at the end of the directory).
- * `rootIno`: set for the export root, whose `..` must not name the host directory above it.
+ * The Rreaddir reply for directory cookie `offset`: whole entries (qid[13] offset[8] type[1] name[s] each) in at
+ * most `count` bytes, in a buffer of exactly that size. getdents64 fills the scratch buffer (one or more batches
+ * while room is left); the entries are then encoded once, straight into the reply. `rootIno`: set for the
+ * export root, whose `..` must not name the host directory above it.
  */
-export function readDirectory(
+export function readDirectoryReply(
   fd: number,
   offset: bigint,
   count: number,
   qids: QidMapper,
   dev: { major: number; minor: number },
   rootIno: bigint | undefined,
-  out: Buffer,
-  outOffset: number,
-): number {
-  let pos = outOffset;
-  const limit = outOffset + count;
+): Buffer {
   seekTo(fd, offset);
-  for (;;) {
-    const room = limit - pos;
-    if (room < 25) break;
-    const buf = scratchOf(Math.max(MIN_BATCH, room));
-    const n = getdents64(fd, buf.subarray(0, Math.min(buf.length, Math.max(MIN_BATCH, room))));
+  // Pass 1: read dirents and find how many whole entries fit in `count`.
+  const buf = scratchOf(Math.max(MIN_BATCH, count));
+  let filled = 0; // bytes of dirents in buf
+  let take = 0; // dirent bytes whose entries fit
+  let size = 0; // their encoded size
+  for (let full = false; !full;) {
+    const room = Math.min(buf.length - filled, Math.max(MIN_BATCH, count - size));
+    if (room < MIN_BATCH / 2 || count - size < 25) break;
+    const n = getdents64(fd, buf.subarray(filled, filled + room));
     if (n === 0) break;
-    let full = false;
-    for (let off = 0; off < n;) {
-      const reclen = buf.readUInt16LE(off + 16);
-      let nameEnd = buf.indexOf(0, off + 19);
-      if (nameEnd < 0 || nameEnd > off + reclen) nameEnd = off + reclen;
-      const nameLen = nameEnd - (off + 19);
-      const size = 24 + nameLen;
-      if (pos + size > limit) {
+    filled += n;
+    while (take < filled) {
+      const reclen = buf.readUInt16LE(take + 16);
+      const entry = 24 + nameLength(buf, take, reclen);
+      if (size + entry > count) {
         full = true;
         break;
       }
-      let ino = buf.readBigUInt64LE(off);
-      // `..` of the export root would name a host directory outside it: present the root instead.
-      if (rootIno !== undefined && nameLen === 2 && buf[off + 19] === 0x2e && buf[off + 20] === 0x2e) ino = rootIno;
-      const dtype = buf[off + 18]!;
-      out[pos] = dtypeToQidType(dtype);
-      out.writeUInt32LE(0, pos + 1);
-      out.writeBigUInt64LE(qids.path(dev.major, dev.minor, ino), pos + 5);
-      buf.copy(out, pos + 13, off + 8, off + 16); // d_off: the cookie to resume after this entry
-      out[pos + 21] = dtype;
-      out.writeUInt16LE(nameLen, pos + 22);
-      buf.copy(out, pos + 24, off + 19, nameEnd);
-      pos += size;
-      off += reclen;
-    }
-    if (full) {
-      if (pos === outOffset) throw new P9Error(Errno.EINVAL, 'readdir count too small for the next entry');
-      break;
+      size += entry;
+      take += reclen;
     }
   }
-  return pos - outOffset;
+  if (size === 0 && take < filled) throw new P9Error(Errno.EINVAL, 'readdir count too small for the next entry');
+  // Pass 2: encode them into a reply of exactly their size.
+  const out = allocDataReply(size);
+  let pos = RDATA_HEADER;
+  for (let off = 0; off < take;) {
+    const reclen = buf.readUInt16LE(off + 16);
+    const nameLen = nameLength(buf, off, reclen);
+    let ino = buf.readBigUInt64LE(off);
+    if (rootIno !== undefined && nameLen === 2 && buf[off + 19] === 0x2e && buf[off + 20] === 0x2e) ino = rootIno;
+    const dtype = buf[off + 18]!;
+    out[pos] = dtypeToQidType(dtype);
+    out.writeUInt32LE(0, pos + 1);
+    out.writeBigUInt64LE(qids.path(dev.major, dev.minor, ino), pos + 5);
+    buf.copy(out, pos + 13, off + 8, off + 16); // d_off: the cookie to resume after this entry
+    out[pos + 21] = dtype;
+    out.writeUInt16LE(nameLen, pos + 22);
+    buf.copy(out, pos + 24, off + 19, off + 19 + nameLen);
+    pos += 24 + nameLen;
+    off += reclen;
+  }
+  return finishDataReply(out, MsgType.Rreaddir, 0, size);
+}
+
+/** Length of the NUL-terminated name of the dirent at `off` (bounded by its record length). */
+function nameLength(buf: Buffer, off: number, reclen: number): number {
+  const end = buf.indexOf(0, off + 19);
+  return (end < 0 || end > off + reclen ? off + reclen : end) - (off + 19);
 }

@@ -23,8 +23,7 @@ import {
 } from '../messages.js';
 import { baseName, checkNewName, joinPath, openBeneath, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
-import { RDATA_HEADER, allocDataReply, finishDataReply } from '../codec.js';
-import { readDirectory } from '../readdir.js';
+import { readDirectoryReply } from '../readdir.js';
 import {
   AT_EMPTY_PATH,
   AT_REMOVEDIR,
@@ -53,37 +52,21 @@ import { assertWritable, dirFid, pathFid, withPathFd } from './common.js';
 import { releaseFid } from './clunk.js';
 import type { Session } from '../session.js';
 
-/**
- * Entries are encoded into one shared scratch reply, then copied into a reply of the exact size: a pipelined
- * flood of Treaddir with a large count must not queue count-sized buffers that hold a few entries each.
- */
-let readdirScratch = allocDataReply(64 * 1024);
-
 export function readdir(s: Session, msg: Treaddir): RMessage | Buffer {
   const fid = pathFid(s, msg.fid);
   const open = fid.open;
   if (open === null || !fid.isDir) throw new P9Error(Errno.EBADF, 'directory not open');
   const count = Math.min(msg.count, s.maxPayload);
-  if (readdirScratch.length < RDATA_HEADER + count) readdirScratch = allocDataReply(count);
-  const fd = s.fds.acquire(open.slot, fid.path);
-  let n: number;
-  try {
-    n = readDirectory(
+  return s.fds.with(open.slot, fid.path, (fd) =>
+    readDirectoryReply(
       fd,
       msg.offset,
       count,
       fid.exp.qids,
       { major: fid.ident.devMajor, minor: fid.ident.devMinor },
       fid.path === '' ? fid.exp.rootStat.ino : undefined,
-      readdirScratch,
-      RDATA_HEADER,
-    );
-  } finally {
-    s.fds.release(open.slot);
-  }
-  const reply = allocDataReply(n);
-  readdirScratch.copy(reply, RDATA_HEADER, RDATA_HEADER, RDATA_HEADER + n);
-  return finishDataReply(reply, MsgType.Rreaddir, 0, n);
+    ),
+  );
 }
 
 /** The owner a new entry gets in the guest: the attaching user (else the server's own). */
