@@ -8,7 +8,7 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 # Debian packages the tests and the demo need. The guest kernel (linux-image-amd64) is fetched
 # as a .deb by hack/ when the guest image is built, not installed on the host.
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
-  protobuf-compiler libprotobuf-dev socat binutils
+  protobuf-compiler libprotobuf-dev socat binutils inotify-tools
 
 .PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo
 

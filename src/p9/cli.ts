@@ -1,7 +1,8 @@
 // `lcowctl 9p serve`: serves host directories over 9P2000.L on a TCP or unix socket (debugging, benchmarks,
 // the kernel-client test harness). Contract:
 //   lcowctl 9p serve --listen tcp:127.0.0.1:PORT|unix:PATH --export DIR [--export NAME=DIR ...]
-//                    [--read-only] [--max-fids N] [--msize N]
+//                    [--read-only] [--security mapped|passthrough-existing] [--max-connections N]
+//                    [--max-fids N] [--max-host-fds N] [--msize N]
 // Prints exactly one line "listening on tcp:127.0.0.1:PORT" (the real port when 0 was asked) or
 // "listening on unix:PATH" to stdout once listening; logs go to stderr; SIGTERM/SIGINT close the listener and
 // every connection and exit 0.
@@ -11,19 +12,29 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { P9Server } from './server.js';
 import type { ExportConfig } from './export.js';
+import { SHARE_SECURITY_MODELS, type ShareSecurity } from './security.js';
 import { stderrLogger } from '../util/log.js';
 
+/** A standalone server is reachable by anything that can connect to its socket: keep the default small. */
+export const DEFAULT_CLI_MAX_CONNECTIONS = 64;
+
 const USAGE = `usage: lcowctl 9p serve --listen tcp:HOST:PORT|unix:PATH --export DIR [--export NAME=DIR ...]
-                        [--read-only] [--max-fids N] [--msize N]
+                        [--read-only] [--security mapped|passthrough-existing] [--max-connections N]
+                        [--max-fids N] [--max-host-fds N] [--msize N]
 
 An export given as DIR is attached by its path (or by "" when it is the only export);
-NAME=DIR also answers to aname NAME.`;
+NAME=DIR also answers to aname NAME.
+--security (default mapped) is the share security model of every export (docs/security.md).
+--max-connections (default ${DEFAULT_CLI_MAX_CONNECTIONS}): connections beyond are closed at once.`;
 
 export interface ServeArgs {
   listen: { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
   exports: ExportConfig[];
   readOnly: boolean;
+  security: ShareSecurity;
+  maxConnections: number;
   maxFids?: number;
+  maxHostFds?: number;
   msize?: number;
 }
 
@@ -40,7 +51,10 @@ export function parseServeArgs(argv: string[]): ServeArgs {
   const exportSpecs: string[] = [];
   let readOnly = false;
   let maxFids: number | undefined;
+  let maxHostFds: number | undefined;
   let msize: number | undefined;
+  let security: ShareSecurity = 'mapped';
+  let maxConnections = DEFAULT_CLI_MAX_CONNECTIONS;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const eq = a.indexOf('=');
@@ -68,6 +82,20 @@ export function parseServeArgs(argv: string[]): ServeArgs {
       case '--max-fids':
         maxFids = positiveInt(flag, value());
         break;
+      case '--max-host-fds':
+        maxHostFds = positiveInt(flag, value());
+        break;
+      case '--max-connections':
+        maxConnections = positiveInt(flag, value());
+        break;
+      case '--security': {
+        const v = value();
+        if (!(SHARE_SECURITY_MODELS as readonly string[]).includes(v)) {
+          throw new UsageError(`--security: expected ${SHARE_SECURITY_MODELS.join(' or ')}, got "${v}"`);
+        }
+        security = v as ShareSecurity;
+        break;
+      }
       case '--msize':
         msize = positiveInt(flag, value());
         break;
@@ -81,10 +109,11 @@ export function parseServeArgs(argv: string[]): ServeArgs {
     // NAME=DIR when the part before '=' is a plain name; a DIR may itself contain '='.
     const m = /^([^=/]+)=(.+)$/.exec(spec);
     const dir = path.resolve(m ? m[2]! : spec);
-    return { name: m ? m[1]! : dir, path: dir, readOnly };
+    return { name: m ? m[1]! : dir, path: dir, readOnly, security };
   });
-  const args: ServeArgs = { listen, exports, readOnly };
+  const args: ServeArgs = { listen, exports, readOnly, security, maxConnections };
   if (maxFids !== undefined) args.maxFids = maxFids;
+  if (maxHostFds !== undefined) args.maxHostFds = maxHostFds;
   if (msize !== undefined) args.msize = msize;
   return args;
 }
@@ -95,7 +124,9 @@ async function serve(argv: string[]): Promise<number> {
   const server = new P9Server({
     exports: args.exports,
     logger: log,
+    maxConnections: args.maxConnections,
     ...(args.maxFids !== undefined ? { maxFids: args.maxFids } : {}),
+    ...(args.maxHostFds !== undefined ? { maxHostFds: args.maxHostFds } : {}),
     ...(args.msize !== undefined ? { msize: args.msize } : {}),
   });
   const sockets = new Set<net.Socket>();
@@ -136,7 +167,13 @@ async function serve(argv: string[]): Promise<number> {
     process.on('SIGINT', onInt);
   });
   process.stdout.write(`listening on ${where}\n`);
-  log.info('9p server listening', { listen: where, exports: args.exports.map((e) => e.path), readOnly: args.readOnly });
+  log.info('9p server listening', {
+    listen: where,
+    exports: args.exports.map((e) => e.path),
+    readOnly: args.readOnly,
+    security: args.security,
+    maxConnections: args.maxConnections,
+  });
   return stopped;
 }
 

@@ -1,9 +1,12 @@
 // An exported host directory: its root fd (O_PATH, opened once) and qid map, shared by all connections that
-// attach to it, plus the server's lock table (one per server and keyed by file identity, so two exports that
-// overlap on the host still see each other's locks).
+// attach to it, its security policy (security.ts), plus the server's lock table (one per server and keyed by
+// file identity, so two exports that overlap on the host still see each other's locks).
 
 import type { LockTable } from './locks.js';
+import type { MetadataStore } from './metadata.js';
+import { UserXattrStore } from './metadata-xattr.js';
 import { QidMapper } from './qid.js';
+import { SharePolicy, parseShareSecurity, type ShareSecurity } from './security.js';
 import { O, close, fstatx, openat, AT_FDCWD, S_IFDIR, S_IFMT, type StatX } from '../util/syscalls.js';
 
 export interface ExportConfig {
@@ -11,19 +14,30 @@ export interface ExportConfig {
   name: string;
   path: string;
   readOnly?: boolean;
+  /**
+   * Share security model (security.ts, docs/security.md): `mapped` (default; bind mounts and anything a host
+   * user may reach) or `passthrough-existing` (container rootfs snapshots under root-only directories).
+   */
+  security?: ShareSecurity;
+  /** Where guest metadata is kept; default: user.lcow.* xattrs (Linux). */
+  metadata?: MetadataStore;
 }
 
 export class ExportRoot {
   readonly rootFd: number;
   readonly rootStat: StatX;
   readonly qids = new QidMapper();
+  readonly policy: SharePolicy;
 
   constructor(
     readonly name: string,
     readonly path: string,
     readonly readOnly: boolean,
     readonly locks: LockTable,
+    security: ShareSecurity = 'mapped',
+    metadata: MetadataStore = new UserXattrStore(),
   ) {
+    this.policy = new SharePolicy(parseShareSecurity(security), metadata);
     this.rootFd = openat(AT_FDCWD, path, O.PATH | O.DIRECTORY);
     this.rootStat = fstatx(this.rootFd);
     if ((this.rootStat.mode & S_IFMT) !== S_IFDIR) {

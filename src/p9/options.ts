@@ -1,4 +1,5 @@
-// Per-connection bounds of the 9P server and their defaults (see README notes in server.ts for the why).
+// Bounds of the 9P server and their defaults. Every piece of state a connection can make the server hold is
+// bounded in total; hitting a bound answers the request with an errno and the connection goes on.
 
 import { IOHDRSZ } from './messages.js';
 
@@ -11,7 +12,7 @@ export interface SessionLimits {
   msize: number;
   /** Fids per connection; more answers ENFILE. */
   maxFids: number;
-  /** Host fds per connection kept open by the LRU (unlinked-but-open files are pinned on top). */
+  /** Host fds per connection, pinned ones (files unlinked while referenced) included; beyond: ENFILE. */
   maxHostFds: number;
   /** Requests being processed at once; at the cap the server stops reading the socket. */
   maxOutstanding: number;
@@ -19,19 +20,30 @@ export interface SessionLimits {
   maxParkedLocks: number;
   /** Fids with a pending Txattrcreate per connection (beyond: ENOSPC). */
   maxPendingXattrs: number;
-  /** Directory entries kept per open directory snapshot window. */
-  maxDirEntries: number;
+  /**
+   * Bytes held by xattr fids per connection: values read by Txattrwalk and announced by Txattrcreate, plus
+   * XATTR_FID_OVERHEAD per fid (beyond: ENOSPC).
+   */
+  maxXattrBytes: number;
   /** Byte-range locks held per connection (beyond: Rlock ERROR, ENOLCK in the guest). */
   maxLocks: number;
+  /** Lock ranges per file, all connections together (beyond: Rlock ERROR). */
+  maxLockRangesPerFile: number;
+  /** Parked blocking lock requests per file, all connections together (beyond: BLOCKED). */
+  maxLockWaitersPerFile: number;
   /** Reply bytes queued on the socket before the server stops reading requests. */
   maxQueuedReplyBytes: number;
 }
+
+/** What an xattr fid costs besides its value (the Fid object and its bookkeeping), for maxXattrBytes. */
+export const XATTR_FID_OVERHEAD = 512;
 
 /**
  * maxFids 65536: the Linux client keeps one fid per cached dentry, so walking a large tree (a node_modules
  * directory, a git checkout) pins tens of thousands. A fid without an open host fd measured 645 bytes of heap
  * (50,000 walked fids), so the bound costs ~40 MiB per connection at worst, while host fds stay bounded by
- * maxHostFds.
+ * maxHostFds. maxXattrBytes 4 MiB: the Linux client reads an xattr with walk, read, clunk, so it holds one or two
+ * at a time; 64 pending xattr writes of the largest size (64 KiB) fit.
  */
 export const defaultLimits: SessionLimits = {
   msize: MAX_MSIZE,
@@ -40,8 +52,10 @@ export const defaultLimits: SessionLimits = {
   maxOutstanding: 256,
   maxParkedLocks: 1024,
   maxPendingXattrs: 64,
-  maxDirEntries: 65536,
+  maxXattrBytes: 4 * 1024 * 1024 + 64 * XATTR_FID_OVERHEAD,
   maxLocks: 65536,
+  maxLockRangesPerFile: 4096,
+  maxLockWaitersPerFile: 1024,
   maxQueuedReplyBytes: 8 * 1024 * 1024,
 };
 

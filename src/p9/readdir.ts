@@ -1,89 +1,37 @@
-// Directory listing for Treaddir. Node has no seekdir, and getdents cookies are filesystem-specific, so each
-// open directory fid keeps a snapshot of entries and hands out cookie = index + 1. The snapshot is a bounded
-// sliding window: entries are read from the host lazily as the guest asks, old ones are dropped once the
-// window is full, and a request for an offset before the window re-enumerates from the start and skips to it
-// (offsets stay valid as long as the directory does not change, which is what POSIX promises anyway).
+// Directory listing for Treaddir, with no per-fid state: every request seeks the directory's fd to the offset
+// the guest sends (0, or the d_off cookie of the last entry it got, exactly as getdents64 reported it), reads
+// dirents with getdents64 into a scratch buffer until about `count` bytes of entries are there, and encodes the
+// ones that fit once, into a reply of exactly their size. Entries read but not sent cost nothing later: the next
+// request seeks to the last sent entry's cookie.
+// This is what QEMU (telldir/seekdir) and diod do, and why a directory fd can be shared by every fid that opened
+// the directory the same way: seek and read happen in one synchronous step.
+//
+// Cost per request: one lseek, getdents64 of at most about `count` bytes (count <= msize), one pass over them;
+// names are copied as bytes, no per-entry stat (qid type from d_type). On filesystems whose cookies are entry
+// indexes (tmpfs, overlayfs merged directories) the kernel walks to the offset: O(entries before it), in the
+// kernel, bounded by the directory's size.
 
-import { P9Error, Errno } from './errno.js';
+import { Errno, P9Error } from './errno.js';
 import type { QidMapper } from './qid.js';
-import { QidType, type Qid } from './messages.js';
-import { getdents64, lseek } from '../util/syscalls.js';
-
-export interface DirEntry {
-  ino: bigint;
-  dtype: number;
-  name: string;
-}
+import { MsgType, QidType } from './messages.js';
+import { MAX_MSIZE } from './options.js';
+import { RDATA_HEADER, allocDataReply, finishDataReply } from './codec.js';
+import { getdents64, seekTo } from '../util/syscalls.js';
 
 const DT_DIR = 4;
 const DT_LNK = 10;
-const GETDENTS_BUF = 64 * 1024;
+/** getdents64 refuses a buffer that cannot hold the next entry (up to 280 bytes): never ask for less. */
+const MIN_BATCH = 4096;
 
-export class DirSnapshot {
-  /** Entries [base, base + entries.length) of the enumeration. */
-  entries: DirEntry[] = [];
-  base = 0;
-  /** True once getdents returned 0 for the current enumeration. */
-  eof = false;
-  /** Host handle generation the enumeration position belongs to (an LRU reopen resets the position). */
-  generation = -1;
+let scratch = Buffer.allocUnsafe(64 * 1024);
 
-  constructor(readonly maxEntries: number) {}
-
-  /** Starts over from the first entry (rewinddir, or a seek backwards out of the window). */
-  restart(fd: number, generation: number): void {
-    lseek(fd, 0, 0);
-    this.entries = [];
-    this.base = 0;
-    this.eof = false;
-    this.generation = generation;
-  }
-
-  /** Makes sure entry `index` is in the window, or sets eof. */
-  ensure(fd: number, generation: number, index: number, buf: Buffer): void {
-    if (generation !== this.generation || index < this.base) {
-      const skipTo = index;
-      this.restart(fd, generation);
-      while (!this.eof && this.base + this.entries.length <= skipTo) {
-        this.fill(fd, buf);
-        this.trim(skipTo);
-      }
-      return;
-    }
-    while (!this.eof && this.base + this.entries.length <= index) {
-      this.fill(fd, buf);
-      this.trim(index);
-    }
-  }
-
-  private trim(keepFrom: number): void {
-    const excess = this.entries.length - this.maxEntries;
-    if (excess <= 0) return;
-    const drop = Math.min(excess, Math.max(0, keepFrom - this.base));
-    if (drop === 0) throw new P9Error(Errno.EOVERFLOW, 'directory snapshot window exceeded');
-    this.entries.splice(0, drop);
-    this.base += drop;
-  }
-
-  private fill(fd: number, buf: Buffer): void {
-    const n = getdents64(fd, buf);
-    if (n === 0) {
-      this.eof = true;
-      return;
-    }
-    for (let off = 0; off < n;) {
-      const ino = buf.readBigUInt64LE(off);
-      const reclen = buf.readUInt16LE(off + 16);
-      const dtype = buf[off + 18]!;
-      const nameEnd = buf.indexOf(0, off + 19);
-      const name = buf.toString('utf8', off + 19, nameEnd < 0 || nameEnd > off + reclen ? off + reclen : nameEnd);
-      this.entries.push({ ino, dtype, name });
-      off += reclen;
-    }
-  }
+/** The dirent scratch buffer, at least `size` bytes (at most msize plus a batch). */
+function scratchOf(size: number): Buffer {
+  const want = Math.min(MAX_MSIZE + MIN_BATCH, size + MIN_BATCH);
+  if (scratch.length < want)
+    scratch = Buffer.allocUnsafe(Math.max(want, Math.min(MAX_MSIZE + MIN_BATCH, scratch.length * 2)));
+  return scratch;
 }
-
-export const getdentsBuffer = (): Buffer => Buffer.allocUnsafe(GETDENTS_BUF);
 
 function dtypeToQidType(dtype: number): number {
   if (dtype === DT_DIR) return QidType.DIR;
@@ -92,42 +40,67 @@ function dtypeToQidType(dtype: number): number {
 }
 
 /**
- * Encodes whole entries starting at `offset` into at most `count` bytes:
- * qid[13] offset[8] type[1] name[s] each.
+ * The Rreaddir reply for directory cookie `offset`: whole entries (qid[13] offset[8] type[1] name[s] each) in at
+ * most `count` bytes, in a buffer of exactly that size. getdents64 fills the scratch buffer (one or more batches
+ * while room is left); the entries are then encoded once, straight into the reply. `rootIno`: set for the
+ * export root, whose `..` must not name the host directory above it.
  */
-export function encodeEntries(
-  snap: DirSnapshot,
+export function readDirectoryReply(
   fd: number,
-  generation: number,
-  offset: number,
+  offset: bigint,
   count: number,
   qids: QidMapper,
   dev: { major: number; minor: number },
   rootIno: bigint | undefined,
-  out: Buffer,
-  outOffset: number,
-  scratch: Buffer,
-): number {
-  let pos = outOffset;
-  const limit = outOffset + count;
-  for (let index = offset; ; index++) {
-    snap.ensure(fd, generation, index, scratch);
-    const e = snap.entries[index - snap.base];
-    if (e === undefined) break;
-    const nameLen = Buffer.byteLength(e.name);
-    const size = 13 + 8 + 1 + 2 + nameLen;
-    if (pos + size > limit) break;
-    // `..` of the export root would name a host directory outside it: present the root instead.
-    const ino = rootIno !== undefined && e.name === '..' ? rootIno : e.ino;
-    const qid: Qid = { type: dtypeToQidType(e.dtype), version: 0, path: qids.path(dev.major, dev.minor, ino) };
-    out[pos] = qid.type;
-    out.writeUInt32LE(0, pos + 1);
-    out.writeBigUInt64LE(qid.path, pos + 5);
-    out.writeBigUInt64LE(BigInt(index + 1), pos + 13);
-    out[pos + 21] = e.dtype;
-    out.writeUInt16LE(nameLen, pos + 22);
-    out.write(e.name, pos + 24, 'utf8');
-    pos += size;
+): Buffer {
+  seekTo(fd, offset);
+  // Pass 1: read dirents and find how many whole entries fit in `count`.
+  const buf = scratchOf(Math.max(MIN_BATCH, count));
+  let filled = 0; // bytes of dirents in buf
+  let take = 0; // dirent bytes whose entries fit
+  let size = 0; // their encoded size
+  for (let full = false; !full;) {
+    const room = Math.min(buf.length - filled, Math.max(MIN_BATCH, count - size));
+    if (room < MIN_BATCH / 2 || count - size < 25) break;
+    const n = getdents64(fd, buf.subarray(filled, filled + room));
+    if (n === 0) break;
+    filled += n;
+    while (take < filled) {
+      const reclen = buf.readUInt16LE(take + 16);
+      const entry = 24 + nameLength(buf, take, reclen);
+      if (size + entry > count) {
+        full = true;
+        break;
+      }
+      size += entry;
+      take += reclen;
+    }
   }
-  return pos - outOffset;
+  if (size === 0 && take < filled) throw new P9Error(Errno.EINVAL, 'readdir count too small for the next entry');
+  // Pass 2: encode them into a reply of exactly their size.
+  const out = allocDataReply(size);
+  let pos = RDATA_HEADER;
+  for (let off = 0; off < take;) {
+    const reclen = buf.readUInt16LE(off + 16);
+    const nameLen = nameLength(buf, off, reclen);
+    let ino = buf.readBigUInt64LE(off);
+    if (rootIno !== undefined && nameLen === 2 && buf[off + 19] === 0x2e && buf[off + 20] === 0x2e) ino = rootIno;
+    const dtype = buf[off + 18]!;
+    out[pos] = dtypeToQidType(dtype);
+    out.writeUInt32LE(0, pos + 1);
+    out.writeBigUInt64LE(qids.path(dev.major, dev.minor, ino), pos + 5);
+    buf.copy(out, pos + 13, off + 8, off + 16); // d_off: the cookie to resume after this entry
+    out[pos + 21] = dtype;
+    out.writeUInt16LE(nameLen, pos + 22);
+    buf.copy(out, pos + 24, off + 19, off + 19 + nameLen);
+    pos += 24 + nameLen;
+    off += reclen;
+  }
+  return finishDataReply(out, MsgType.Rreaddir, 0, size);
+}
+
+/** Length of the NUL-terminated name of the dirent at `off` (bounded by its record length). */
+function nameLength(buf: Buffer, off: number, reclen: number): number {
+  const end = buf.indexOf(0, off + 19);
+  return (end < 0 || end > off + reclen ? off + reclen : end) - (off + 19);
 }

@@ -14,7 +14,11 @@ export interface P9ServerOptions extends Partial<SessionLimits> {
   logger?: Logger;
   /** Sees every answered request (metrics); see observer.ts. */
   observer?: P9Observer;
+  /** Connections served at once; a connection beyond is closed at once (default 1024). */
+  maxConnections?: number;
 }
+
+export const DEFAULT_MAX_CONNECTIONS = 1024;
 
 export class P9Server {
   readonly exports: readonly ExportRoot[];
@@ -23,6 +27,9 @@ export class P9Server {
   private readonly log: Logger;
   private readonly observer: P9Observer | undefined;
   private closed = false;
+  readonly maxConnections: number;
+  /** Connections refused because maxConnections were open (diagnostics, tests). */
+  refusedConnections = 0;
 
   constructor(opts: P9ServerOptions) {
     if (opts.exports.length === 0) throw new Error('9p: at least one export is required');
@@ -42,10 +49,20 @@ export class P9Server {
     }
     limits.msize = clampMsize(limits.msize);
     this.limits = limits;
+    const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (!Number.isInteger(maxConnections) || maxConnections <= 0)
+      throw new Error('9p: maxConnections must be a positive integer');
+    this.maxConnections = maxConnections;
     const opened: ExportRoot[] = [];
     try {
-      const locks = new LockTable(limits.maxLocks);
-      for (const e of opts.exports) opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks));
+      const locks = new LockTable({
+        maxLocksPerSession: limits.maxLocks,
+        maxRangesPerFile: limits.maxLockRangesPerFile,
+        maxWaitersPerFile: limits.maxLockWaitersPerFile,
+      });
+      for (const e of opts.exports) {
+        opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks, e.security, e.metadata));
+      }
     } catch (err) {
       for (const r of opened) r.close();
       throw err;
@@ -53,11 +70,20 @@ export class P9Server {
     this.exports = opened;
   }
 
-  /** Serves 9P2000.L on a connected stream until it ends or the server closes. */
-  handleConnection(stream: Duplex): Session {
+  /**
+   * Serves 9P2000.L on a connected stream until it ends or the server closes. Beyond maxConnections the stream
+   * is destroyed at once and undefined returned (the peer sees the connection closed; the others go on).
+   */
+  handleConnection(stream: Duplex): Session | undefined {
     if (this.closed) {
       stream.destroy();
       throw new Error('9p: server closed');
+    }
+    if (this.sessions.size >= this.maxConnections) {
+      this.refusedConnections++;
+      this.log.warn('9p: connection refused, too many connections', { max: this.maxConnections });
+      stream.destroy();
+      return undefined;
     }
     const session = new Session(
       stream,
@@ -82,6 +108,13 @@ export class P9Server {
     return n;
   }
 
+  /** Host fds held across all connections (pinned ones included). */
+  get hostFdCount(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.fds.openFds;
+    return n;
+  }
+
   /** Closes every connection and the export root fds. */
   close(): void {
     if (this.closed) return;
@@ -94,4 +127,7 @@ export class P9Server {
 
 export type { ExportConfig } from './export.js';
 export type { P9Observer, P9RequestEvent } from './observer.js';
+export type { ShareSecurity } from './security.js';
+export { SHARE_SECURITY_MODELS } from './security.js';
+export type { MetadataStore, GuestAttrs, HostObject } from './metadata.js';
 export type { SessionLimits } from './options.js';

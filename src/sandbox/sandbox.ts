@@ -33,6 +33,19 @@ export interface BootedSandbox {
   pids: number[];
 }
 
+/**
+ * What a share holds, so the backend can pick its security model (docs/security.md): a container rootfs
+ * snapshot containerd mounted for us (root-only directories, setuid files from image layers), or any other host
+ * directory (bind mounts, volumes, a rootfs directory given by path).
+ */
+export type ShareRole = 'rootfs-snapshot' | 'host-directory';
+
+export interface ShareOptions {
+  readOnly: boolean;
+  /** Default 'host-directory' (the strict model). */
+  role?: ShareRole;
+}
+
 export interface Share {
   shareId: string;
   /** Where the guest sees it. */
@@ -65,7 +78,7 @@ export interface Sandbox {
   describe?(): Record<string, string>;
   boot(): Promise<BootedSandbox>;
   /** Makes a host path visible in the guest. */
-  addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share>;
+  addShare(hostPath: string, opts: ShareOptions): Promise<Share>;
   removeShare(shareId: string): Promise<void>;
   stats(): Promise<SandboxStats[]>;
   /** graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. */

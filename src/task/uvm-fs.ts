@@ -81,7 +81,12 @@ export async function prepareContainerFs(
       const p = spec.root?.path ?? 'rootfs';
       hostRoot = isAbsolute(p) ? p : join(bundle, p);
     }
-    const rootShare = await sandbox.addShare(hostRoot, { readOnly: spec.root?.readonly ?? false });
+    // A snapshot containerd handed us (mounted above, under the bundle) holds the image's setuid files and file
+    // capabilities and lives under root-only directories; a rootfs given by path is just a host directory.
+    const rootShare = await sandbox.addShare(hostRoot, {
+      readOnly: spec.root?.readonly ?? false,
+      role: rootfs.length > 0 ? 'rootfs-snapshot' : 'host-directory',
+    });
     prepared.shareIds.push(rootShare.shareId);
     spec.root = { ...(spec.root ?? {}), path: rootShare.guestPath };
 
@@ -92,7 +97,7 @@ export async function prepareContainerFs(
       const readOnly = opts.includes('ro');
       const st = await stat(m.source);
       const dir = st.isDirectory() ? m.source : await holdSingleFile(sandbox, bundle, m.source, readOnly, prepared);
-      const share = await sandbox.addShare(dir, { readOnly });
+      const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory' });
       prepared.shareIds.push(share.shareId);
       m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
     }

@@ -49,6 +49,9 @@ export const S_IFBLK = 0o060000;
 export const S_IFDIR = 0o040000;
 export const S_IFCHR = 0o020000;
 export const S_IFIFO = 0o010000;
+export const S_ISUID = 0o4000;
+export const S_ISGID = 0o2000;
+export const S_ISVTX = 0o1000;
 
 export const UTIME_NOW = (1 << 30) - 1;
 export const UTIME_OMIT = (1 << 30) - 2;
@@ -101,6 +104,11 @@ const raw = {
   lsetxattr: libc.func('int lsetxattr(const char *, const char *, void *, size_t, int)'),
   llistxattr: libc.func('long llistxattr(const char *, void *, size_t)'),
   lremovexattr: libc.func('int lremovexattr(const char *, const char *)'),
+  getxattr: libc.func('long getxattr(const char *, const char *, void *, size_t)'),
+  setxattr: libc.func('int setxattr(const char *, const char *, void *, size_t, int)'),
+  listxattr: libc.func('long listxattr(const char *, void *, size_t)'),
+  removexattr: libc.func('int removexattr(const char *, const char *)'),
+  fchmodat: libc.func('int fchmodat(int, const char *, uint32_t, int)'),
   preadv2: libc.func('long preadv2(int, lcow_iovec *, int, int64_t, int)'),
 };
 void iovecType;
@@ -280,6 +288,38 @@ export function getdents64(fd: number, buf: Buffer): number {
 
 export function lseek(fd: number, offset: number, whence: number): number {
   return check('lseek', raw.lseek(fd, offset, whence));
+}
+
+/** lseek(fd, offset, SEEK_SET) with a full 64-bit offset (directory cookies such as ext4's hash positions). */
+export function seekTo(fd: number, offset: bigint): void {
+  const r = raw.lseek(fd, BigInt.asIntN(64, offset), 0) as number | bigint;
+  if (r === -1 || r === -1n) throw new SyscallError('lseek', koffi.errno());
+}
+
+/**
+ * chmod(2) of the inode an fd names, through its /proc magic link (works for O_PATH fds of regular files and
+ * directories; never used on symlinks, whose mode cannot change).
+ */
+export function chmodFd(fd: number, mode: number): void {
+  check('fchmodat', raw.fchmodat(AT_FDCWD, procFdPath(fd), mode, 0));
+}
+
+// The following xattr calls follow the final component: they are used on /proc/self/fd/N of an O_PATH fd of
+// a regular file or directory, where "following" means jumping to exactly that inode.
+export function getxattr(path: string, name: string, buf: Buffer | null): number {
+  return check('getxattr', raw.getxattr(path, name, buf, buf ? buf.length : 0));
+}
+
+export function setxattr(path: string, name: string, value: Buffer, flags: number): void {
+  check('setxattr', raw.setxattr(path, name, value, value.length, flags));
+}
+
+export function listxattr(path: string, buf: Buffer | null): number {
+  return check('listxattr', raw.listxattr(path, buf, buf ? buf.length : 0));
+}
+
+export function removexattr(path: string, name: string): void {
+  check('removexattr', raw.removexattr(path, name));
 }
 
 /** lgetxattr(2). With an empty buffer returns the value size. */

@@ -32,6 +32,10 @@ export interface ServerOptions {
   msize?: number;
   /** ours: another build's lcowctl.js (benchmarks against a baseline); default ourServerPath(). */
   cli?: string;
+  /** ours: share security model (default: the server's, mapped). */
+  security?: 'mapped' | 'passthrough-existing';
+  /** ours: more `lcowctl 9p serve` flags (--max-connections N...). */
+  extraArgs?: string[];
 }
 
 const children = new Set<ChildProcess>();
@@ -79,6 +83,8 @@ export async function startOurServer(opts: ServerOptions): Promise<RunningServer
   const args = [opts.cli ?? ourServerPath(), '9p', 'serve', '--listen', 'tcp:127.0.0.1:0', '--export', opts.exportDir];
   if (opts.readOnly) args.push('--read-only');
   if (opts.msize) args.push('--msize', String(opts.msize));
+  if (opts.security) args.push('--security', opts.security);
+  if (opts.extraArgs) args.push(...opts.extraArgs);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const server = supervise(child, 'ours', 0, opts.exportDir);
   let out = '';

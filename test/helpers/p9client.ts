@@ -170,6 +170,64 @@ export class P9Client {
     return (await this.rpc({ type: MsgType.Tmkdir, dfid, name, mode, gid }, MsgType.Rmkdir)).qid;
   }
 
+  /** Tsetattr with only the fields given (valid bits derived from them; size as a number or bigint). */
+  async setattr(fid: number, a: { mode?: number; uid?: number; gid?: number; size?: number | bigint }): Promise<void> {
+    const valid =
+      (a.mode !== undefined ? 0x1 : 0) |
+      (a.uid !== undefined ? 0x2 : 0) |
+      (a.gid !== undefined ? 0x4 : 0) |
+      (a.size !== undefined ? 0x8 : 0);
+    await this.rpc(
+      {
+        type: MsgType.Tsetattr,
+        fid,
+        valid,
+        mode: a.mode ?? 0,
+        uid: a.uid ?? 0,
+        gid: a.gid ?? 0,
+        size: BigInt(a.size ?? 0),
+        atimeSec: 0n,
+        atimeNsec: 0n,
+        mtimeSec: 0n,
+        mtimeNsec: 0n,
+      },
+      MsgType.Rsetattr,
+    );
+  }
+
+  async mknod(dfid: number, name: string, mode: number, major = 0, minor = 0, gid = 0): Promise<Qid> {
+    return (await this.rpc({ type: MsgType.Tmknod, dfid, name, mode, major, minor, gid }, MsgType.Rmknod)).qid;
+  }
+
+  /** Sets an extended attribute of the file `fid` names (through a clone: Txattrcreate, Twrite, Tclunk). */
+  async xattrSet(fid: number, name: string, value: Buffer, flags = 0): Promise<void> {
+    const { fid: x } = await this.walk(fid, []);
+    await this.rpc(
+      { type: MsgType.Txattrcreate, fid: x, name, attrSize: BigInt(value.length), flags },
+      MsgType.Rxattrcreate,
+    );
+    if (value.length > 0) await this.write(x, 0, value);
+    await this.clunk(x);
+  }
+
+  /** Reads an extended attribute (name "" lists them) of the file `fid` names. */
+  async xattrGet(fid: number, name: string): Promise<Buffer> {
+    const x = this.allocFid();
+    const r = await this.rpc({ type: MsgType.Txattrwalk, fid, newfid: x, name }, MsgType.Rxattrwalk);
+    try {
+      const parts: Buffer[] = [];
+      for (let off = 0; off < Number(r.size);) {
+        const data = await this.read(x, off, Math.max(1, Number(r.size) - off));
+        if (data.length === 0) break;
+        parts.push(Buffer.from(data));
+        off += data.length;
+      }
+      return Buffer.concat(parts);
+    } finally {
+      await this.clunk(x);
+    }
+  }
+
   async unlinkat(dirfid: number, name: string, flags = 0): Promise<void> {
     await this.rpc({ type: MsgType.Tunlinkat, dirfid, name, flags }, MsgType.Runlinkat);
   }

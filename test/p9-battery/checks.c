@@ -10,7 +10,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -410,6 +412,106 @@ static int check_name_max(void) {
   name[255] = 'n';
   name[256] = 0;
   EXPECT_ERRNO(open(name, O_CREAT | O_WRONLY, 0644), ENAMETOOLONG);
+  return PASS;
+}
+
+/* ---- the guest's view of a mapped share ------------------------------------------------------------------
+ * The server keeps special files, setuid bits and privileged xattrs in records on the host (the host gets plain
+ * files); inside the guest they must behave as usual. These checks leave their objects in place: the test on the
+ * host then checks what the host got (battery.test.ts, "host view"). */
+
+static int check_mapped_special_files(void) {
+  SYS(mknod("blk", S_IFBLK | 0600, makedev(7, 0)));
+  SYS(chmod("blk", 0666));
+  struct stat st;
+  SYS(lstat("blk", &st));
+  EXPECT(S_ISBLK(st.st_mode) && (st.st_mode & 07777) == 0666, "blk mode %o", st.st_mode);
+  EXPECT(major(st.st_rdev) == 7 && minor(st.st_rdev) == 0, "blk rdev %u:%u", major(st.st_rdev), minor(st.st_rdev));
+  /* A character device made here is the guest's own device: 1:3 is the guest's /dev/null. */
+  SYS(mknod("chr", S_IFCHR | 0666, makedev(1, 3)));
+  SYS(lstat("chr", &st));
+  EXPECT(S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3, "chr mode %o rdev %u:%u",
+         st.st_mode, major(st.st_rdev), minor(st.st_rdev));
+  int fd = open("chr", O_RDWR);
+  SYS(fd);
+  EXPECT(write(fd, "discarded", 9) == 9, "write to the guest's null device: %s", errname(errno));
+  char b[4];
+  EXPECT(read(fd, b, sizeof b) == 0, "read from the guest's null device");
+  SYS(close(fd));
+  SYS(mkfifo("fifo", 0640));
+  SYS(lstat("fifo", &st));
+  EXPECT(S_ISFIFO(st.st_mode) && (st.st_mode & 07777) == 0640, "fifo mode %o", st.st_mode);
+  int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  SYS(s);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  strcpy(addr.sun_path, "sock");
+  SYS(bind(s, (struct sockaddr *)&addr, sizeof addr));
+  SYS(close(s));
+  SYS(lstat("sock", &st));
+  EXPECT(S_ISSOCK(st.st_mode), "sock mode %o", st.st_mode);
+  /* Renames and hard links keep the type (the record belongs to the inode). */
+  SYS(rename("fifo", "fifo2"));
+  SYS(link("blk", "blk-link"));
+  SYS(lstat("fifo2", &st));
+  EXPECT(S_ISFIFO(st.st_mode), "renamed fifo mode %o", st.st_mode);
+  SYS(lstat("blk-link", &st));
+  EXPECT(S_ISBLK(st.st_mode) && st.st_nlink == 2, "linked blk mode %o nlink %lu", st.st_mode,
+         (unsigned long)st.st_nlink);
+  return PASS;
+}
+
+static int check_mapped_setuid(void) {
+  int fd = open("suid", O_CREAT | O_WRONLY, 04755);
+  SYS(fd);
+  SYS(close(fd));
+  struct stat st;
+  SYS(stat("suid", &st));
+  EXPECT((st.st_mode & 07777) == 04755, "created with 04755, mode %o", st.st_mode & 07777);
+  SYS(write_file("sgid", "x", 1, 0755));
+  SYS(chown("sgid", 0, 0));
+  SYS(chmod("sgid", 02755));
+  SYS(stat("sgid", &st));
+  EXPECT((st.st_mode & 07777) == 02755, "chmod 02755, mode %o", st.st_mode & 07777);
+  SYS(mkdir("shared", 0775));
+  SYS(chmod("shared", 02775));
+  SYS(stat("shared", &st));
+  EXPECT(S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 02775, "setgid directory mode %o", st.st_mode & 07777);
+  SYS(write_file("mine", "x", 1, 0644));
+  SYS(chown("mine", 1000, 1000));
+  SYS(chmod("mine", 06755));
+  SYS(stat("mine", &st));
+  EXPECT(st.st_uid == 1000 && st.st_gid == 1000 && (st.st_mode & 07777) == 06755, "mine %u:%u %o", st.st_uid,
+         st.st_gid, st.st_mode & 07777);
+  return PASS;
+}
+
+static int check_mapped_privileged_xattrs(void) {
+  /* vfs_cap_data v2, effective, cap_setuid + cap_setgid: what `setcap cap_setuid,cap_setgid=ep` writes. */
+  unsigned char cap[20] = {0x01, 0x00, 0x00, 0x02, 0xc0, 0, 0, 0};
+  SYS(write_file("capbin", "x", 1, 0755));
+  SYS(setxattr("capbin", "security.capability", cap, sizeof cap, 0));
+  unsigned char got[64];
+  ssize_t n = getxattr("capbin", "security.capability", got, sizeof got);
+  SYS(n);
+  EXPECT(n == (ssize_t)sizeof cap && memcmp(got, cap, sizeof cap) == 0, "security.capability read back %zd bytes", n);
+  SYS(mkdir("opaque", 0755));
+  SYS(setxattr("opaque", "trusted.overlay.opaque", "y", 1, 0));
+  char v[8];
+  n = getxattr("opaque", "trusted.overlay.opaque", v, sizeof v);
+  EXPECT(n == 1 && v[0] == 'y', "trusted.overlay.opaque read back %zd", n);
+  SYS(setxattr("capbin", "user.plain", "u", 1, 0));
+  char list[1024];
+  n = listxattr("capbin", list, sizeof list);
+  SYS(n);
+  int seen_cap = 0, seen_user = 0, seen_ours = 0;
+  for (char *p = list; p < list + n; p += strlen(p) + 1) {
+    if (strcmp(p, "security.capability") == 0) seen_cap++;
+    if (strcmp(p, "user.plain") == 0) seen_user++;
+    if (strncmp(p, "user.lcow.", 10) == 0) seen_ours++;
+  }
+  EXPECT(seen_cap == 1 && seen_user == 1 && seen_ours == 0, "listxattr: cap %d user %d server-internal %d", seen_cap,
+         seen_user, seen_ours);
+  SYS(removexattr("capbin", "user.plain"));
   return PASS;
 }
 
@@ -1068,5 +1170,8 @@ const struct check posix_checks[] = {
     {"statfs", check_statfs},
     {"fsync_fdatasync", check_fsync_fdatasync},
     {"access", check_access},
+    {"mapped_special_files", check_mapped_special_files},
+    {"mapped_setuid", check_mapped_setuid},
+    {"mapped_privileged_xattrs", check_mapped_privileged_xattrs},
 };
 const size_t posix_checks_count = sizeof posix_checks / sizeof posix_checks[0];

@@ -1,10 +1,12 @@
 // Tgetattr, Tsetattr, Tstatfs, Treadlink. Attributes come from statx on the fid's own fd (fd-based, so an
-// unlinked-but-open file keeps working). Setattr changes the exact inode through /proc/self/fd/N of its O_PATH
-// handle, never by re-resolving a path that a racing rename could point at a symlink.
+// unlinked-but-open file keeps working), laid over with the guest's record (security.ts). Setattr changes the
+// exact inode through /proc/self/fd/N of its O_PATH handle, never by re-resolving a path that a racing rename
+// could point at a symlink; mode and ownership changes go through the export's policy.
 
 import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { Errno, P9Error } from '../errno.js';
+import type { Fid } from '../fids.js';
 import {
   GetattrMask,
   MsgType,
@@ -22,26 +24,29 @@ import {
   AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
   O,
+  S_IFDIR,
   S_IFLNK,
   S_IFMT,
+  S_IFREG,
   UTIME_NOW,
   UTIME_OMIT,
+  chmodFd,
   close,
   fchownat,
+  fstatx,
   makedev,
   procFdPath,
   readlinkat,
   utimensat,
 } from '../../util/syscalls.js';
-import { assertWritable, pathFid, statFid } from './common.js';
+import { assertWritable, linkParentOf, openThroughPathFd, pathFid, viewFid, withPathFd } from './common.js';
 import type { Session } from '../session.js';
 
-const fsTruncate = promisify(fs.truncate);
 const fsFtruncate = promisify(fs.ftruncate);
 
 export function getattr(s: Session, msg: Tgetattr): RMessage {
   const fid = pathFid(s, msg.fid);
-  const st = statFid(s, fid);
+  const { st, view } = viewFid(s, fid);
   fid.qid = qidFromStat(fid.exp.qids, st);
   // BASIC is always filled (the kernel relies on it whatever it asked); BTIME when the filesystem has it.
   const hasBtime = (st.mask & 0x800) !== 0;
@@ -50,11 +55,11 @@ export function getattr(s: Session, msg: Tgetattr): RMessage {
     type: MsgType.Rgetattr,
     valid,
     qid: fid.qid,
-    mode: st.mode,
-    uid: st.uid,
-    gid: st.gid,
+    mode: view.mode,
+    uid: view.uid,
+    gid: view.gid,
     nlink: BigInt(st.nlink),
-    rdev: makedev(st.rdevMajor, st.rdevMinor),
+    rdev: makedev(view.rdevMajor, view.rdevMinor),
     size: st.size,
     blksize: BigInt(st.blksize),
     blocks: st.blocks,
@@ -77,17 +82,32 @@ function timeArg(valid: number, bit: number, setBit: number, sec: bigint, nsec: 
   return { sec: BigInt.asIntN(64, sec), nsec: Number(nsec) };
 }
 
-/** Order as QEMU: mode, times, ownership (or a ctime-only bump), size. */
+/** Order: mode and ownership (one policy step), times, size. */
 export async function setattr(s: Session, msg: Tsetattr): Promise<RMessage> {
   const fid = pathFid(s, msg.fid);
   assertWritable(fid.exp);
   const v = msg.valid;
-  const isLink = (statFid(s, fid).mode & S_IFMT) === S_IFLNK;
-  const pfd = s.fds.acquire(fid.handle);
+  const slot = fid.inode!.pathSlot;
+  const pfd = s.fds.acquire(slot, fid.path);
   try {
-    if (v & V.MODE) {
-      if (isLink) throw new P9Error(Errno.EOPNOTSUPP);
-      fs.chmodSync(procFdPath(pfd), msg.mode & 0o7777);
+    const st = fstatx(pfd);
+    const fmt = st.mode & S_IFMT;
+    const isLink = fmt === S_IFLNK;
+    if (v & (V.MODE | V.UID | V.GID)) {
+      const policy = fid.exp.policy;
+      const obj = { fd: pfd, st };
+      const parent = linkParentOf(fid);
+      const current = policy.view(obj, parent);
+      policy.change(
+        obj,
+        current,
+        {
+          ...(v & V.MODE ? { mode: msg.mode } : {}),
+          ...(v & V.UID ? { uid: msg.uid } : {}),
+          ...(v & V.GID ? { gid: msg.gid } : {}),
+        },
+        parent,
+      );
     }
     if (v & (V.ATIME | V.MTIME)) {
       const at = timeArg(v, V.ATIME, V.ATIME_SET, msg.atimeSec, msg.atimeNsec);
@@ -102,33 +122,43 @@ export async function setattr(s: Session, msg: Tsetattr): Promise<RMessage> {
           close(dfd);
         }
       }
-    }
-    if (v & (V.UID | V.GID)) {
-      fchownat(pfd, '', v & V.UID ? msg.uid : -1, v & V.GID ? msg.gid : -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     } else if (v === V.CTIME) {
-      // Only a ctime bump was asked for. QEMU uses chown(-1, -1), but chown clears setuid/setgid on regular
-      // files; re-applying the current mode bumps ctime and changes nothing else.
-      if (isLink) fchownat(pfd, '', -1, -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-      else fs.chmodSync(procFdPath(pfd), statFid(s, fid).mode & 0o7777);
+      // Only a ctime bump was asked for. chown(-1, -1) would clear setuid/setgid of a regular file; re-applying
+      // the current mode bumps ctime and changes nothing else (host special files and symlinks: chown(-1, -1)).
+      if (fmt === S_IFREG || fmt === S_IFDIR) chmodFd(pfd, st.mode & 0o7777);
+      else fchownat(pfd, '', -1, -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     }
-    if (v & V.SIZE) {
-      if (isLink) throw new P9Error(Errno.EINVAL);
-      const open = fid.open;
-      if (open !== null && open.writable) {
-        const fd = s.fds.acquire(open.io);
-        try {
-          await fsFtruncate(fd, Number(msg.size));
-        } finally {
-          s.fds.release(open.io);
-        }
-      } else {
-        await fsTruncate(procFdPath(pfd), Number(msg.size));
-      }
-    }
+    if (v & V.SIZE) await truncate(s, fid, pfd, fmt, msg.size);
   } finally {
-    s.fds.release(fid.handle);
+    s.fds.release(slot);
   }
   return { type: MsgType.Rsetattr };
+}
+
+/**
+ * Truncates a regular file. The type is checked on the very inode the fd names (an O_PATH fd cannot change
+ * type), so the server never opens a FIFO or device node, whoever made it (EINVAL, as truncate(2) answers).
+ */
+async function truncate(s: Session, fid: Fid, pfd: number, fmt: number, size: bigint): Promise<void> {
+  if (fmt === S_IFDIR) throw new P9Error(Errno.EISDIR);
+  if (fmt !== S_IFREG) throw new P9Error(Errno.EINVAL, 'truncate of a special file');
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new P9Error(Errno.EFBIG);
+  const open = fid.open;
+  if (open !== null && open.writable) {
+    const fd = s.fds.acquire(open.slot, fid.path);
+    try {
+      await fsFtruncate(fd, Number(size));
+    } finally {
+      s.fds.release(open.slot);
+    }
+    return;
+  }
+  const fd = openThroughPathFd(pfd, O.WRONLY | O.NONBLOCK);
+  try {
+    await fsFtruncate(fd, Number(size));
+  } finally {
+    close(fd);
+  }
 }
 
 export function statfs(s: Session, msg: Tstatfs): RMessage {
@@ -137,7 +167,7 @@ export function statfs(s: Session, msg: Tstatfs): RMessage {
   // Through the fid's own inode; a symlink's magic link could lead outside, so those report the export root.
   const st = isLink
     ? fs.statfsSync(procFdPath(fid.exp.rootFd), { bigint: true })
-    : s.fds.with(fid.handle, (pfd) => fs.statfsSync(procFdPath(pfd), { bigint: true }));
+    : withPathFd(s, fid, (pfd) => fs.statfsSync(procFdPath(pfd), { bigint: true }));
   const dev = BigInt(fid.ident.devMajor) * 0x100000000n + BigInt(fid.ident.devMinor);
   return {
     type: MsgType.Rstatfs,
@@ -156,6 +186,6 @@ export function statfs(s: Session, msg: Tstatfs): RMessage {
 export function readlink(s: Session, msg: Treadlink): RMessage {
   const fid = pathFid(s, msg.fid);
   if ((fid.qid.type & 0x02) === 0) throw new P9Error(Errno.EINVAL, 'not a symlink');
-  const target = s.fds.with(fid.handle, (pfd) => readlinkat(pfd, ''));
+  const target = withPathFd(s, fid, (pfd) => readlinkat(pfd, ''));
   return { type: MsgType.Rreadlink, target: target.toString('utf8') };
 }

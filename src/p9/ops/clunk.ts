@@ -1,11 +1,12 @@
 // Tclunk and fid teardown: a fid is gone after Tclunk whatever the outcome; its locks are released, a pending
-// xattr is committed (its error becomes the Rclunk error), and its host fds are closed once idle.
+// xattr is committed (its error becomes the Rclunk error), and its share of host fds is given back (closed once
+// no other fid of the inode needs them and no operation is using them).
 
 import { identityKey, type Fid } from '../fids.js';
 import { MsgType, type RMessage, type Tclunk } from '../messages.js';
-import { baseName, openBeneath, parentPath } from '../pathsafe.js';
-import { commitXattr, xattrPath } from '../xattr.js';
-import { O, close } from '../../util/syscalls.js';
+import { commitXattr } from '../xattr.js';
+import { fstatx } from '../../util/syscalls.js';
+import { withPathFd } from './common.js';
 import type { Session } from '../session.js';
 
 /** Releases everything a fid holds. With commit=false (disconnect, reset) a pending xattr is discarded. */
@@ -17,32 +18,24 @@ export function releaseFid(s: Session, fid: Fid, commit: boolean): void {
     fid.lockOwners = null;
   }
   const x = fid.xattr;
-  if (x !== null && x.kind === 'write') {
-    s.pendingXattrs--;
-    if (commit) {
-      try {
-        withXattrPath(fid, (p) => commitXattr(x, p));
-      } catch (err) {
-        failure = err;
+  if (x !== null) {
+    s.xattrBytes -= x.cost;
+    if (x.kind === 'write') {
+      s.pendingXattrs--;
+      if (commit) {
+        try {
+          withPathFd(s, fid, (fd) => commitXattr(x, fid.exp.policy, { fd, st: fstatx(fd) }));
+        } catch (err) {
+          failure = err;
+        }
       }
     }
   }
   fid.xattr = null;
-  fid.dir = null;
-  if (fid.open !== null) s.fds.dispose(fid.open.io);
+  if (fid.open !== null) s.fds.closeSlot(fid.open.slot);
   fid.open = null;
-  s.fds.dispose(fid.handle);
+  if (fid.inode !== null) s.fds.unref(fid.inode);
   if (failure !== undefined) throw failure;
-}
-
-/** Runs `fn` with an l*xattr path naming the fid's file through its parent directory's fd. */
-export function withXattrPath<T>(fid: Fid, fn: (path: string) => T): T {
-  const dirFd = openBeneath(fid.exp.rootFd, parentPath(fid.path), O.PATH | O.DIRECTORY);
-  try {
-    return fn(xattrPath(dirFd, fid.path === '' ? '.' : baseName(fid.path)));
-  } finally {
-    close(dirFd);
-  }
 }
 
 export function clunk(s: Session, msg: Tclunk): RMessage {

@@ -1,11 +1,24 @@
-// Helpers shared by the op handlers: fid creation over host handles, stat -> qid, export mutability.
+// Helpers shared by the op handlers: fid creation over host inodes, stat -> qid, the guest's view of a fid's
+// attributes, export mutability.
 
 import { Errno, P9Error } from '../errno.js';
-import { Fid, type FileIdentity } from '../fids.js';
-import { HostHandle } from '../hostfd.js';
-import { openBeneath } from '../pathsafe.js';
+import { Fid, identityKey, type FileIdentity } from '../fids.js';
+import type { HostObject } from '../metadata.js';
+import { baseName, openBeneath, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
-import { O, close, fstatx, S_IFMT, S_IFDIR, S_IFREG, type StatX } from '../../util/syscalls.js';
+import type { GuestStat, LinkParent } from '../security.js';
+import {
+  AT_FDCWD,
+  O,
+  close,
+  fstatx,
+  openat,
+  procFdPath,
+  S_IFMT,
+  S_IFDIR,
+  S_IFREG,
+  type StatX,
+} from '../../util/syscalls.js';
 import type { ExportRoot } from '../export.js';
 import type { Session } from '../session.js';
 
@@ -18,8 +31,8 @@ export function sameIdentity(a: FileIdentity, st: StatX): boolean {
 }
 
 /** Opens `path` beneath the export root and checks it is still the same file (ESTALE otherwise). */
-export function reopenVerified(exp: ExportRoot, path: string, ident: FileIdentity, flags: number): number {
-  const fd = openBeneath(exp.rootFd, path, flags);
+export function reopenVerified(rootFd: number, path: string, ident: FileIdentity, flags: number): number {
+  const fd = openBeneath(rootFd, path, flags);
   let st: StatX;
   try {
     st = fstatx(fd);
@@ -34,9 +47,21 @@ export function reopenVerified(exp: ExportRoot, path: string, ident: FileIdentit
   return fd;
 }
 
+/** Opens the file an O_PATH fd names, through its /proc magic link (the exact inode, no path re-resolution). */
+export function openThroughPathFd(pathFd: number, flags: number, noatime = false): number {
+  if (noatime) {
+    try {
+      return openat(AT_FDCWD, procFdPath(pathFd), flags | O.NOATIME);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EPERM') throw err;
+    }
+  }
+  return openat(AT_FDCWD, procFdPath(pathFd), flags);
+}
+
 /**
- * Creates a fid for `path` whose O_PATH handle is `fd` (already open, owned by the new fid). Reopening after LRU
- * eviction goes by the fid's current path and is verified against the identity.
+ * Creates a fid for `path` whose O_PATH handle `fd` was just opened (the connection's fd table keeps it or
+ * closes it; the inode is shared with other fids naming it).
  */
 export function makeFid(
   s: Session,
@@ -55,20 +80,47 @@ export function makeFid(
     throw err;
   }
   const ident = identityOf(st);
-  const holder: { fid?: Fid } = {};
-  const handle = new HostHandle(
-    () => reopenVerified(exp, holder.fid!.path, holder.fid!.ident, O.PATH | O.NOFOLLOW),
-    fd,
-  );
-  const fid = new Fid(id, exp, path, qid, ident, handle, uid);
-  holder.fid = fid;
-  s.fds.adopt(handle);
-  return fid;
+  const inode = s.fds.ref(`${exp.name}\0${identityKey(ident)}`, ident, exp.rootFd, fd);
+  return new Fid(id, exp, path, qid, ident, inode, uid);
+}
+
+/** Runs fn with the fid's O_PATH fd (reopened if it was closed). */
+export function withPathFd<T>(s: Session, fid: Fid, fn: (fd: number) => T): T {
+  if (fid.inode === null) throw new P9Error(Errno.EINVAL, 'xattr fid');
+  return s.fds.with(fid.inode.pathSlot, fid.path, fn);
 }
 
 export function statFid(s: Session, fid: Fid): StatX {
-  if (fid.open !== null) return s.fds.with(fid.open.io, fstatx);
-  return s.fds.with(fid.handle, fstatx);
+  if (fid.open !== null) return s.fds.with(fid.open.slot, fid.path, fstatx);
+  return withPathFd(s, fid, fstatx);
+}
+
+/** The directory holding a fid's entry, opened on demand (symlink records live there). */
+export function linkParentOf(fid: Fid): LinkParent {
+  return () => {
+    const fd = openBeneath(fid.exp.rootFd, parentPath(fid.path), O.PATH | O.DIRECTORY);
+    let st: StatX;
+    try {
+      st = fstatx(fd);
+    } catch (err) {
+      close(fd);
+      throw err;
+    }
+    return { dir: { fd, st }, name: baseName(fid.path), done: () => close(fd) };
+  };
+}
+
+/**
+ * Host statx and the guest's view of a fid's object, in one visit of one of its fds (the open-file fd when the
+ * fid is open: it keeps working for a file unlinked behind the server's back).
+ */
+export function viewFid(s: Session, fid: Fid): { st: StatX; view: GuestStat } {
+  const look = (fd: number): { st: StatX; view: GuestStat } => {
+    const obj: HostObject = { fd, st: fstatx(fd) };
+    return { st: obj.st, view: fid.exp.policy.view(obj, linkParentOf(fid)) };
+  };
+  if (fid.open !== null) return s.fds.with(fid.open.slot, fid.path, look);
+  return withPathFd(s, fid, look);
 }
 
 export function assertWritable(exp: ExportRoot): void {
@@ -78,7 +130,7 @@ export function assertWritable(exp: ExportRoot): void {
 /** A fid usable for path operations (not an xattr fid). */
 export function pathFid(s: Session, id: number): Fid {
   const fid = s.fid(id);
-  if (fid.xattr !== null) throw new P9Error(Errno.EINVAL, 'xattr fid');
+  if (fid.xattr !== null || fid.inode === null) throw new P9Error(Errno.EINVAL, 'xattr fid');
   return fid;
 }
 

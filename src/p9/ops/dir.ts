@@ -1,9 +1,12 @@
 // Directory operations: Treaddir, Tmkdir, Tmknod, Tsymlink, Tlink, Trename, Trenameat, Tunlinkat, Tremove.
 // Every name is validated and used with the parent directory's own fd (the *at calls), so a name never
-// resolves through a symlink, and fids naming a moved path follow the rename.
+// resolves through a symlink, and fids naming a moved path follow the rename. New objects get their guest
+// attributes from the export's policy (security.ts): device nodes, FIFOs and sockets are never created on the
+// host, only regular-file placeholders whose record says what the guest made.
 
 import { Errno, P9Error } from '../errno.js';
 import type { Fid } from '../fids.js';
+import type { HostObject } from '../metadata.js';
 import {
   MsgType,
   type Qid,
@@ -20,8 +23,7 @@ import {
 } from '../messages.js';
 import { baseName, checkNewName, joinPath, openBeneath, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
-import { RDATA_HEADER, allocDataReply, finishDataReply } from '../codec.js';
-import { DirSnapshot, encodeEntries, getdentsBuffer } from '../readdir.js';
+import { readDirectoryReply } from '../readdir.js';
 import {
   AT_EMPTY_PATH,
   AT_REMOVEDIR,
@@ -29,104 +31,150 @@ import {
   O,
   S_IFBLK,
   S_IFCHR,
+  S_IFDIR,
   S_IFIFO,
+  S_IFLNK,
   S_IFMT,
   S_IFREG,
   S_IFSOCK,
   close,
-  fchownat,
+  fstatx,
   linkat,
   mkdirat,
-  mknodat,
+  openat,
   renameat2,
   statx,
   symlinkat,
   unlinkat as unlinkAt,
+  type StatX,
 } from '../../util/syscalls.js';
-import { assertWritable, dirFid, pathFid } from './common.js';
+import { assertWritable, dirFid, pathFid, withPathFd } from './common.js';
 import { releaseFid } from './clunk.js';
 import type { Session } from '../session.js';
-
-const scratch = getdentsBuffer();
 
 export function readdir(s: Session, msg: Treaddir): RMessage | Buffer {
   const fid = pathFid(s, msg.fid);
   const open = fid.open;
   if (open === null || !fid.isDir) throw new P9Error(Errno.EBADF, 'directory not open');
   const count = Math.min(msg.count, s.maxPayload);
-  if (msg.offset > BigInt(Number.MAX_SAFE_INTEGER)) return finishDataReply(allocDataReply(0), MsgType.Rreaddir, 0, 0);
-  const offset = Number(msg.offset);
-  if (fid.dir === null) fid.dir = new DirSnapshot(s.limits.maxDirEntries);
-  const snap = fid.dir;
-  const reply = allocDataReply(count);
-  const fd = s.fds.acquire(open.io);
-  try {
-    // offset 0 is a rewind: a fresh listing, as rewinddir would give.
-    if (offset === 0) snap.generation = -1;
-    const n = encodeEntries(
-      snap,
+  return s.fds.with(open.slot, fid.path, (fd) =>
+    readDirectoryReply(
       fd,
-      open.io.generation,
-      offset,
+      msg.offset,
       count,
       fid.exp.qids,
       { major: fid.ident.devMajor, minor: fid.ident.devMinor },
       fid.path === '' ? fid.exp.rootStat.ino : undefined,
-      reply,
-      RDATA_HEADER,
-      scratch,
-    );
-    return finishDataReply(reply, MsgType.Rreaddir, 0, n);
-  } finally {
-    s.fds.release(open.io);
-  }
+    ),
+  );
 }
 
-/** Creates an entry with `create(dirFd)`, chowns it best effort, returns its qid. */
-function createEntry(s: Session, dir: Fid, name: string, gid: number, create: (dfd: number) => void): { qid: Qid } {
+/** The owner a new entry gets in the guest: the attaching user (else the server's own). */
+function creatorUid(dir: Fid): number {
+  return dir.uid ?? dir.exp.policy.serverUid;
+}
+
+/**
+ * Makes the entry `name` in `dir` with `create(dfd)`, then gives it its guest attributes. Any failure after the
+ * creation removes the entry again. Returns the qid.
+ */
+function createEntry(
+  s: Session,
+  dir: Fid,
+  name: string,
+  guestMode: number,
+  gid: number,
+  create: (dfd: number) => void,
+  rdev = { major: 0, minor: 0 },
+): { qid: Qid } {
   checkNewName(name);
   assertWritable(dir.exp);
-  return s.fds.with(dir.handle, (dfd) => {
+  const policy = dir.exp.policy;
+  const uid = creatorUid(dir);
+  return withPathFd(s, dir, (dfd) => {
     create(dfd);
-    let st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
-    // Skip the chown (a journalled inode update) when the entry already has the wanted owner.
-    if (st.uid !== (dir.uid ?? st.uid) || st.gid !== gid) {
-      try {
-        fchownat(dfd, name, dir.uid ?? -1, gid, AT_SYMLINK_NOFOLLOW);
-        st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
-      } catch {
-        // Ownership is best effort when the server is not root.
+    const isDir = (guestMode & S_IFMT) === S_IFDIR;
+    try {
+      let st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
+      if (policy.createNeedsFinish(st, guestMode, uid, gid, rdev)) {
+        const fd = openat(dfd, name, O.PATH | O.NOFOLLOW);
+        try {
+          const obj: HostObject = { fd, st: fstatx(fd) };
+          policy.finishCreate(obj, guestMode, uid, gid, rdev);
+          st = fstatx(fd);
+        } finally {
+          close(fd);
+        }
       }
+      return { qid: qidFromStat(dir.exp.qids, st) };
+    } catch (err) {
+      try {
+        unlinkAt(dfd, name, isDir ? AT_REMOVEDIR : 0);
+      } catch {
+        // already gone
+      }
+      throw err;
     }
-    return { qid: qidFromStat(dir.exp.qids, st) };
   });
 }
 
 export function mkdir(s: Session, msg: Tmkdir): RMessage {
   const dir = dirFid(s, msg.dfid);
-  const { qid } = createEntry(s, dir, msg.name, msg.gid, (dfd) => mkdirat(dfd, msg.name, msg.mode & 0o7777));
+  const mode = S_IFDIR | (msg.mode & 0o7777);
+  const perm = dir.exp.policy.createPerm(mode);
+  const { qid } = createEntry(s, dir, msg.name, mode, msg.gid, (dfd) => mkdirat(dfd, msg.name, perm));
   return { type: MsgType.Rmkdir, qid };
 }
 
 export function symlink(s: Session, msg: Tsymlink): RMessage {
   const dir = dirFid(s, msg.fid);
   if (msg.symtgt.length === 0 || msg.symtgt.includes('\0')) throw new P9Error(Errno.ENOENT);
+  checkNewName(msg.name);
+  assertWritable(dir.exp);
+  const policy = dir.exp.policy;
+  const uid = creatorUid(dir);
   // The target is stored verbatim; it is never followed on the host (walks use O_NOFOLLOW).
-  const { qid } = createEntry(s, dir, msg.name, msg.gid, (dfd) => symlinkat(msg.symtgt, dfd, msg.name));
+  const qid = withPathFd(s, dir, (dfd) => {
+    symlinkat(msg.symtgt, dfd, msg.name);
+    let st = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
+    if (st.uid !== uid || st.gid !== msg.gid) {
+      const fd = openat(dfd, msg.name, O.PATH | O.NOFOLLOW);
+      try {
+        policy.finishSymlink({ fd, st }, { fd: dfd, st: fstatx(dfd) }, msg.name, uid, msg.gid);
+        st = fstatx(fd);
+      } finally {
+        close(fd);
+      }
+    }
+    return qidFromStat(dir.exp.qids, st);
+  });
   return { type: MsgType.Rsymlink, qid };
 }
 
 /**
- * FIFOs, sockets and regular files always; device nodes when the host allows it (needs CAP_MKNOD and a
- * filesystem not mounted nodev; otherwise the host's EPERM/EACCES reaches the guest). They are never opened
- * by the server (see lopen), so a guest-made device node cannot reach a host device through 9P.
+ * Regular files as they are; FIFOs, sockets and device nodes as regular-file placeholders (mode 0600 on the
+ * host) whose record carries the type and device number: the guest kernel serves special files itself (it
+ * never opens them over 9P), and no host process can reach a device through something the guest made.
  */
 export function mknod(s: Session, msg: Tmknod): RMessage {
   const dir = dirFid(s, msg.dfid);
   const fmt = msg.mode & S_IFMT || S_IFREG;
   if (![S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK, S_IFREG].includes(fmt)) throw new P9Error(Errno.EINVAL);
   const mode = fmt | (msg.mode & 0o7777);
-  const { qid } = createEntry(s, dir, msg.name, msg.gid, (dfd) => mknodat(dfd, msg.name, mode, msg.major, msg.minor));
+  const special = fmt === S_IFCHR || fmt === S_IFBLK;
+  const rdev = special ? { major: msg.major >>> 0, minor: msg.minor >>> 0 } : { major: 0, minor: 0 };
+  const policy = dir.exp.policy;
+  // The placeholder starts with the record marker when it will get a record, saving a chmod.
+  const perm = policy.store.markedPerm(policy.createPerm(mode), fmt !== S_IFREG);
+  const { qid } = createEntry(
+    s,
+    dir,
+    msg.name,
+    mode,
+    msg.gid,
+    (dfd) => close(openat(dfd, msg.name, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.NONBLOCK, perm)),
+    rdev,
+  );
   return { type: MsgType.Rmknod, qid };
 }
 
@@ -137,13 +185,54 @@ export function link(s: Session, msg: Tlink): RMessage {
   assertWritable(dir.exp);
   if (target.exp !== dir.exp) throw new P9Error(Errno.EXDEV);
   if (target.isDir) throw new P9Error(Errno.EPERM);
-  s.fds.with(target.handle, (tfd) => s.fds.with(dir.handle, (dfd) => linkat(tfd, '', dfd, msg.name, AT_EMPTY_PATH)));
+  withPathFd(s, target, (tfd) => {
+    dir.exp.policy.checkLinkTarget(fstatx(tfd));
+    withPathFd(s, dir, (dfd) => linkat(tfd, '', dfd, msg.name, AT_EMPTY_PATH));
+  });
   return { type: MsgType.Rlink };
 }
 
 function checkOldName(name: string): void {
   if (name === '.' || name === '..') throw new P9Error(Errno.EINVAL);
   checkNewName(name);
+}
+
+/** Fids that reach a file through `path` (their inode needs an fd kept open once the name is gone). */
+function fidsAt(s: Session, path: string): Array<{ inode: NonNullable<Fid['inode']>; path: string }> {
+  const out: Array<{ inode: NonNullable<Fid['inode']>; path: string }> = [];
+  for (const fid of s.fids.withPath(path) ?? []) if (fid.inode !== null) out.push({ inode: fid.inode, path });
+  return out;
+}
+
+/**
+ * Runs `op`, which removes the name `path`, keeping an fd of each inode that fids reach through it; the fds are
+ * pinned only if the name really went away.
+ */
+function removingName<T>(s: Session, path: string, op: () => T): T {
+  const held = s.fds.holdForUnlink(fidsAt(s, path));
+  let done = false;
+  try {
+    const r = op();
+    done = true;
+    return r;
+  } finally {
+    s.fds.pinAfterUnlink(held, done);
+  }
+}
+
+/** statx of `name` in `dfd` if it is a symlink on a mapped export (its record lives in the directory). */
+function mappedLink(dir: Fid, dfd: number, name: string): StatX | undefined {
+  if (dir.exp.policy.model !== 'mapped') return undefined;
+  try {
+    const st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
+    return (st.mode & S_IFMT) === S_IFLNK ? st : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function dirObject(dfd: number): HostObject {
+  return { fd: dfd, st: fstatx(dfd) };
 }
 
 function renameEntry(s: Session, from: Fid, oldPath: string, to: Fid, newName: string): void {
@@ -154,14 +243,28 @@ function renameEntry(s: Session, from: Fid, oldPath: string, to: Fid, newName: s
   const newPath = joinPath(to.path, newName);
   if (newPath === oldPath) return;
   if (newPath.startsWith(oldPath + '/')) throw new P9Error(Errno.EINVAL, 'rename into itself');
+  const store = from.exp.policy.store;
   const oldDirFd = openBeneath(from.exp.rootFd, parentPath(oldPath), O.PATH | O.DIRECTORY);
   try {
-    s.fds.with(to.handle, (ndfd) => renameat2(oldDirFd, baseName(oldPath), ndfd, newName));
+    withPathFd(s, to, (ndfd) => {
+      const oldName = baseName(oldPath);
+      const link = mappedLink(from, oldDirFd, oldName);
+      const rec = link !== undefined ? store.readLink(dirObject(oldDirFd), oldName, link) : undefined;
+      // Fids naming the replaced target keep their (now unlinked) file alive.
+      removingName(s, newPath, () => renameat2(oldDirFd, oldName, ndfd, newName));
+      if (link !== undefined) {
+        // The symlink's record moves with it (best effort: the link itself has moved).
+        try {
+          store.writeLink(dirObject(oldDirFd), oldName, link, undefined);
+          store.writeLink(dirObject(ndfd), newName, link, rec);
+        } catch {
+          // the link shows the server's owner
+        }
+      }
+    });
   } finally {
     close(oldDirFd);
   }
-  // Fids naming the replaced target keep their (now unlinked) file alive; then the moved tree follows.
-  pinFidsAt(s, newPath);
   s.fids.renamed(oldPath, newPath);
 }
 
@@ -180,11 +283,16 @@ export function renameat(s: Session, msg: Trenameat): RMessage {
   return { type: MsgType.Rrenameat };
 }
 
-/** Keeps the host fds of fids naming `path` open: after unlink they can no longer be reopened by path. */
-function pinFidsAt(s: Session, path: string): void {
-  for (const fid of s.fids.withPath(path) ?? []) {
-    s.fds.pin(fid.handle);
-    if (fid.open !== null) s.fds.pin(fid.open.io);
+/** Removes `name` from the directory `dfd` (fids pinned, a mapped symlink's record dropped). */
+function removeEntry(s: Session, exportFid: Fid, dfd: number, name: string, path: string, flags: number): void {
+  const link = mappedLink(exportFid, dfd, name);
+  removingName(s, path, () => unlinkAt(dfd, name, flags));
+  if (link !== undefined) {
+    try {
+      exportFid.exp.policy.store.writeLink(dirObject(dfd), name, link, undefined);
+    } catch {
+      // a stale record names another inode and is ignored
+    }
   }
 }
 
@@ -196,8 +304,7 @@ export function unlinkat(s: Session, msg: Tunlinkat): RMessage {
   assertWritable(dir.exp);
   if ((msg.flags & ~AT_REMOVEDIR) !== 0) throw new P9Error(Errno.EINVAL);
   const path = joinPath(dir.path, msg.name);
-  pinFidsAt(s, path);
-  s.fds.with(dir.handle, (dfd) => unlinkAt(dfd, msg.name, msg.flags & AT_REMOVEDIR));
+  withPathFd(s, dir, (dfd) => removeEntry(s, dir, dfd, msg.name, path, msg.flags & AT_REMOVEDIR));
   return { type: MsgType.Runlinkat };
 }
 
@@ -206,13 +313,12 @@ export function remove(s: Session, msg: Tremove): RMessage {
   const fid = s.fids.take(msg.fid);
   let failure: unknown;
   try {
-    if (fid.xattr !== null) throw new P9Error(Errno.EINVAL);
+    if (fid.xattr !== null || fid.inode === null) throw new P9Error(Errno.EINVAL);
     assertWritable(fid.exp);
     if (fid.path === '') throw new P9Error(Errno.EBUSY);
-    pinFidsAt(s, fid.path);
     const dfd = openBeneath(fid.exp.rootFd, parentPath(fid.path), O.PATH | O.DIRECTORY);
     try {
-      unlinkAt(dfd, baseName(fid.path), fid.isDir ? AT_REMOVEDIR : 0);
+      removeEntry(s, fid, dfd, baseName(fid.path), fid.path, fid.isDir ? AT_REMOVEDIR : 0);
     } finally {
       close(dfd);
     }

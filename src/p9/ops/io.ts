@@ -11,7 +11,6 @@ import { promisify } from 'node:util';
 import fs from 'node:fs';
 import { Errno, P9Error } from '../errno.js';
 import type { Fid } from '../fids.js';
-import { HostHandle } from '../hostfd.js';
 import {
   MsgType,
   type RMessage,
@@ -26,20 +25,29 @@ import { qidFromStat } from '../qid.js';
 import { allocDataReply, finishDataReply } from '../codec.js';
 import {
   AT_FDCWD,
-  AT_EMPTY_PATH,
   AT_SYMLINK_NOFOLLOW,
   O,
   S_IFMT,
   S_IFREG,
+  S_ISVTX,
   close,
-  fchownat,
   fstatx,
   openat,
   preadNoWait,
   procFdPath,
   statx,
+  unlinkat as unlinkAt,
 } from '../../util/syscalls.js';
-import { assertOpenableType, assertWritable, dirFid, iounit, makeFid, pathFid } from './common.js';
+import {
+  assertOpenableType,
+  assertWritable,
+  dirFid,
+  iounit,
+  makeFid,
+  openThroughPathFd,
+  pathFid,
+  withPathFd,
+} from './common.js';
 import { reopenFlags, toHostOpenFlags } from './openflags.js';
 import { writeXattr } from '../xattr.js';
 import type { Session } from '../session.js';
@@ -49,23 +57,8 @@ const fsWrite = promisify(fs.write);
 const fsFsync = promisify(fs.fsync);
 const fsFdatasync = promisify(fs.fdatasync);
 
-/** Opens the file an O_PATH fd names, through its /proc magic link (the exact inode, no path re-resolution). */
-function openThroughPathFd(pathFd: number, flags: number, noatime: boolean): number {
-  if (noatime) {
-    try {
-      return openat(AT_FDCWD, procFdPath(pathFd), flags | O.NOATIME);
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EPERM') throw err;
-    }
-  }
-  return openat(AT_FDCWD, procFdPath(pathFd), flags);
-}
-
 function attachOpenFile(s: Session, fid: Fid, fd: number, flags: number, writable: boolean): void {
-  const reopen = reopenFlags(flags);
-  const io = new HostHandle(() => s.fds.with(fid.handle, (pfd) => openThroughPathFd(pfd, reopen, false)), fd);
-  fid.open = { io, reopenFlags: reopen, writable };
-  s.fds.adopt(io);
+  fid.open = { slot: s.fds.openSlot(fid.inode!, reopenFlags(flags), fd), writable };
 }
 
 export function lopen(s: Session, msg: Tlopen): RMessage {
@@ -73,24 +66,26 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   if (fid.open !== null) throw new P9Error(Errno.EINVAL, 'fid already open');
   const host = toHostOpenFlags(msg.flags);
   if (fid.exp.readOnly && (host.writable || host.flags & O.TRUNC)) throw new P9Error(Errno.EROFS);
-  const fd = s.fds.with(fid.handle, (pfd) => {
+  // Room for the O_PATH fd (if closed) and the open file's fd, or ENFILE before anything is opened.
+  s.fds.reserveRoom(fid.inode!.pathSlot.fd < 0 ? 2 : 1);
+  const fd = withPathFd(s, fid, (pfd) => {
     const st = fstatx(pfd);
     assertOpenableType(st);
+    // A placeholder of a guest-made FIFO or device is opened by nobody either: the guest serves those itself.
+    if (st.mode & S_ISVTX) assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd: pfd, st }).mode });
     if ((st.mode & S_IFMT) !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
     return openThroughPathFd(pfd, host.flags, host.noatime);
   });
-  attachOpenFile(s, fid, fd, host.flags, host.writable);
-  if (host.flags & O.TRUNC) fid.qid = qidFromStat(fid.exp.qids, fstatx(fd));
-  return { type: MsgType.Rlopen, qid: fid.qid, iounit: iounit(s) };
-}
-
-/** Best-effort ownership of a new file: the attaching uid and the gid the create message names. */
-export function chownNew(fd: number, uid: number | undefined, gid: number): void {
-  try {
-    fchownat(fd, '', uid ?? -1, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-  } catch {
-    // Not permitted when the server does not run as root: the file keeps the server's ownership.
+  if (host.flags & O.TRUNC) {
+    try {
+      fid.qid = qidFromStat(fid.exp.qids, fstatx(fd));
+    } catch (err) {
+      close(fd);
+      throw err;
+    }
   }
+  attachOpenFile(s, fid, fd, host.flags, host.writable);
+  return { type: MsgType.Rlopen, qid: fid.qid, iounit: iounit(s) };
 }
 
 export function lcreate(s: Session, msg: Tlcreate): RMessage {
@@ -100,22 +95,46 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   assertWritable(dir.exp);
   const host = toHostOpenFlags(msg.flags);
   const path = joinPath(dir.path, msg.name);
-  const { ioFd, pathFd } = s.fds.with(dir.handle, (dfd) => {
+  const policy = dir.exp.policy;
+  const guestMode = S_IFREG | (msg.mode & 0o7777);
+  const uid = dir.uid ?? policy.serverUid;
+  // The new file's O_PATH and open fds, plus the directory's if it was closed: ENFILE before creating anything.
+  s.fds.reserveRoom(dir.inode!.pathSlot.fd < 0 ? 3 : 2);
+  const { ioFd, pathFd, st } = withPathFd(s, dir, (dfd) => {
     // An existing non-regular entry would be *opened* by O_CREAT without O_EXCL: refuse it before touching it.
+    let exists = true;
     try {
       const existing = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
       if ((existing.mode & S_IFMT) !== S_IFREG) throw new P9Error(host.flags & O.EXCL ? Errno.EEXIST : Errno.ENXIO);
     } catch (err) {
       if ((err as { code?: string }).code !== 'ENOENT') throw err;
+      exists = false;
     }
-    const ioFd = openat(dfd, msg.name, host.flags | O.CREAT | O.NOFOLLOW | O.NONBLOCK, msg.mode & 0o7777);
+    const base = host.flags | O.CREAT | O.NOFOLLOW | O.NONBLOCK;
+    const perm = policy.createPerm(guestMode);
+    let ioFd: number;
+    let created = !exists;
     try {
-      const st = fstatx(ioFd);
+      // O_EXCL when the name is free, so that only a file this request made gets the creator's attributes.
+      ioFd = openat(dfd, msg.name, exists ? base : base | O.EXCL, perm);
+    } catch (err) {
+      if (exists || host.flags & O.EXCL || (err as { code?: string }).code !== 'EEXIST') throw err;
+      ioFd = openat(dfd, msg.name, base, perm); // appeared meanwhile: opened, not created
+      created = false;
+    }
+    try {
+      let st = fstatx(ioFd);
       if ((st.mode & S_IFMT) !== S_IFREG) throw new P9Error(Errno.ENXIO);
-      // Usually the file already has the wanted owner (root server, root guest): a chown would only cost a
-      // journalled inode update per create.
-      if (st.uid !== (dir.uid ?? st.uid) || st.gid !== msg.gid) chownNew(ioFd, dir.uid, msg.gid);
-      return { ioFd, pathFd: openat(AT_FDCWD, procFdPath(ioFd), O.PATH) };
+      if (created && policy.createNeedsFinish(st, guestMode, uid, msg.gid)) {
+        try {
+          policy.finishCreate({ fd: ioFd, st }, guestMode, uid, msg.gid);
+        } catch (err) {
+          unlinkAt(dfd, msg.name, 0);
+          throw err;
+        }
+        st = fstatx(ioFd);
+      }
+      return { ioFd, pathFd: openat(AT_FDCWD, procFdPath(ioFd), O.PATH), st };
     } catch (err) {
       close(ioFd);
       throw err;
@@ -123,15 +142,15 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   });
   let fresh;
   try {
-    fresh = makeFid(s, dir.id, dir.exp, path, pathFd, fstatx(pathFd), dir.uid);
+    fresh = makeFid(s, dir.id, dir.exp, path, pathFd, st, dir.uid);
   } catch (err) {
     close(ioFd);
     throw err;
   }
   // The fid now names the new, open file: replace the directory fid in place.
   const old = s.fids.take(dir.id);
-  s.fds.dispose(old.handle);
   s.fids.add(fresh);
+  s.fds.unref(old.inode!);
   attachOpenFile(s, fresh, ioFd, host.flags & ~O.NONBLOCK, host.writable);
   return { type: MsgType.Rlcreate, qid: fresh.qid, iounit: iounit(s) };
 }
@@ -154,7 +173,7 @@ export async function read(s: Session, msg: Tread): Promise<RMessage | Buffer> {
   if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
   if (msg.offset > MAX_OFFSET) return { type: MsgType.Rread, data: Buffer.alloc(0) };
   const pos = Number(msg.offset);
-  const fd = s.fds.acquire(open.io);
+  const fd = s.fds.acquire(open.slot, fid.path);
   try {
     // The Linux client asks for rsize (~msize) whatever the file size, and reads again until it gets 0: size the
     // reply by the file when it is smaller. A size of 0 is not trusted (procfs-like files), and a file that grew
@@ -182,7 +201,7 @@ export async function read(s: Session, msg: Tread): Promise<RMessage | Buffer> {
     }
     return finishDataReply(reply, MsgType.Rread, 0, n);
   } finally {
-    s.fds.release(open.io);
+    s.fds.release(open.slot);
   }
 }
 
@@ -223,7 +242,7 @@ export async function write(s: Session, msg: Twrite): Promise<RMessage> {
   if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
   if (!open.writable) throw new P9Error(Errno.EBADF, 'fid not open for writing');
   if (msg.offset > MAX_OFFSET) throw new P9Error(Errno.EFBIG);
-  const fd = s.fds.acquire(open.io);
+  const fd = s.fds.acquire(open.slot, fid.path);
   try {
     const pos = Number(msg.offset);
     const syncDone = writeSyncBounded(s, fd, msg.data, pos);
@@ -236,7 +255,7 @@ export async function write(s: Session, msg: Twrite): Promise<RMessage> {
     }
     return { type: MsgType.Rwrite, count: done };
   } finally {
-    s.fds.release(open.io);
+    s.fds.release(open.slot);
   }
 }
 
@@ -244,11 +263,11 @@ export async function fsync(s: Session, msg: Tfsync): Promise<RMessage> {
   const fid = s.fid(msg.fid);
   const open = fid.open;
   if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
-  const fd = s.fds.acquire(open.io);
+  const fd = s.fds.acquire(open.slot, fid.path);
   try {
     await (msg.datasync !== 0 ? fsFdatasync(fd) : fsFsync(fd));
     return { type: MsgType.Rfsync };
   } finally {
-    s.fds.release(open.io);
+    s.fds.release(open.slot);
   }
 }

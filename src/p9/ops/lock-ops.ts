@@ -1,6 +1,7 @@
 // Tlock and Tgetlock over the export's LockTable. A blocking request that conflicts is parked until granted
 // (never answered BLOCKED: the Linux client would then sleep 30 s before retrying); Tflush cancels it with no
-// reply. Only when the connection already parks maxParkedLocks requests is BLOCKED the answer.
+// reply. Only when the connection already parks maxParkedLocks requests, or the file maxLockWaitersPerFile, is
+// BLOCKED the answer. Costs per request: see locks.ts.
 
 import { Errno, P9Error } from '../errno.js';
 import { identityKey } from '../fids.js';
@@ -44,14 +45,17 @@ export function lock(s: Session, msg: Tlock, req: Inflight): OpResult | Promise<
   if (!(msg.flags & LockFlag.BLOCK) || s.parkedLocks >= s.limits.maxParkedLocks) {
     return { type: MsgType.Rlock, status: LockStatus.BLOCKED };
   }
-  return new Promise<OpResult>((resolve) => {
-    const cancelWait = table.wait(file, lreq, () => resolve(granted()));
-    req.cancel = () => {
-      cancelWait();
-      resolve(SUPPRESS);
-    };
-    s.park(req);
-  });
+  let resolveGrant!: (r: OpResult) => void;
+  const parked = new Promise<OpResult>((resolve) => (resolveGrant = resolve));
+  const cancelWait = table.wait(file, lreq, () => resolveGrant(granted()));
+  // The file already has maxLockWaitersPerFile waiters: the guest retries later.
+  if (cancelWait === undefined) return { type: MsgType.Rlock, status: LockStatus.BLOCKED };
+  req.cancel = () => {
+    cancelWait();
+    resolveGrant(SUPPRESS);
+  };
+  s.park(req);
+  return parked;
 }
 
 /**

@@ -25,7 +25,8 @@ export function walk(s: Session, msg: Twalk): RMessage {
   let path = src.path;
   let st: StatX | undefined;
   const qids: Qid[] = [];
-  const srcFd = s.fds.acquire(src.handle);
+  const srcSlot = src.inode!.pathSlot;
+  const srcFd = s.fds.acquire(srcSlot, src.path);
   let fd = srcFd; // borrowed from src until the first step succeeds, then owned here
   try {
     for (let i = 0; i < msg.names.length; i++) {
@@ -60,14 +61,15 @@ export function walk(s: Session, msg: Twalk): RMessage {
     if (fd !== srcFd) close(fd);
     throw err;
   } finally {
-    s.fds.release(src.handle);
+    s.fds.release(srcSlot);
   }
 
   if (msg.newfid === msg.fid) {
-    // Walking a fid onto itself moves it: drop its old handle, keep its attach identity.
+    // Walking a fid onto itself moves it: the new inode is referenced before the old one is let go.
+    const moved = makeFid(s, msg.newfid, exp, path, fd, st!, src.uid);
     const old = s.fids.take(msg.fid);
-    s.fds.dispose(old.handle);
-    s.fids.add(makeFid(s, msg.newfid, exp, path, fd, st!, old.uid));
+    s.fids.add(moved);
+    s.fds.unref(old.inode!);
   } else {
     s.fids.add(makeFid(s, msg.newfid, exp, path, fd, st!, src.uid));
   }

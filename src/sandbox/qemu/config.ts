@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../util/log.js';
 import { mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
+import { parseShareSecurity, type ShareSecurity } from '../../p9/security.js';
 
 export const MEMORY_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.memory.sizeinmb';
 export const CPU_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.processor.count';
@@ -33,6 +34,13 @@ export interface QemuConfig {
    * after the switch to tmpfs), so this is what keeps QEMU's anonymous RSS near what the guest really uses.
    */
   freePageReporting: boolean;
+  /**
+   * 9P share security models (docs/security.md): `rootfs_share_security` for container rootfs snapshots
+   * (default passthrough-existing: image setuid files and capabilities keep working; the snapshot lives under
+   * root-only directories), `host_share_security` for every other host directory (default mapped).
+   */
+  rootfsShareSecurity: ShareSecurity;
+  hostShareSecurity: ShareSecurity;
 }
 
 /** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
@@ -68,6 +76,8 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
     freePageReporting: pick('free_page_reporting') !== false,
+    rootfsShareSecurity: parseShareSecurity(pick('rootfs_share_security') ?? 'passthrough-existing'),
+    hostShareSecurity: parseShareSecurity(pick('host_share_security') ?? 'mapped'),
   };
 }
 

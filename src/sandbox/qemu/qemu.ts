@@ -36,6 +36,7 @@ import type {
   SandboxRecord,
   SandboxStats,
   Share,
+  ShareOptions,
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
@@ -325,13 +326,14 @@ export class QemuSandbox implements Sandbox {
     e.server.handleConnection(conn.stream);
   }
 
-  addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
+  addShare(hostPath: string, opts: ShareOptions): Promise<Share> {
     return timedShareSetup({ path: hostPath, readOnly: opts.readOnly }, () => this.addShareNow(hostPath, opts));
   }
 
-  private async addShareNow(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
+  private async addShareNow(hostPath: string, opts: ShareOptions): Promise<Share> {
     if (!this.agent) throw new Error('sandbox not booted');
-    const key = `${opts.readOnly ? 'ro' : 'rw'}:${hostPath}`;
+    const security = opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareSecurity : this.cfg.hostShareSecurity;
+    const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${hostPath}`;
     const existing = this.sharesByKey.get(key);
     if (existing) {
       existing.refs++;
@@ -344,7 +346,7 @@ export class QemuSandbox implements Sandbox {
     }
     const id = `s${++this.shareSeq}`;
     const server = new P9Server({
-      exports: [{ name: id, path: hostPath, readOnly: opts.readOnly }],
+      exports: [{ name: id, path: hostPath, readOnly: opts.readOnly, security }],
       logger: this.log.with({ share: id }),
       observer: new P9Metrics({ share: id, path: hostPath }),
     });
@@ -388,7 +390,13 @@ export class QemuSandbox implements Sandbox {
       );
     try {
       const share = await e.ready;
-      this.log.debug('share added', { share: id, hostPath, guestPath: share.guestPath, readOnly: opts.readOnly });
+      this.log.debug('share added', {
+        share: id,
+        hostPath,
+        guestPath: share.guestPath,
+        readOnly: opts.readOnly,
+        security,
+      });
       return share;
     } catch (err) {
       this.shares.delete(id);

@@ -5,6 +5,8 @@
 // The two guests run in parallel (each is mostly waiting on round trips under TCG).
 import assert from 'node:assert/strict';
 import {
+  lstatSync,
+  type Stats,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -34,6 +36,7 @@ import {
   type RunningServer,
   type ServerOptions,
 } from '../../helpers/p9-servers.js';
+import { hostPrivileges, hostXattr } from '../../helpers/host-privileges.js';
 
 const target = process.env.P9TEST_SERVER === 'diod' ? 'diod' : 'ours';
 const MSIZE = 262144;
@@ -87,7 +90,11 @@ describe(`9P kernel client: Linux v9fs in a QEMU guest against ${target === 'our
         dirs[name] = d;
       }
       prepareReadOnlyExport(dirs.ro!);
-      const rw = { tcp: await start({ exportDir: dirs.tcp! }), fd: await start({ exportDir: dirs.fd! }) };
+      // Both share security models: tcp serves the bind-mount default (mapped), fd the rootfs one.
+      const rw = {
+        tcp: await start({ exportDir: dirs.tcp!, security: 'mapped' }),
+        fd: await start({ exportDir: dirs.fd!, security: 'passthrough-existing' }),
+      };
       const ro = await start({ exportDir: dirs.ro!, readOnly: true });
       servers.push(rw.tcp, rw.fd, ro);
       const one = (trans: Trans): Promise<GuestRunResult> =>
@@ -193,6 +200,26 @@ describe(`9P kernel client: Linux v9fs in a QEMU guest against ${target === 'our
         const d = join(dirs[trans]!, 'battery');
         assert.equal(readFileSync(join(d, 'open_rdwr/f'), 'utf8'), 'aXYdef', `${trans}: open_rdwr/f on the host`);
         assert.equal(readFileSync(join(d, 'hardlink_shared_content/g'), 'utf8'), 'onetwo');
+      }
+    });
+    it('guest-made devices, FIFOs, sockets, setuid bits and privileged xattrs are plain objects on the host', function () {
+      requireJob('fd', 'fd');
+      if (target !== 'ours') this.skip(); // diod (harness validation only) creates real ones
+      for (const trans of ['tcp', 'fd']) {
+        const d = join(dirs[trans]!, 'battery');
+        assert.deepEqual(hostPrivileges(d), [], `${trans}: privileged objects on the host`);
+        const sp = (n: string): Stats => lstatSync(join(d, 'mapped_special_files', n));
+        for (const n of ['blk', 'chr', 'fifo2', 'sock']) assert.ok(sp(n).isFile(), `${trans}: ${n} is a plain file`);
+        assert.equal(sp('blk').rdev, 0);
+        assert.equal(sp('blk').mode & 0o077, 0, `${trans}: blk (guest 0666) is not accessible to other host users`);
+        assert.equal(sp('blk').nlink, 2, 'the hard link is a link of the placeholder');
+        const su = (n: string): Stats => lstatSync(join(d, 'mapped_setuid', n));
+        for (const n of ['suid', 'sgid', 'mine']) assert.equal(su(n).mode & 0o6000, 0, `${trans}: ${n} mode`);
+        // mapped: owners the guest sets stay in its view; passthrough-existing: they are the host's.
+        assert.equal(su('mine').uid, trans === 'tcp' ? 0 : 1000, `${trans}: host owner of a file chowned to 1000`);
+        const xa = join(d, 'mapped_privileged_xattrs');
+        assert.equal(hostXattr(join(xa, 'capbin'), 'security.capability'), undefined);
+        assert.equal(hostXattr(join(xa, 'opaque'), 'trusted.overlay.opaque'), undefined);
       }
     });
     it('the read-only export is unchanged on the host', function () {

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Sandbox, Share } from '../../../src/sandbox/index.js';
+import type { Sandbox, Share, ShareOptions, ShareRole } from '../../../src/sandbox/index.js';
 import {
   prepareContainerFs,
   releaseContainerFs,
@@ -15,10 +15,10 @@ import { silentLogger } from '../../../src/util/log.js';
 
 /** Records what would be shared with the guest; the guest path is the host path (no VM needed here). */
 function recordingSandbox(): HostMountSandbox & {
-  shared: Array<{ path: string; readOnly: boolean }>;
+  shared: Array<{ path: string; readOnly: boolean; role?: ShareRole }>;
   mounts: Set<string>;
 } {
-  const shared: Array<{ path: string; readOnly: boolean }> = [];
+  const shared: Array<{ path: string; readOnly: boolean; role?: ShareRole }> = [];
   const mounts = new Set<string>();
   const sandbox: Partial<Sandbox> & Record<string, unknown> = {
     backend: 'recording',
@@ -27,8 +27,8 @@ function recordingSandbox(): HostMountSandbox & {
     shared,
     mounts,
     trackHostMount: (path: string, present: boolean) => (present ? mounts.add(path) : mounts.delete(path)),
-    addShare: async (path: string, opts: { readOnly: boolean }): Promise<Share> => {
-      shared.push({ path, readOnly: opts.readOnly });
+    addShare: async (path: string, opts: ShareOptions): Promise<Share> => {
+      shared.push({ path, readOnly: opts.readOnly, role: opts.role });
       return { shareId: String(shared.length), guestPath: path };
     },
     removeShare: async () => undefined,
@@ -78,8 +78,11 @@ describe('uvm-fs: container filesystem for VM sandboxes', () => {
       /EROFS/,
       'read-only on the host side too',
     );
-    // A directory bind mount is shared as itself.
-    assert.deepEqual(sandbox.shared[2], { path: hostEtc, readOnly: false });
+    // A directory bind mount is shared as itself, as a host directory (mapped security model by default).
+    assert.deepEqual(sandbox.shared[2], { path: hostEtc, readOnly: false, role: 'host-directory' });
+    assert.equal(fileShare.role, 'host-directory');
+    // A rootfs given by path (no snapshot mounts from containerd) is a host directory too.
+    assert.equal(sandbox.shared[0]!.role, 'host-directory');
 
     await releaseContainerFs(sandbox, prepared, silentLogger);
     assert.ok(!existsSync(fileShare.path), 'holder removed');
@@ -87,5 +90,27 @@ describe('uvm-fs: container filesystem for VM sandboxes', () => {
     assert.equal(sandbox.mounts.size, 0);
     assert.equal(readFileSync(join(hostEtc, 'app.conf'), 'utf8'), 'setting=1\n', 'the source file is untouched');
     assert.ok(existsSync(join(hostEtc, 'secret.key')));
+  });
+
+  it('a rootfs snapshot mounted from containerd mounts is shared with the rootfs-snapshot role', async () => {
+    const lower = join(dir, 'layer');
+    const bundle = join(dir, 'bundle2');
+    for (const d of [lower, bundle]) execFileSync('mkdir', ['-p', d]);
+    writeFileSync(join(lower, 'etc-passwd'), 'root:x:0:0\n');
+    const spec: OciSpecLike = { root: { path: 'rootfs' }, mounts: [] };
+    const sandbox = recordingSandbox();
+    const prepared = await prepareContainerFs(
+      sandbox,
+      bundle,
+      spec,
+      [{ type: 'bind', source: lower, target: '', options: ['rbind', 'ro'] }],
+      silentLogger,
+    );
+    try {
+      assert.deepEqual(sandbox.shared, [{ path: join(bundle, 'rootfs'), readOnly: false, role: 'rootfs-snapshot' }]);
+    } finally {
+      await releaseContainerFs(sandbox, prepared, silentLogger);
+    }
+    assert.ok(!mountedAt(join(bundle, 'rootfs')));
   });
 });

@@ -46,6 +46,23 @@ describe('p9 bounds', function () {
     assert.equal(fs.readFileSync(fx.host('f3'), 'utf8'), 'CONTENT 3');
   });
 
+  it('fids naming one file share one O_PATH fd; fids opened the same way share one open-file fd', async () => {
+    fx = await Fixture.start();
+    fx.file('shared', 'one inode');
+    const { c, root } = await fx.client();
+    const before = fx.server.hostFdCount;
+    const fids: number[] = [];
+    for (let i = 0; i < 100; i++) fids.push((await c.walk(root, ['shared'])).fid);
+    assert.equal(fx.server.hostFdCount - before, 1);
+    for (const f of fids.slice(0, 50)) await c.lopen(f, 0);
+    for (const f of fids.slice(50)) await c.lopen(f, 2);
+    assert.equal(fx.server.hostFdCount - before, 3, 'O_PATH + read-only + read-write');
+    for (const f of fids.slice(0, 99)) await c.clunk(f);
+    assert.equal((await c.read(fids[99]!, 0, 100)).toString(), 'one inode');
+    await c.clunk(fids[99]!);
+    assert.equal(fx.server.hostFdCount, before);
+  });
+
   it('an evicted file that was unlinked while open stays readable (its fd is pinned)', async () => {
     fx = await Fixture.start({ maxHostFds: 2 });
     fx.file('victim', 'keep me');

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { FrameReader } from '../../../src/p9/framer.js';
-import { LOCK_EOF, LockTable, rangeEnd, type LockRequest } from '../../../src/p9/locks.js';
+import { LOCK_EOF, LockLimitError, LockTable, rangeEnd, type LockRequest } from '../../../src/p9/locks.js';
 import { QidMapper } from '../../../src/p9/qid.js';
 
 const req = (owner: string, type: number, start: bigint, end: bigint, session = 1): LockRequest => ({
@@ -63,7 +63,7 @@ describe('p9 lock table', () => {
     t.wait('f', req('b', 1, 0n, 10n), () => granted.push('b'));
     const cancelC = t.wait('f', req('c', 1, 0n, 10n), () => granted.push('c'));
     t.wait('f', req('d', 0, 50n, 60n), () => granted.push('d'));
-    cancelC();
+    cancelC!();
     t.releaseOwner('f', 'a');
     assert.deepEqual(granted, ['b', 'd']);
   });
@@ -104,6 +104,132 @@ describe('p9 lock table', () => {
           }
         },
       ),
+    );
+  });
+});
+
+describe('p9 lock table bounds and wakeups', () => {
+  it('a change re-tests only the waiters whose range it overlaps', () => {
+    const t = new LockTable();
+    t.trySet('f', req('a', 1, 0n, 10n));
+    t.trySet('f', req('a', 1, 100n, 110n));
+    const granted: string[] = [];
+    for (let i = 0; i < 50; i++) t.wait('f', req(`w${i}`, 1, 100n, 110n), () => granted.push(`w${i}`));
+    t.trySet('f', req('a', 2, 0n, 10n)); // unlock elsewhere
+    assert.equal(t.rechecks, 0);
+    t.trySet('f', req('a', 2, 105n, 106n)); // a hole under every waiter: each is re-tested, none fits
+    assert.equal(t.rechecks, 50);
+    assert.deepEqual(granted, []);
+    t.releaseOwner('f', 'a');
+    assert.deepEqual(granted, ['w0'], 'the first waiter wins, the others now conflict with it');
+  });
+
+  it('caps ranges per file (LockLimitError) and waiters per file (wait answers undefined)', () => {
+    const t = new LockTable({ maxRangesPerFile: 3, maxWaitersPerFile: 2 });
+    t.trySet('f', req('a', 1, 0n, 1n));
+    t.trySet('f', req('b', 1, 5n, 6n, 2));
+    t.trySet('f', req('a', 1, 10n, 11n));
+    assert.throws(() => t.trySet('f', req('c', 1, 20n, 21n, 3)), LockLimitError);
+    assert.ok(t.trySet('f', req('a', 1, 1n, 2n)), 'merging into an existing range needs no new one');
+    assert.ok(t.wait('f', req('x', 1, 0n, 1n), () => undefined));
+    assert.ok(t.wait('f', req('y', 1, 0n, 1n), () => undefined));
+    assert.equal(
+      t.wait('f', req('z', 1, 0n, 1n), () => undefined),
+      undefined,
+    );
+  });
+
+  it('property: agrees with a byte-by-byte model on every decision and every resulting lock', () => {
+    const SIZE = 80;
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            owner: fc.constantFrom('a', 'b', 'c'),
+            type: fc.integer({ min: 0, max: 2 }),
+            start: fc.integer({ min: 0, max: 60 }),
+            len: fc.integer({ min: 1, max: 20 }),
+          }),
+          { maxLength: 60 },
+        ),
+        (ops) => {
+          const t = new LockTable();
+          const cells: Array<Map<string, number>> = Array.from({ length: SIZE }, () => new Map());
+          for (const o of ops) {
+            const end = o.start + o.len;
+            let conflict = false;
+            if (o.type !== 2) {
+              for (let i = o.start; i < end; i++) {
+                for (const [owner, type] of cells[i]!) {
+                  if (owner !== o.owner && (type === 1 || o.type === 1)) conflict = true;
+                }
+              }
+            }
+            const ok = t.trySet('f', req(o.owner, o.type, BigInt(o.start), BigInt(end)));
+            assert.equal(ok, !conflict, `decision for ${JSON.stringify(o)}`);
+            if (!ok) continue;
+            for (let i = o.start; i < end; i++) {
+              if (o.type === 2) cells[i]!.delete(o.owner);
+              else cells[i]!.set(o.owner, o.type);
+            }
+          }
+          const got: Array<Map<string, number>> = Array.from({ length: SIZE }, () => new Map());
+          const rs = t.ranges('f');
+          for (const r of rs) for (let i = Number(r.start); i < Number(r.end); i++) got[i]!.set(r.owner, r.type);
+          assert.deepEqual(got, cells);
+          // Maximal ranges: an owner's adjacent ranges of one type are merged.
+          for (const x of rs)
+            for (const y of rs) {
+              if (x !== y && x.owner === y.owner && x.type === y.type)
+                assert.ok(x.end !== y.start, 'unmerged neighbours');
+            }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('p9 lock table waiters', () => {
+  it('a granted downgrade that frees a range lets an earlier waiter in', () => {
+    const t = new LockTable();
+    t.trySet('f', req('w', 1, 0n, 10n)); // W holds a write lock
+    t.trySet('f', req('x', 1, 15n, 20n)); // X holds a write lock further on
+    const granted: string[] = [];
+    t.wait('f', req('v', 0, 5n, 8n), () => granted.push('v')); // V waits on W's range
+    t.wait('f', req('w', 0, 0n, 20n), () => granted.push('w')); // W downgrades over X's range: waits on X
+    t.releaseOwner('f', 'x'); // W is granted, its downgrade frees [0, 10) for reading: V fits now
+    assert.deepEqual(granted, ['w', 'v']);
+  });
+
+  it('property: after every operation no parked waiter could have been granted', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            owner: fc.constantFrom('a', 'b', 'c', 'd'),
+            type: fc.integer({ min: 0, max: 2 }),
+            start: fc.integer({ min: 0, max: 40 }),
+            len: fc.integer({ min: 1, max: 20 }),
+            block: fc.boolean(),
+          }),
+          { maxLength: 50 },
+        ),
+        (ops) => {
+          const t = new LockTable();
+          const pending = new Set<LockRequest>();
+          for (const o of ops) {
+            if ([...pending].some((p) => p.owner === o.owner)) continue; // a process waits for one lock at a time
+            const r = req(o.owner, o.type, BigInt(o.start), BigInt(o.start + o.len));
+            if (!t.trySet('f', r) && o.block) {
+              pending.add(r);
+              t.wait('f', r, () => pending.delete(r));
+            }
+            for (const p of pending) assert.ok(t.conflict('f', p) !== undefined, `waiter ${p.owner} could run`);
+          }
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 });

@@ -49,3 +49,18 @@ describe('sandbox/qemu: command line (tcp+token over hostfwd)', () => {
     assert.equal(after('-fw_cfg'), 'name=opt/lcow/token,file=/run/x/token');
   });
 });
+
+describe('sandbox/qemu: 9P share security models from the runtime config', () => {
+  it('defaults: rootfs snapshots passthrough-existing, other host directories mapped', () => {
+    const cfg = qemuConfig({}, {});
+    assert.equal(cfg.rootfsShareSecurity, 'passthrough-existing');
+    assert.equal(cfg.hostShareSecurity, 'mapped');
+  });
+
+  it('both are switchable (top level or [qemu]); an unknown model is refused', () => {
+    const cfg = qemuConfig({ rootfs_share_security: 'mapped', qemu: { host_share_security: 'mapped' } }, {});
+    assert.equal(cfg.rootfsShareSecurity, 'mapped');
+    assert.equal(cfg.hostShareSecurity, 'mapped');
+    assert.throws(() => qemuConfig({ host_share_security: 'passthrough' }, {}), /share security must be one of/);
+  });
+});
