@@ -528,7 +528,7 @@ export class Agent {
   }
 }
 
-function runCmd(cmd: string, args: string[]): Promise<void> {
+export function runCmd(cmd: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const err: Buffer[] = [];

@@ -29,6 +29,7 @@ import { StdioRelay, type StdioPaths } from './stdio.js';
 
 export { SANDBOX_RECORD_FILE, SHIM_VERSION };
 import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
+import { carryPodNetwork, refuseHostNetwork, type SpecWithNamespaces } from './pod-network.js';
 
 export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
 
@@ -238,7 +239,7 @@ export class TaskService {
     if (!isAbsolute(req.bundle) || req.bundle.includes('\0')) throw invalidArgument('bundle must be an absolute path');
     if (req.checkpoint || req.parentCheckpoint) throw unimplemented('checkpoint/restore is not supported by lcow');
     if (this.shuttingDown) throw failedPrecondition('shim is shutting down');
-    let spec: {
+    let spec: SpecWithNamespaces & {
       annotations?: Record<string, string>;
       root?: { path?: string; readonly?: boolean };
       process?: { consoleSize?: { height?: number; width?: number } };
@@ -253,6 +254,7 @@ export class TaskService {
     validateId('sandbox id', groupId);
     if (this.pod?.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
     const log = this.log.with({ pod: groupId, container: req.id });
+    if (this.opts.sandboxBackend !== 'process') refuseHostNetwork(spec, annotations); // before a VM boots
     const pod = await this.getPod(groupId, annotations);
     if (pod.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
 
@@ -263,6 +265,7 @@ export class TaskService {
     task.init = init;
     pod.tasks.set(req.id, task);
     try {
+      await carryPodNetwork(pod.sandbox, spec); // pod-network.ts: the CNI netns, carried into the VM
       // Rootfs: either mounts for the agent to perform, or the bundle's rootfs directory shared as is.
       const rootfs: Array<{ type: string; source: string; target: string; options: string[] }> = [];
       if (mountsRootfsOnHost(pod.sandbox)) {

@@ -79,7 +79,14 @@ export async function prepareContainerFs(
       const p = spec.root?.path ?? 'rootfs';
       hostRoot = isAbsolute(p) ? p : join(bundle, p);
     }
-    const rootShare = await sandbox.addShare(hostRoot, { readOnly: spec.root?.readonly ?? false });
+    // A snapshot rootfs (mounted here from containerd's mounts) is this container's own writable snapshot: it is
+    // shared writable even when root.readonly is set, and runc in the guest makes the root read-only itself, as
+    // on a host, after creating the mount points it needs (/etc/resolv.conf, /dev/shm... for CRI's pause
+    // container). A 9P share that is read-only would stop runc before that. The guest gets no more than a
+    // runc container of its own snapshot gets. A pre-existing directory named by root.path stays read-only.
+    const rootShare = await sandbox.addShare(hostRoot, {
+      readOnly: rootfs.length > 0 ? false : (spec.root?.readonly ?? false),
+    });
     prepared.shareIds.push(rootShare.shareId);
     spec.root = { ...(spec.root ?? {}), path: rootShare.guestPath };
 

@@ -30,11 +30,19 @@ import type {
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
+import { attachPodNetwork, detachPodNetwork, PodNetworkError } from './podnet.js';
 
 const SHARE_TOKEN_LENGTH = 16;
 
 export interface QemuSandboxOptions extends SandboxOptions {
   runtimeConfig?: Record<string, unknown>;
+}
+
+interface PodNet {
+  netnsPath: string;
+  /** The CNI interface, once known (delete must remove its tc redirect). */
+  iface?: string;
+  guest: Promise<string>;
 }
 
 interface ShareEntry {
@@ -62,6 +70,9 @@ export class QemuSandbox implements Sandbox {
   private client: TtrpcClient | undefined;
   private agent: ServiceClient<(typeof AgentDesc)['method']> | undefined;
   private qmp: QmpClient | undefined;
+  private qmpReady: Promise<QmpClient> | undefined;
+  /** The pod network (podnet.ts): the host netns it came from, the CNI interface, the guest netns path. */
+  private podNet: PodNet | undefined;
   private secret: Buffer | undefined;
   /** Host ports QEMU forwards to the agent's control and 9P listeners. */
   private ports: { control: number; p9: number } | undefined;
@@ -176,7 +187,8 @@ export class QemuSandbox implements Sandbox {
     } finally {
       clearTimeout(timer);
     }
-    QmpClient.connect(this.qmpSocket, 5000).then(
+    this.qmpReady = QmpClient.connect(this.qmpSocket, 5000);
+    this.qmpReady.then(
       (q) => (this.qmp = q),
       (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
     );
@@ -343,6 +355,38 @@ export class QemuSandbox implements Sandbox {
     return rssBytes === undefined ? [] : [{ pid, rssBytes }];
   }
 
+  // ---- pod network (podnet.ts) ----
+  attachNetwork(netnsPath: string): Promise<string> {
+    if (this.podNet) {
+      if (this.podNet.netnsPath !== netnsPath)
+        return Promise.reject(
+          new PodNetworkError(`this pod's network is ${this.podNet.netnsPath}; a container names ${netnsPath}`),
+        );
+      return this.podNet.guest;
+    }
+    if (!this.agent || !this.qmpReady) return Promise.reject(new Error('sandbox not booted'));
+    const agent = this.agent;
+    const net: PodNet = { netnsPath, guest: Promise.resolve('') };
+    net.guest = (async () => {
+      const r = await attachPodNetwork({
+        netnsPath,
+        qmp: await this.qmpReady!,
+        log: this.log,
+        configureGuest: async (iface) => {
+          net.iface = iface.name;
+          const res = await agent.configureNetwork({ ...iface, timeoutMs: 30_000 }, { timeoutMs: 60_000 });
+          return res.netnsPath;
+        },
+      });
+      return r.guestNetnsPath;
+    })();
+    this.podNet = net;
+    net.guest.catch(() => {
+      if (this.podNet === net) this.podNet = undefined;
+    });
+    return net.guest;
+  }
+
   onExit(cb: (reason: SandboxExitReason) => void): void {
     if (this.exitReason) cb(this.exitReason);
     else this.exitCbs.push(cb);
@@ -355,6 +399,7 @@ export class QemuSandbox implements Sandbox {
       stateDir: this.opts.stateDir,
       pids: this.child?.pid ? [{ pid: this.child.pid, startTime: this.startTime }] : [],
       hostMounts: [...this.hostMounts],
+      ...(this.podNet?.iface ? { podNetwork: { netnsPath: this.podNet.netnsPath, iface: this.podNet.iface } } : {}),
     };
   }
 
@@ -416,6 +461,9 @@ export async function cleanupQemuSandbox(rec: SandboxRecord): Promise<void> {
         await new Promise((r) => setTimeout(r, 20));
     }
   }
+  const net = rec.podNetwork as { netnsPath?: unknown; iface?: unknown } | undefined;
+  if (net && typeof net.netnsPath === 'string' && typeof net.iface === 'string')
+    await detachPodNetwork(net.netnsPath, net.iface);
   const mounts = Array.isArray(rec.hostMounts) ? (rec.hostMounts as string[]) : [];
   for (const m of mounts) await umount(m);
   await rm(rec.stateDir, { recursive: true, force: true });
