@@ -37,6 +37,7 @@ export function openStream(url: string, timeoutMs = 120_000): Promise<StreamSess
   let out = '';
   let err = '';
   let errorChannel = '';
+  let ended = false;
   const waiters = new Set<() => void>();
   const done = new Promise<StreamResult>((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -53,6 +54,8 @@ export function openStream(url: string, timeoutMs = 120_000): Promise<StreamSess
     });
     ws.on('close', () => {
       clearTimeout(timer);
+      ended = true;
+      for (const w of waiters) w();
       let status: StreamResult['status'];
       let exitCode = -1;
       if (errorChannel) {
@@ -91,6 +94,10 @@ export function openStream(url: string, timeoutMs = 120_000): Promise<StreamSess
                 waiters.delete(check);
                 clearTimeout(t);
                 ok();
+              } else if (ended) {
+                waiters.delete(check);
+                clearTimeout(t);
+                fail(new Error(`stream ended without ${re} on stdout: ${JSON.stringify(out)} ${errorChannel}`));
               }
             };
             const t = setTimeout(() => {
