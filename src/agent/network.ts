@@ -95,7 +95,8 @@ export class PodNetwork {
         const addr = await readFile(join(this.sysClassNet, name, 'address'), 'utf8').catch(() => '');
         if (addr.trim().toLowerCase() === mac) return name;
       }
-      if (Date.now() > deadline) throw new AgentError('FailedPrecondition', `no NIC with MAC ${mac} appeared in ${ms} ms`);
+      if (Date.now() > deadline)
+        throw new AgentError('FailedPrecondition', `no NIC with MAC ${mac} appeared in ${ms} ms`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }

@@ -112,10 +112,7 @@ export interface CriClient {
     { url: string }
   >;
   containerStats: Unary<{ containerId: string }, { stats: ContainerStats }>;
-  listContainerStats: Unary<
-    { filter?: { id?: string; podSandboxId?: string } },
-    { stats: ContainerStats[] }
-  >;
+  listContainerStats: Unary<{ filter?: { id?: string; podSandboxId?: string } }, { stats: ContainerStats[] }>;
   imageStatus: Unary<{ image: { image: string } }, { image: { id: string; repoTags: string[] } | null }>;
   close(): void;
 }

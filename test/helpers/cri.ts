@@ -15,7 +15,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainerd, type PrivateContainerd } from './containerd.js';
 import { criClient, type CriClient, type PodSandboxConfig } from './cri-client.js';
-import { importPauseImage, importTestImage } from './image.js';
+import { importPauseImage, importTestImage, PAUSE_IMAGE } from './image.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const CRI_NAMESPACE = 'k8s.io';
@@ -63,17 +63,17 @@ function freePort(): Promise<number> {
 }
 
 /** A /24 under 10.241.0.0/16 that no route on this host uses yet (other test runs have their own). */
-function pickSubnet(): string {
+function pickSubnet(taken: string[]): string {
   const routes = execFileSync('ip', ['-4', 'route', 'show'], { encoding: 'utf8' });
   for (let i = 0; i < 250; i++) {
-    const third = (process.pid + i) % 250;
+    const third = (process.pid + i + Math.floor(Math.random() * 250)) % 250;
     const net = `10.241.${third}.`;
-    if (!routes.includes(net)) return `${net}0/24`;
+    if (!routes.includes(net) && !taken.includes(`${net}0/24`)) return `${net}0/24`;
   }
   throw new Error('no free 10.241.x.0/24 subnet');
 }
 
-function criConfig(o: { pauseImage: string; cniConfDir: string; streamPort: number }): string {
+function criConfig(o: { pauseImage: string; cniConfDir: string; streamPort: number; networks: number }): string {
   const cri = '[plugins."io.containerd.grpc.v1.cri"]';
   const rt = '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes';
   return [
@@ -95,58 +95,76 @@ function criConfig(o: { pauseImage: string; cniConfDir: string; streamPort: numb
     '  [plugins."io.containerd.grpc.v1.cri".cni]',
     '    bin_dir = "/usr/lib/cni"',
     `    conf_dir = "${o.cniConfDir}"`,
-    '    max_conf_num = 1',
+    `    max_conf_num = ${o.networks}`,
     '',
   ].join('\n');
 }
 
-export async function startCri(): Promise<CriEnv> {
-  const subnet = pickSubnet();
-  const prefix = subnet.slice(0, subnet.lastIndexOf('.') + 1);
-  const gateway = `${prefix}1`;
-  const bridge = `lcb${process.pid}`.slice(0, 15);
+export interface CriOptions {
+  /**
+   * CNI networks containerd attaches to every pod (its max_conf_num): 1 (default), or 2, which gives each pod two
+   * interfaces (eth0, eth1): a CNI result lcow refuses.
+   */
+  networks?: 1 | 2;
+}
+
+export async function startCri(opts: CriOptions = {}): Promise<CriEnv> {
+  const networks = opts.networks ?? 1;
   const streamPort = await freePort();
-  // The config needs the temp dir's paths: start with a placeholder dir, written before containerd starts.
   const base = join('/tmp', `lcow-cri-${process.pid}-${Date.now()}`);
   const cniConfDir = join(base, 'cni-conf');
-  const ipamDir = join(base, 'cni-ipam');
   const logRoot = join(base, 'pod-logs');
   mkdirSync(cniConfDir, { recursive: true });
   mkdirSync(logRoot, { recursive: true });
-  writeFileSync(
-    join(cniConfDir, '10-lcow-test.conflist'),
-    JSON.stringify(
-      {
-        cniVersion: '0.4.0',
-        name: `lcow-test-${process.pid}`,
-        plugins: [
-          {
-            type: 'bridge',
-            bridge,
-            isGateway: true,
-            ipMasq: false,
-            hairpinMode: true,
-            ipam: {
-              type: 'host-local',
-              ranges: [[{ subnet, gateway }]],
-              routes: [{ dst: '0.0.0.0/0' }],
-              dataDir: ipamDir,
+  const bridges: string[] = [];
+  const subnets: string[] = [];
+  for (let n = 0; n < networks; n++) {
+    const subnet = pickSubnet(subnets);
+    const prefix = subnet.slice(0, subnet.lastIndexOf('.') + 1);
+    // A per-run bridge name (15 characters at most) and subnet: other test runs share this host.
+    const bridge = `lc${n === 0 ? 'b' : 'c'}${process.pid}-${Date.now() % 1000}`.slice(0, 15);
+    bridges.push(bridge);
+    subnets.push(subnet);
+    writeFileSync(
+      join(cniConfDir, `${10 + n}-lcow-test.conflist`),
+      JSON.stringify(
+        {
+          cniVersion: '0.4.0',
+          name: `lcow-test-${process.pid}-${n}`,
+          plugins: [
+            {
+              type: 'bridge',
+              bridge,
+              isGateway: true,
+              ipMasq: false,
+              hairpinMode: true,
+              ipam: {
+                type: 'host-local',
+                ranges: [[{ subnet, gateway: `${prefix}1` }]],
+                routes: n === 0 ? [{ dst: '0.0.0.0/0' }] : [],
+                dataDir: join(base, `cni-ipam-${n}`),
+              },
             },
-          },
-          { type: 'portmap', capabilities: { portMappings: true }, snat: false },
-        ],
-      },
-      null,
-      2,
-    ),
-  );
+            { type: 'portmap', capabilities: { portMappings: true }, snat: false },
+          ],
+        },
+        null,
+        2,
+      ),
+    );
+  }
+  const subnet = subnets[0]!;
+  const bridge = bridges[0]!;
+  const gateway = `${subnet.slice(0, subnet.lastIndexOf('.') + 1)}1`;
   let cd: PrivateContainerd | undefined;
   let client: CriClient | undefined;
   const cleanupNet = (): void => {
-    try {
-      execFileSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
-    } catch {
-      // never created, or gone
+    for (const b of bridges) {
+      try {
+        execFileSync('ip', ['link', 'del', b], { stdio: 'ignore' });
+      } catch {
+        // never created, or gone
+      }
     }
     execFileSync('rm', ['-rf', base]);
   };
@@ -156,7 +174,7 @@ export async function startCri(): Promise<CriEnv> {
       extraPath: [join(ROOT, 'bin')],
       logLevel: 'info',
       namespace: CRI_NAMESPACE,
-      extraConfig: criConfig({ pauseImage: 'localhost/lcow-test/pause:1', cniConfDir, streamPort }),
+      extraConfig: criConfig({ pauseImage: PAUSE_IMAGE, cniConfDir, streamPort, networks }),
       startTimeoutMs: 60_000,
     });
     await importPauseImage(cd.address, CRI_NAMESPACE);

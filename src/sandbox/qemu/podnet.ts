@@ -110,7 +110,10 @@ export function parsePodInterface(
   }
   const routes = routes4
     .filter((r) => r.dev === link.ifname && r.protocol !== 'kernel' && r.dst)
-    .map((r) => ({ destination: r.dst === 'default' || r.dst!.includes('/') ? r.dst! : `${r.dst}/32`, gateway: r.gateway ?? '' }));
+    .map((r) => ({
+      destination: r.dst === 'default' || r.dst!.includes('/') ? r.dst! : `${r.dst}/32`,
+      gateway: r.gateway ?? '',
+    }));
   return {
     name: link.ifname,
     mac: link.address.toLowerCase(),
@@ -122,7 +125,8 @@ export function parsePodInterface(
 }
 
 export async function inspectPodNetns(netnsPath: string): Promise<PodInterface> {
-  const j = async <T>(args: string[]): Promise<T[]> => JSON.parse((await inNetns(netnsPath, 'ip', ['-j', ...args])) || '[]') as T[];
+  const j = async <T>(args: string[]): Promise<T[]> =>
+    JSON.parse((await inNetns(netnsPath, 'ip', ['-j', ...args])) || '[]') as T[];
   const [links, a4, a6, r4] = await Promise.all([
     j<IpLink>(['link', 'show']),
     j<IpAddr>(['-4', 'addr', 'show']),
@@ -136,8 +140,27 @@ export async function inspectPodNetns(netnsPath: string): Promise<PodInterface> 
 export function redirectCommands(iface: string, tap: string): string[][] {
   const redirect = (from: string, to: string): string[][] => [
     ['qdisc', 'add', 'dev', from, 'handle', 'ffff:', 'ingress'],
-    ['filter', 'add', 'dev', from, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0',
-      'action', 'mirred', 'egress', 'redirect', 'dev', to],
+    [
+      'filter',
+      'add',
+      'dev',
+      from,
+      'parent',
+      'ffff:',
+      'protocol',
+      'all',
+      'u32',
+      'match',
+      'u8',
+      '0',
+      '0',
+      'action',
+      'mirred',
+      'egress',
+      'redirect',
+      'dev',
+      to,
+    ],
   ];
   return [...redirect(iface, tap), ...redirect(tap, iface)];
 }

@@ -72,6 +72,21 @@ function podLeftovers(podId: string, netns: string | undefined): string[] {
   return out;
 }
 
+/** QEMUs of lcow pods in CRI's k8s.io namespace (their QMP socket lives under /run/lcow/k8s.io/). */
+function k8sQemus(): number[] {
+  const out: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      if (cmd.startsWith('qemu-system') && cmd.includes('/run/lcow/k8s.io/')) out.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
 const unavailable = criUnavailable(['runc', 'lcow']);
 
 describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', function () {
@@ -103,6 +118,29 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
   const created = new Set<string>();
 
   for (const handler of ['runc', 'lcow'] as Handler[]) suite(handler);
+
+  it('lcow: a CNI result with two interfaces fails RunPodSandbox with an error naming them; nothing left', async function () {
+    const before = k8sQemus();
+    const two = await startCri({ networks: 2 });
+    try {
+      const config = two.podConfig('lcow-twonets');
+      await assert.rejects(
+        two.client.runPodSandbox({ config, runtimeHandler: 'lcow' }),
+        /has 2 interfaces \(eth0\/ether, eth1\/ether\); lcow carries exactly one/,
+      );
+      const pods = (await two.client.listPodSandbox({})).items;
+      for (const p of pods) {
+        await two.client.stopPodSandbox({ podSandboxId: p.id }).catch(() => undefined);
+        await two.client.removePodSandbox({ podSandboxId: p.id }).catch(() => undefined);
+        assert.deepEqual(podLeftovers(p.id, undefined), []);
+      }
+      assert.ok(await waitFor(() => shimPidsFor(two.cd).length === 0, 20_000), 'shim left running');
+      const left = k8sQemus().filter((p) => !before.includes(p));
+      assert.deepEqual(left, [], 'the UVM booted for the refused pod is still running');
+    } finally {
+      await two.stop();
+    }
+  });
 
   function suite(handler: Handler): void {
     describe(`handler ${handler}`, function () {
@@ -337,7 +375,7 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
         for (const id of [polite, stubborn]) await c.removeContainer({ containerId: id });
       });
 
-      it('a second pod reaches the first by pod IP; stop and remove leave nothing behind', async function () {
+      it('a second pod reaches the first by pod IP (lcow: its netns then vanishes); stop and remove leave nothing behind', async function () {
         const annotations = handler === 'lcow' ? { [MEMORY_ANNOTATION]: '384' } : undefined;
         const podB = await runPod('b', { annotations });
         const netnsB = await podNetnsPath(c, podB.id);
@@ -357,8 +395,17 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
           assert.equal(r.stdout, `hello from pod-a-${handler}\n`);
           if (handler === 'lcow' && netnsB) {
             // The tap lives in the pod's netns, joined to the CNI veth by tc redirects.
-            const links = execFileSync('nsenter', [`--net=${netnsB}`, 'ip', '-o', 'link', 'show'], { encoding: 'utf8' });
+            const links = execFileSync('nsenter', [`--net=${netnsB}`, 'ip', '-o', 'link', 'show'], {
+              encoding: 'utf8',
+            });
             assert.match(links, /lcowtap0/);
+            // The pod's netns vanishes while the pod runs (deleted under CRI's feet): the shim keeps serving,
+            // the pod's control channel is untouched, and teardown below still leaves nothing behind.
+            execFileSync('umount', [netnsB]);
+            execFileSync('rm', ['-f', netnsB]);
+            const alive = await exec(client, ['echo', 'still-serving']);
+            assert.equal(alive.stdout, 'still-serving\n');
+            assert.equal(qemuPidsFor(podB.id).length, 1);
           }
         } finally {
           await removePod(podB.id);
@@ -369,7 +416,10 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
 
       it('a hostNetwork pod: runc shares the node network; lcow refuses it with a clear error', async function () {
         // As the kubelet: no hostname of its own (the node's), the node's network namespace.
-        const hostNet = { hostname: '', linux: { securityContext: { namespaceOptions: { network: 'NODE' as const } } } };
+        const hostNet = {
+          hostname: '',
+          linux: { securityContext: { namespaceOptions: { network: 'NODE' as const } } },
+        };
         if (handler === 'runc') {
           const pod = await runPod('hostnet', hostNet);
           await removePod(pod.id);
