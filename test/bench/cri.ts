@@ -73,12 +73,23 @@ async function upload(host: string, bytes: number): Promise<number> {
 async function rtt(host: string): Promise<number> {
   const s = await retry(() => connect(host, 5003), 30_000);
   const times: number[] = [];
+  let failed: Error | undefined;
+  s.on('error', (e) => (failed = e));
   try {
     for (let i = 0; i < ECHOES; i++) {
+      if (failed) throw failed;
       const t0 = performance.now();
       await new Promise<void>((resolve, reject) => {
-        s.once('data', () => resolve());
-        s.once('error', reject);
+        const onData = (): void => {
+          s.off('close', onClose);
+          resolve();
+        };
+        const onClose = (): void => {
+          s.off('data', onData);
+          reject(failed ?? new Error('the echo connection closed'));
+        };
+        s.once('data', onData);
+        s.once('close', onClose);
         s.write('x');
       });
       times.push(performance.now() - t0);
