@@ -14,6 +14,11 @@ export interface SandboxOptions {
   annotations: Record<string, string>;
   /** The runtime config TOML (backend settings, UVM sizing). */
   runtimeConfig?: Record<string, unknown>;
+  /**
+   * The host network namespace CNI prepared for the pod (the first container's spec names it): a VM backend checks
+   * it can carry it before booting (fail fast, nothing to undo); attachNetwork carries it in after boot.
+   */
+  podNetns?: string;
 }
 
 export interface BootedSandbox {

@@ -27,10 +27,16 @@ export function refuseHostNetwork(spec: SpecWithNamespaces, annotations: Record<
   );
 }
 
+/** The host network namespace file the spec names (CNI's), or undefined (none, new, or a /proc/<pid> one). */
+export function hostNetnsPath(spec: SpecWithNamespaces): string | undefined {
+  const path = spec.linux?.namespaces?.find((n) => n.type === 'network')?.path;
+  return path && !path.startsWith('/proc/') ? path : undefined;
+}
+
 /** Rewrites the spec's host netns path to the guest's, carrying the pod network in on first use. */
 export async function carryPodNetwork(sandbox: Sandbox, spec: SpecWithNamespaces): Promise<void> {
   if (!sandbox.attachNetwork) return; // host paths are valid as they are (process backend)
-  const net = spec.linux?.namespaces?.find((n) => n.type === 'network');
-  if (!net?.path || net.path.startsWith('/proc/')) return;
-  net.path = await sandbox.attachNetwork(net.path);
+  const path = hostNetnsPath(spec);
+  if (!path) return;
+  spec.linux!.namespaces!.find((n) => n.type === 'network')!.path = await sandbox.attachNetwork(path);
 }

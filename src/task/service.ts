@@ -29,7 +29,7 @@ import { StdioRelay, type StdioPaths } from './stdio.js';
 
 export { SANDBOX_RECORD_FILE, SHIM_VERSION };
 import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
-import { carryPodNetwork, refuseHostNetwork, type SpecWithNamespaces } from './pod-network.js';
+import { carryPodNetwork, hostNetnsPath, refuseHostNetwork, type SpecWithNamespaces } from './pod-network.js';
 
 export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
 
@@ -152,7 +152,7 @@ export class TaskService {
 
   // ---- pod / sandbox ----
 
-  private async getPod(groupId: string, annotations: Record<string, string>): Promise<Pod> {
+  private async getPod(groupId: string, annotations: Record<string, string>, podNetns?: string): Promise<Pod> {
     if (this.pod) {
       if (this.pod.id !== groupId)
         throw failedPrecondition(`this shim serves pod ${this.pod.id}; cannot create a task of pod ${groupId}`);
@@ -165,6 +165,7 @@ export class TaskService {
           stateDir: join(this.opts.stateRoot, groupId),
           logger: this.log,
           annotations,
+          podNetns,
           runtimeConfig: this.opts.runtimeConfig,
         });
         if (!sandbox.isolated) this.log.warn('sandbox is not VM-isolated', { backend: sandbox.backend, pod: groupId });
@@ -255,7 +256,7 @@ export class TaskService {
     if (this.pod?.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
     const log = this.log.with({ pod: groupId, container: req.id });
     if (this.opts.sandboxBackend !== 'process') refuseHostNetwork(spec, annotations); // before a VM boots
-    const pod = await this.getPod(groupId, annotations);
+    const pod = await this.getPod(groupId, annotations, hostNetnsPath(spec));
     if (pod.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
 
     const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };

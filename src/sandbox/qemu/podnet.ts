@@ -88,7 +88,10 @@ export function parsePodInterface(
   if (candidates.length > 1)
     throw new PodNetworkError(
       `the pod network namespace ${netnsPath} has ${candidates.length} interfaces ` +
-        `(${candidates.map((c) => `${c.ifname}/${c.link_type ?? '?'}`).join(', ')}); lcow carries exactly one into the UVM`,
+        `(${candidates
+          .map((c) => `${c.ifname}/${c.link_type ?? '?'}`)
+          .sort()
+          .join(', ')}); lcow carries exactly one into the UVM`,
     );
   const link = candidates[0]!;
   if (!link.address || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(link.address))

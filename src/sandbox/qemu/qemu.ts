@@ -30,7 +30,7 @@ import type {
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
-import { attachPodNetwork, detachPodNetwork, PodNetworkError } from './podnet.js';
+import { attachPodNetwork, detachPodNetwork, inspectPodNetns, PodNetworkError } from './podnet.js';
 
 const SHARE_TOKEN_LENGTH = 16;
 
@@ -102,6 +102,8 @@ export class QemuSandbox implements Sandbox {
 
   async boot(): Promise<BootedSandbox> {
     const t0 = Date.now();
+    // A CNI result we cannot carry into the VM fails here, before QEMU starts (podnet.ts names what it found).
+    if (this.opts.podNetns) await inspectPodNetns(this.opts.podNetns);
     const dir = this.opts.stateDir;
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const tokenFile = join(dir, 'token');

@@ -2,8 +2,8 @@
 // streaming client) against a private containerd with two runtime handlers on one CNI bridge network. The same
 // suite runs with the `runc` handler (so the test itself is known to be right) and with `lcow` (each pod in its
 // own QEMU UVM, its CNI network carried in through a tap). Under TCG a UVM boot is the cost, so the lcow suite
-// boots three pods: the shared pod A (most tests), pod B (pod-to-pod, sizing, a vanishing netns, teardown) and
-// a pod on a CNI result it cannot map (second containerd).
+// boots two pods: the shared pod A (most tests) and pod B (pod-to-pod, sizing, a vanishing netns, teardown); a
+// pod on a CNI result lcow cannot map (second containerd, two networks) is refused before any VM boots.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -119,7 +119,7 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
 
   for (const handler of ['runc', 'lcow'] as Handler[]) suite(handler);
 
-  it('lcow: a CNI result with two interfaces fails RunPodSandbox with an error naming them; nothing left', async function () {
+  it('lcow: a CNI result with two interfaces fails RunPodSandbox, before any VM boots, with an error naming them; nothing left', async function () {
     const before = k8sQemus();
     const two = await startCri({ networks: 2 });
     try {

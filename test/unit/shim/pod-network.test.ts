@@ -1,6 +1,6 @@
 // Which network namespace a container's spec names once it runs in a VM sandbox (src/task/pod-network.ts).
 import assert from 'node:assert/strict';
-import { carryPodNetwork, refuseHostNetwork } from '../../../src/task/pod-network.js';
+import { carryPodNetwork, hostNetnsPath, refuseHostNetwork } from '../../../src/task/pod-network.js';
 import type { Sandbox } from '../../../src/sandbox/index.js';
 
 const CRI_SANDBOX = { 'io.kubernetes.cri.container-type': 'sandbox' };
@@ -40,6 +40,13 @@ describe('pod network in the OCI spec (VM sandbox)', () => {
     assert.deepEqual(calls, []);
     assert.equal(a.linux.namespaces[1]!.path, '/proc/177/ns/net');
     assert.equal((b.linux.namespaces[1] as { path?: string }).path, undefined);
+  });
+
+  it('hostNetnsPath: the CNI netns file only (not /proc/<pid>, not a new or absent namespace)', () => {
+    assert.equal(hostNetnsPath(spec('/var/run/netns/cni-1234')), '/var/run/netns/cni-1234');
+    assert.equal(hostNetnsPath(spec('/proc/177/ns/net')), undefined);
+    assert.equal(hostNetnsPath(spec(undefined)), undefined);
+    assert.equal(hostNetnsPath(spec(null)), undefined);
   });
 
   it('the process backend (no attachNetwork): host paths stay as they are', async () => {
