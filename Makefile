@@ -8,7 +8,8 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 # Debian packages the tests and the demo need. The guest kernel (linux-image-amd64) is fetched
 # as a .deb by hack/ when the guest image is built, not installed on the host.
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
-  protobuf-compiler libprotobuf-dev socat binutils inotify-tools
+  protobuf-compiler libprotobuf-dev socat binutils inotify-tools \
+  containernetworking-plugins iptables util-linux
 
 .PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo
 
@@ -34,11 +35,12 @@ node_modules/.stamp: package.json package-lock.json
 
 gen: setup-deb src/gen/.stamp
 
-# protoc from Debian (its well-known types live in /usr/include), TypeScript from protoc-gen-es.
+# protoc from Debian (its well-known types live in /usr/include), TypeScript from protoc-gen-es. proto/cri/ is
+# not compiled: only the tests' CRI client (grpc-js + proto-loader) reads it, at run time.
 src/gen/.stamp: $(shell find proto -name '*.proto') node_modules/.stamp
 	rm -rf src/gen && mkdir -p src/gen
 	protoc -I proto -I /usr/include --plugin=protoc-gen-es=$(NODE_BIN)/protoc-gen-es \
-	  --es_out=src/gen --es_opt=target=ts,import_extension=js $$(find proto -name '*.proto' | sort)
+	  --es_out=src/gen --es_opt=target=ts,import_extension=js $$(find proto -name '*.proto' -not -path 'proto/cri/*' | sort)
 	@touch $@
 
 build: setup-npm gen

@@ -31,6 +31,9 @@ MODULES="virtio_pci virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_v
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 NODE=${NODE:-$(command -v node)}
 RUNC=${RUNC:-$(command -v runc)}
+# iproute2's ip: the agent makes the pod's network namespace (`ip netns add`) and moves the hot-added pod NIC into
+# it (`ip link set ... netns`), which busybox's ip cannot do.
+IPROUTE=${IPROUTE:-/usr/sbin/ip}
 
 log() { printf 'build-image: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -39,6 +42,7 @@ for tool in cpio sha256sum strip ldd; do command -v "$tool" >/dev/null || die "m
 if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"; fi
 [ -x "$NODE" ] || die "no node"
 [ -x "$RUNC" ] || die "no runc (apt-get install runc)"
+[ -x "$IPROUTE" ] && ldd "$IPROUTE" >/dev/null 2>&1 || die "no iproute2 ip at $IPROUTE (apt-get install iproute2)"
 [ -f "$ROOT/dist/shim/lcow-agent.js" ] || die "no dist/shim/lcow-agent.js: run make build first"
 
 KERNEL=$("$ROOT/hack/guest/fetch-kernel.sh" -o "$OUT/uvm-kernel" $MODULES)
@@ -62,7 +66,7 @@ STAMP=$( {
   sha256sum "$ROOT/hack/guest/uvm-init.sh" "${BASH_SOURCE[0]}" | cut -d' ' -f1
   (cd "$ROOT/dist" && agent_files | xargs sha256sum)
   for m in $NODE_MODULES; do cat "$ROOT/node_modules/$m/package.json"; done | sha256sum
-  stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")"
+  stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")" "$(readlink -f "$IPROUTE")"
   echo "$COMPRESS bundle=$BUNDLE"
   if [ "$BUNDLE" = 1 ]; then "$ESBUILD" --version; fi
 } | sha256sum | cut -d' ' -f1)
@@ -76,7 +80,8 @@ log "building in $OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/build-image.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 R="$WORK/root"
-mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,lib/modules,etc,proc,sys,dev,run,tmp,opt/lcow,root}
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,lib/modules,etc,proc,sys,dev,run,tmp,opt/lcow,root,var}
+ln -s ../run "$R/var/run"
 chmod 1777 "$R/tmp"
 
 cp "$BUSYBOX" "$R/bin/busybox"
@@ -87,7 +92,8 @@ done
 # node (stripped: the Debian binary carries debug info) and runc, with their libraries.
 strip -o "$R/usr/bin/node" "$(readlink -f "$NODE")"
 cp "$(readlink -f "$RUNC")" "$R/usr/sbin/runc"
-for bin in "$R/usr/bin/node" "$R/usr/sbin/runc"; do
+cp "$(readlink -f "$IPROUTE")" "$R/usr/sbin/ip"
+for bin in "$R/usr/bin/node" "$R/usr/sbin/runc" "$R/usr/sbin/ip"; do
   ldd "$bin" | awk '/=> \//{print $3} /^[ \t]*\/lib/{print $1}' | while read -r lib; do
     dst="$R$lib"
     [ -e "$dst" ] && continue

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { silentLogger, type Logger } from '../util/log.js';
 import { ProcessIO, type StdioWanted } from './procio.js';
@@ -131,6 +131,7 @@ export class Agent {
   private readonly drainTimeoutMs: number;
   private readonly oomListeners = new Set<OomListener>();
   private readonly oom = new OomWatcher((id) => this.emitOom(id));
+  private consoleSeq = 0;
 
   constructor(readonly opts: AgentOptions) {
     this.runc = new Runc({ binary: opts.runcBinary, root: join(opts.stateDir, 'runc'), logDir: opts.stateDir });
@@ -256,7 +257,7 @@ export class Agent {
       const pidFile = join(bundle, 'init.pid');
       const release = this.reaper.hold();
       try {
-        const pid = await this.runCreateLike(io, bundle, (stdio, consoleSocket) =>
+        const pid = await this.runCreateLike(io, (stdio, consoleSocket) =>
           this.runc.create(req.containerId, { bundle, pidFile, consoleSocket, stdio }),
         );
         init.pid = pid || Number((await readFile(pidFile, 'utf8')).trim());
@@ -279,11 +280,12 @@ export class Agent {
   /** Runs a runc create/exec with the process's stdio wired (pipes or console socket). */
   private async runCreateLike(
     io: ProcessIO,
-    dir: string,
     run: (stdio: Array<number | 'ignore' | 'pipe'>, consoleSocket?: string) => Promise<string>,
   ): Promise<number> {
     if (io.hasTerminal) {
-      const sock = join(dir, `console-${process.pid}-${Date.now()}.sock`);
+      // Not under `dir`: a unix socket path is at most 107 bytes, and CRI's ids alone are 64.
+      const sock = join(this.opts.stateDir, 'console', `${++this.consoleSeq}.sock`);
+      await mkdir(dirname(sock), { recursive: true, mode: 0o700 });
       let created!: Promise<string>;
       const consoleReady = io.acceptConsole(
         sock,
@@ -339,7 +341,7 @@ export class Agent {
     const release = this.reaper.hold();
     try {
       try {
-        await this.runCreateLike(p.io, dir, (stdio, consoleSocket) =>
+        await this.runCreateLike(p.io, (stdio, consoleSocket) =>
           this.runc.exec(containerId, { processJson: p.processJson!, pidFile, consoleSocket, stdio }),
         );
       } catch (err) {
@@ -586,7 +588,7 @@ export class Agent {
   }
 }
 
-function runCmd(cmd: string, args: string[]): Promise<void> {
+export function runCmd(cmd: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const err: Buffer[] = [];

@@ -1,6 +1,7 @@
 // Agent process entry: flags, logging, ttrpc server, signals.
 import { createWriteStream } from 'node:fs';
-import { Agent } from './agent.js';
+import { Agent, runCmd } from './agent.js';
+import { PodNetwork } from './network.js';
 import { createAgentServer } from './server.js';
 import { shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
@@ -101,7 +102,8 @@ export async function main(argv: string[]): Promise<void> {
     await shutdownTelemetry();
     process.exit(0);
   };
-  const server = createAgentServer(agent, log, () => void stop());
+  const inUvm = !!((args.dial || args.accept) && secret);
+  const server = createAgentServer(agent, log, () => void stop(), inUvm ? new PodNetwork(runCmd, log) : undefined);
   if ((args.dial || args.accept) && secret) {
     // UVM: one control connection with the shim; when it ends, the agent (and with it the VM) ends.
     const conn = args.accept

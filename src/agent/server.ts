@@ -2,6 +2,7 @@
 // AgentError codes to gRPC codes (here only; the core never sees ttrpc).
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { Agent, AgentError } from './agent.js';
+import type { PodNetwork } from './network.js';
 import type { StdioWanted } from './procio.js';
 import { cgroupVersion, metricsAny } from './stats.js';
 import { Agent as AgentService, OutputStream, type StdioSpec } from '../gen/agent/v1/agent_pb.js';
@@ -58,7 +59,13 @@ function stdioWanted(s: StdioSpec | undefined): StdioWanted {
   };
 }
 
-export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => void): TtrpcServer {
+export function createAgentServer(
+  agent: Agent,
+  log: Logger,
+  onShutdown: () => void,
+  /** UVM only: the pod network (ConfigureNetwork); absent in the process backend's host agent. */
+  network?: PodNetwork,
+): TtrpcServer {
   const server = new TtrpcServer({ logger: log, errorMapper: agentErrorToTtrpc });
   const guestCgroup = cgroupVersion();
   server.registerService(
@@ -206,6 +213,10 @@ export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => v
       },
       async execInUvm(req) {
         return agent.execInUvm(req.args, req.timeoutMs);
+      },
+      async configureNetwork(req) {
+        if (!network) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM: no pod network');
+        return { netnsPath: await network.configure(req) };
       },
     }),
   );

@@ -15,7 +15,12 @@ export function cgroupVersion(root = '/sys/fs/cgroup'): 1 | 2 {
   return existsSync(`${root}/cgroup.controllers`) ? 2 : 1;
 }
 
-const u = (n: number | undefined): bigint => BigInt(Math.max(0, Math.trunc(n ?? 0)));
+const U64_MAX = (1n << 64n) - 1n;
+// runc prints "no limit" as 18446744073709551615, which JSON.parse rounds up to 2^64: clamp to uint64.
+const u = (n: number | undefined): bigint => {
+  const b = BigInt(Math.max(0, Math.trunc(n ?? 0)));
+  return b > U64_MAX ? U64_MAX : b;
+};
 
 function memEntry(e: RuncMemEntry | undefined): v1.MemoryEntry | undefined {
   if (!e) return undefined;

@@ -24,6 +24,11 @@ export interface SandboxOptions {
   runtimeConfig?: Record<string, unknown>;
   /** Receives the guest's console and agent log lines. */
   guestLog?: GuestLogSink;
+  /**
+   * The host network namespace CNI prepared for the pod (the first container's spec names it): a VM backend checks
+   * it can carry it before booting (fail fast, nothing to undo); attachNetwork carries it in after boot.
+   */
+  podNetns?: string;
 }
 
 export interface BootedSandbox {
@@ -83,6 +88,13 @@ export interface Sandbox {
   stats(): Promise<SandboxStats[]>;
   /** graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. */
   stop(mode: 'graceful' | 'force'): Promise<void>;
+  /**
+   * VM backends: carries the pod network CNI built in the host network namespace at `netnsPath` into the guest;
+   * resolves the guest path of the pod's network namespace (what the containers' OCI specs must name). Once per
+   * pod; calling again with the same path returns the same answer. Absent where host paths are valid as they
+   * are (the process backend). Rejects with a message naming what was found when the CNI result cannot be mapped.
+   */
+  attachNetwork?(netnsPath: string): Promise<string>;
   /** Called once when the sandbox ends for any reason (including stop()). */
   onExit(cb: (reason: SandboxExitReason) => void): void;
   record(): SandboxRecord;

@@ -32,6 +32,7 @@ import type { PodHooks, PodView } from './pod-hooks.js';
 
 export { SANDBOX_RECORD_FILE, SHIM_VERSION };
 import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
+import { carryPodNetwork, hostNetnsPath, refuseHostNetwork, type SpecWithNamespaces } from './pod-network.js';
 
 export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
 
@@ -156,7 +157,7 @@ export class TaskService {
 
   // ---- pod / sandbox ----
 
-  private async getPod(groupId: string, annotations: Record<string, string>): Promise<Pod> {
+  private async getPod(groupId: string, annotations: Record<string, string>, podNetns?: string): Promise<Pod> {
     if (this.pod) {
       if (this.pod.id !== groupId)
         throw failedPrecondition(`this shim serves pod ${this.pod.id}; cannot create a task of pod ${groupId}`);
@@ -170,6 +171,7 @@ export class TaskService {
           stateDir: join(this.opts.stateRoot, groupId),
           logger: this.log,
           annotations,
+          podNetns,
           runtimeConfig: this.opts.runtimeConfig,
           guestLog: hooks?.podStarting(groupId, annotations).guestLog,
         });
@@ -253,7 +255,7 @@ export class TaskService {
     if (!isAbsolute(req.bundle) || req.bundle.includes('\0')) throw invalidArgument('bundle must be an absolute path');
     if (req.checkpoint || req.parentCheckpoint) throw unimplemented('checkpoint/restore is not supported by lcow');
     if (this.shuttingDown) throw failedPrecondition('shim is shutting down');
-    let spec: {
+    let spec: SpecWithNamespaces & {
       annotations?: Record<string, string>;
       root?: { path?: string; readonly?: boolean };
       process?: { consoleSize?: { height?: number; width?: number } };
@@ -268,7 +270,8 @@ export class TaskService {
     validateId('sandbox id', groupId);
     if (this.pod?.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
     const log = this.log.with({ pod: groupId, container: req.id });
-    const pod = await this.getPod(groupId, annotations);
+    if (this.opts.sandboxBackend !== 'process') refuseHostNetwork(spec, annotations); // before a VM boots
+    const pod = await this.getPod(groupId, annotations, hostNetnsPath(spec));
     if (pod.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
 
     const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
@@ -278,6 +281,7 @@ export class TaskService {
     task.init = init;
     pod.tasks.set(req.id, task);
     try {
+      await carryPodNetwork(pod.sandbox, spec); // pod-network.ts: the CNI netns, carried into the VM
       // Rootfs: either mounts for the agent to perform, or the bundle's rootfs directory shared as is.
       const rootfs: Array<{ type: string; source: string; target: string; options: string[] }> = [];
       if (mountsRootfsOnHost(pod.sandbox)) {

@@ -180,6 +180,9 @@ export class StdioRelay {
 
   /** Starts the pumps between the host side and the agent's streams for one process. */
   attach(agent: AgentClient, containerId: string, execId: string): void {
+    // Each sink is closed once every stream writing to it reached EOF (stdout and stderr share a file:// sink):
+    // the reader of the fifo (CRI's ExecSync waits for it) then sees EOF, as with runc's shim.
+    const writers = new Map<OutputSink, number>();
     const pump = async (sink: OutputSink, stream: OutputStream): Promise<void> => {
       const s = agent.readOutput({ containerId, execId, stream });
       try {
@@ -189,10 +192,17 @@ export class StdioRelay {
         }
       } catch (err) {
         this.log.debug('output relay ended', { error: err, stream: OutputStream[stream] });
+      } finally {
+        const left = (writers.get(sink) ?? 1) - 1;
+        writers.set(sink, left);
+        if (left === 0) sink.close();
       }
     };
-    if (this.stdoutSink) this.pumps.push(pump(this.stdoutSink, OutputStream.STDOUT));
-    if (this.stderrSink && !this.paths.terminal) this.pumps.push(pump(this.stderrSink, OutputStream.STDERR));
+    const outputs: Array<[OutputSink, OutputStream]> = [];
+    if (this.stdoutSink) outputs.push([this.stdoutSink, OutputStream.STDOUT]);
+    if (this.stderrSink && !this.paths.terminal) outputs.push([this.stderrSink, OutputStream.STDERR]);
+    for (const [sink] of outputs) writers.set(sink, (writers.get(sink) ?? 0) + 1);
+    for (const [sink, stream] of outputs) this.pumps.push(pump(sink, stream));
     this.openStdin();
     if (this.stdinSrc) {
       const src = this.stdinSrc;
@@ -272,6 +282,6 @@ class FileSink implements OutputSink {
     this.stream = createWriteStream('', { fd });
   }
   close(): void {
-    this.stream.end();
+    if (!this.stream.writableEnded) this.stream.end();
   }
 }

@@ -83,8 +83,13 @@ export async function prepareContainerFs(
     }
     // A snapshot containerd handed us (mounted above, under the bundle) holds the image's setuid files and file
     // capabilities and lives under root-only directories; a rootfs given by path is just a host directory.
+    // A snapshot rootfs is also this container's own writable snapshot: it is shared writable even when
+    // root.readonly is set, and runc in the guest makes the root read-only itself, as on a host, after creating
+    // the mount points it needs (/etc/resolv.conf, /dev/shm... for CRI's pause container). A 9P share that is
+    // read-only would stop runc before that. The guest gets no more than a runc container of its own snapshot
+    // gets. A pre-existing directory named by root.path stays read-only.
     const rootShare = await sandbox.addShare(hostRoot, {
-      readOnly: spec.root?.readonly ?? false,
+      readOnly: rootfs.length > 0 ? false : (spec.root?.readonly ?? false),
       role: rootfs.length > 0 ? 'rootfs-snapshot' : 'host-directory',
     });
     prepared.shareIds.push(rootShare.shareId);

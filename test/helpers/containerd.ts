@@ -19,6 +19,11 @@ export interface ContainerdOptions {
   extraConfig?: string;
   /** Plugins to disable; defaults to the ones these tests never need (CRI first: slow and conflicting). */
   disabledPlugins?: string[];
+  /**
+   * Keep containerd's CRI plugin (io.containerd.grpc.v1.cri) enabled: the default list minus CRI. Its settings go
+   * in `extraConfig` (test/helpers/cri.ts writes them). Ignored when `disabledPlugins` is given.
+   */
+  cri?: boolean;
   /** containerd log level (default "debug", written to <dir>/containerd.log). */
   logLevel?: string;
   /** Extra environment for containerd. */
@@ -65,8 +70,9 @@ export interface PrivateContainerd {
   stop(): Promise<void>;
 }
 
+export const CRI_PLUGIN = 'io.containerd.grpc.v1.cri';
 export const DEFAULT_DISABLED_PLUGINS = [
-  'io.containerd.grpc.v1.cri',
+  CRI_PLUGIN,
   'io.containerd.snapshotter.v1.aufs',
   'io.containerd.snapshotter.v1.btrfs',
   'io.containerd.snapshotter.v1.devmapper',
@@ -97,7 +103,9 @@ function toml(value: string): string {
 }
 
 function buildConfig(dir: string, address: string, ttrpcAddress: string, opts: ContainerdOptions): string {
-  const disabled = opts.disabledPlugins ?? DEFAULT_DISABLED_PLUGINS;
+  const disabled =
+    opts.disabledPlugins ??
+    (opts.cri ? DEFAULT_DISABLED_PLUGINS.filter((p) => p !== CRI_PLUGIN) : DEFAULT_DISABLED_PLUGINS);
   return [
     'version = 2',
     `root = ${toml(join(dir, 'root'))}`,

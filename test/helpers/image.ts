@@ -1,11 +1,13 @@
-// A local OCI test image built from Debian's busybox-static (no registry needed): a rootfs with
-// /bin/busybox and applet symlinks, packed as a gzip layer in an OCI image layout tar, cached on disk by
-// content hash, and imported with `ctr image import`.
-import { execFile } from 'node:child_process';
+// Local OCI test images (no registry needed), packed as one gzip layer in an OCI image layout tar, cached on
+// disk by content hash, and imported with `ctr image import`:
+//  - busybox: Debian's busybox-static with applet symlinks (the workload image of every test);
+//  - pause: hack/pause/pause.c compiled static (the CRI sandbox image, `sandbox_image` of the CRI tests).
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, symlink, copyFile, chmod, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 
@@ -37,6 +39,15 @@ export const APPLETS = [
   'grep',
   'yes',
   'test',
+  'httpd',
+  'nc',
+  'wget',
+  'awk',
+  'ip',
+  'cut',
+  'free',
+  'rm',
+  'mkdir',
 ];
 const DIRS = ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'root', 'run', 'var'];
 const BUILDER_VERSION = '1';
@@ -95,27 +106,29 @@ class TarWriter {
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** Builds (or reuses) the OCI layout tar; returns its path. */
-export function buildImageArchive(cacheDir = '/var/tmp/lcow-test-images'): string {
-  const bb = readFileSync(BUSYBOX);
-  const key = sha(Buffer.concat([bb, Buffer.from(BUILDER_VERSION + APPLETS.join(',') + TEST_IMAGE)])).slice(0, 16);
-  const out = join(cacheDir, `busybox-${key}.tar`);
+interface ImageContent {
+  name: string;
+  /** Cache key material (the builder's inputs). */
+  key: Buffer;
+  layer: (t: TarWriter) => void;
+  config: Record<string, unknown>;
+}
+
+/** Builds (or reuses) an OCI layout tar of one layer; returns its path. */
+function buildOciArchive(img: ImageContent, cacheDir: string): string {
+  const key = sha(Buffer.concat([img.key, Buffer.from(BUILDER_VERSION + img.name)])).slice(0, 16);
+  const out = join(cacheDir, `${img.name.replace(/[^a-z0-9]+/gi, '_')}-${key}.tar`);
   if (existsSync(out)) return out;
   mkdirSync(cacheDir, { recursive: true });
-
   const layer = new TarWriter();
-  for (const d of DIRS) layer.dir(d);
-  layer.file('bin/busybox', bb, 0o755);
-  for (const a of APPLETS) layer.symlink(`bin/${a}`, 'busybox');
-  layer.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
-  layer.file('etc/group', Buffer.from('root:x:0:\n'));
+  img.layer(layer);
   const layerTar = layer.finish();
   const layerGz = gzipSync(layerTar, { level: 6 });
   const config = Buffer.from(
     JSON.stringify({
       architecture: 'amd64',
       os: 'linux',
-      config: { Env: ['PATH=/bin'], Cmd: ['sh'], WorkingDir: '/' },
+      config: img.config,
       rootfs: { type: 'layers', diff_ids: [`sha256:${sha(layerTar)}`] },
       history: [{ created_by: 'lcow test image builder' }],
     }),
@@ -147,7 +160,10 @@ export function buildImageArchive(cacheDir = '/var/tmp/lcow-test-images'): strin
           digest: `sha256:${sha(manifest)}`,
           size: manifest.length,
           platform: { architecture: 'amd64', os: 'linux' },
-          annotations: { 'io.containerd.image.name': TEST_IMAGE, 'org.opencontainers.image.ref.name': 'latest' },
+          annotations: {
+            'io.containerd.image.name': img.name,
+            'org.opencontainers.image.ref.name': img.name.slice(img.name.lastIndexOf(':') + 1),
+          },
         },
       ],
     }),
@@ -161,6 +177,61 @@ export function buildImageArchive(cacheDir = '/var/tmp/lcow-test-images'): strin
   writeFileSync(out + '.tmp', archive.finish());
   writeFileSync(out, readFileSync(out + '.tmp'));
   return out;
+}
+
+const CACHE_DIR = '/var/tmp/lcow-test-images';
+
+/** Builds (or reuses) the busybox image's OCI layout tar; returns its path. */
+export function buildImageArchive(cacheDir = CACHE_DIR): string {
+  const bb = readFileSync(BUSYBOX);
+  return buildOciArchive(
+    {
+      name: TEST_IMAGE,
+      key: Buffer.concat([bb, Buffer.from(APPLETS.join(','))]),
+      layer: (layer) => {
+        for (const d of DIRS) layer.dir(d);
+        layer.file('bin/busybox', bb, 0o755);
+        for (const a of APPLETS) layer.symlink(`bin/${a}`, 'busybox');
+        layer.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
+        layer.file('etc/group', Buffer.from('root:x:0:\n'));
+      },
+      config: { Env: ['PATH=/bin'], Cmd: ['sh'], WorkingDir: '/' },
+    },
+    cacheDir,
+  );
+}
+
+export const PAUSE_IMAGE = 'localhost/lcow-test/pause:1';
+const PAUSE_SOURCE = resolve(dirname(fileURLToPath(import.meta.url)), '../../../hack/pause/pause.c');
+
+/** Builds (or reuses) the pause image (hack/pause/pause.c, gcc -static); returns the archive's path. */
+export function buildPauseArchive(cacheDir = CACHE_DIR): string {
+  const src = readFileSync(PAUSE_SOURCE);
+  mkdirSync(cacheDir, { recursive: true });
+  const bin = join(cacheDir, `pause-${sha(src).slice(0, 16)}`);
+  if (!existsSync(bin)) {
+    execFileSync('gcc', ['-static', '-Os', '-s', '-o', `${bin}.tmp`, PAUSE_SOURCE]);
+    writeFileSync(bin, readFileSync(`${bin}.tmp`), { mode: 0o755 });
+  }
+  const pause = readFileSync(bin);
+  return buildOciArchive(
+    {
+      name: PAUSE_IMAGE,
+      key: pause,
+      layer: (layer) => {
+        for (const d of ['dev', 'etc', 'proc', 'sys']) layer.dir(d);
+        layer.file('pause', pause, 0o755);
+      },
+      config: { Entrypoint: ['/pause'], WorkingDir: '/', User: '65535:65535' },
+    },
+    cacheDir,
+  );
+}
+
+/** Imports the pause image into a containerd reachable at `address` (namespace `ns`). */
+export async function importPauseImage(address: string, ns: string, ctrBin = 'ctr'): Promise<string> {
+  await execFileP(ctrBin, ['--address', address, '--namespace', ns, 'images', 'import', buildPauseArchive()]);
+  return PAUSE_IMAGE;
 }
 
 /** Imports the test image into a containerd reachable at `address` (namespace `ns`). */

@@ -44,6 +44,7 @@ import { processRssBytes, processStartTime } from '../../util/proc.js';
 import { P9Metrics } from '../../telemetry/p9-metrics.js';
 import { instrumentClient } from '../../telemetry/client.js';
 import { BootPhases, timedShareSetup } from './boot-phases.js';
+import { attachPodNetwork, detachPodNetwork, inspectPodNetns, PodNetworkError } from './podnet.js';
 
 const SHARE_TOKEN_LENGTH = 16;
 /** QEMU starts per boot at most: each retry follows a port lost to another process (clash or squatter). */
@@ -53,6 +54,13 @@ export interface QemuSandboxOptions extends SandboxOptions {
   runtimeConfig?: Record<string, unknown>;
   /** Where free host ports come from (default: the kernel's pick on 127.0.0.1). Tests inject a squatted one. */
   freePort?: () => Promise<number>;
+}
+
+interface PodNet {
+  netnsPath: string;
+  /** The CNI interface, once known (delete must remove its tc redirect). */
+  iface?: string;
+  guest: Promise<string>;
 }
 
 interface ShareEntry {
@@ -81,6 +89,9 @@ export class QemuSandbox implements Sandbox {
   private client: TtrpcClient | undefined;
   private agent: ServiceClient<(typeof AgentDesc)['method']> | undefined;
   private qmp: QmpClient | undefined;
+  private qmpReady: Promise<QmpClient> | undefined;
+  /** The pod network (podnet.ts): the host netns it came from, the CNI interface, the guest netns path. */
+  private podNet: PodNet | undefined;
   /** The current boot attempt's secret (the shim holds it; the guest reads it from fw_cfg at every handshake). */
   private secret: SecretSource | undefined;
   /** Host ports QEMU forwards to the agent's control and 9P listeners. */
@@ -113,6 +124,8 @@ export class QemuSandbox implements Sandbox {
 
   async boot(): Promise<BootedSandbox> {
     const t0 = Date.now();
+    // A CNI result we cannot carry into the VM fails here, before QEMU starts (podnet.ts names what it found).
+    if (this.opts.podNetns) await inspectPodNetns(this.opts.podNetns);
     const dir = this.opts.stateDir;
     mkdirPrivate(dir);
     const tokenFile = join(dir, 'token');
@@ -226,7 +239,8 @@ export class QemuSandbox implements Sandbox {
     }
     // QEMU made the QMP socket with the shim's umask: 0600 (the 0700 state dir already keeps others out).
     await chmod(this.qmpSocket, 0o600).catch(() => undefined);
-    QmpClient.connect(this.qmpSocket, 5000).then(
+    this.qmpReady = QmpClient.connect(this.qmpSocket, 5000);
+    this.qmpReady.then(
       (q) => (this.qmp = q),
       (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
     );
@@ -446,6 +460,38 @@ export class QemuSandbox implements Sandbox {
     return rssBytes === undefined ? [] : [{ pid, rssBytes }];
   }
 
+  // ---- pod network (podnet.ts) ----
+  attachNetwork(netnsPath: string): Promise<string> {
+    if (this.podNet) {
+      if (this.podNet.netnsPath !== netnsPath)
+        return Promise.reject(
+          new PodNetworkError(`this pod's network is ${this.podNet.netnsPath}; a container names ${netnsPath}`),
+        );
+      return this.podNet.guest;
+    }
+    if (!this.agent || !this.qmpReady) return Promise.reject(new Error('sandbox not booted'));
+    const agent = this.agent;
+    const net: PodNet = { netnsPath, guest: Promise.resolve('') };
+    net.guest = (async () => {
+      const r = await attachPodNetwork({
+        netnsPath,
+        qmp: await this.qmpReady!,
+        log: this.log,
+        configureGuest: async (iface) => {
+          net.iface = iface.name;
+          const res = await agent.configureNetwork({ ...iface, timeoutMs: 30_000 }, { timeoutMs: 60_000 });
+          return res.netnsPath;
+        },
+      });
+      return r.guestNetnsPath;
+    })();
+    this.podNet = net;
+    net.guest.catch(() => {
+      if (this.podNet === net) this.podNet = undefined;
+    });
+    return net.guest;
+  }
+
   onExit(cb: (reason: SandboxExitReason) => void): void {
     if (this.exitReason) cb(this.exitReason);
     else this.exitCbs.push(cb);
@@ -458,6 +504,7 @@ export class QemuSandbox implements Sandbox {
       stateDir: this.opts.stateDir,
       pids: this.child?.pid ? [{ pid: this.child.pid, startTime: this.startTime }] : [],
       hostMounts: [...this.hostMounts],
+      ...(this.podNet?.iface ? { podNetwork: { netnsPath: this.podNet.netnsPath, iface: this.podNet.iface } } : {}),
     };
   }
 
@@ -519,6 +566,9 @@ export async function cleanupQemuSandbox(rec: SandboxRecord): Promise<void> {
         await new Promise((r) => setTimeout(r, 20));
     }
   }
+  const net = rec.podNetwork as { netnsPath?: unknown; iface?: unknown } | undefined;
+  if (net && typeof net.netnsPath === 'string' && typeof net.iface === 'string')
+    await detachPodNetwork(net.netnsPath, net.iface);
   const mounts = Array.isArray(rec.hostMounts) ? (rec.hostMounts as string[]) : [];
   for (const m of mounts) await umount(m);
   await rm(rec.stateDir, { recursive: true, force: true });

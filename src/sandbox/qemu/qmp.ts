@@ -98,7 +98,34 @@ export class QmpClient {
     }
   }
 
-  execute(command: string, args?: Record<string, unknown>, timeoutMs = 5000): Promise<unknown> {
+  /**
+   * Runs a command with a file descriptor attached (QMP `getfd`/`add-fd` take it from the command's message):
+   * `send` is given the command's bytes and must write them with the fd attached (SCM_RIGHTS), returning how
+   * many bytes it wrote; the rest goes through the socket as usual. Waits for earlier writes to drain first so
+   * that the fd travels with this command's bytes.
+   */
+  async executeWithFd(
+    command: string,
+    args: Record<string, unknown>,
+    send: (sockFd: number, bytes: Buffer) => number,
+    timeoutMs = 5000,
+  ): Promise<unknown> {
+    if (this.socket.writableLength > 0) await new Promise((r) => this.socket.once('drain', r));
+    const fd = (this.socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (fd === undefined || fd < 0) throw new QmpError('QMP socket has no fd');
+    return this.execute(command, args, timeoutMs, (line) => {
+      const bytes = Buffer.from(line);
+      const n = send(fd, bytes);
+      if (n < bytes.length) this.socket.write(bytes.subarray(n));
+    });
+  }
+
+  execute(
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = 5000,
+    write: (line: string) => void = (line) => this.socket.write(line),
+  ): Promise<unknown> {
     if (this.closed) return Promise.reject(new QmpError('QMP connection closed'));
     const id = `c${++this.seq}`;
     return new Promise((resolve, reject) => {
@@ -116,7 +143,13 @@ export class QmpClient {
           reject(e);
         },
       });
-      this.socket.write(JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n');
+      try {
+        write(JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n');
+      } catch (err) {
+        this.pending.delete(id);
+        clearTimeout(t);
+        reject(err instanceof Error ? err : new QmpError(String(err)));
+      }
     });
   }
 

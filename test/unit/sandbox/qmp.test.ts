@@ -1,7 +1,7 @@
 // QmpClient against a fake QMP server on a unix socket: greeting, capabilities negotiation, command/response
 // matching by id (out of order too), events, error responses, timeouts and a closing server. No QEMU.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,6 +99,34 @@ describe('sandbox/qemu: QMP client', function () {
     );
     // Every command carries a distinct id.
     assert.notEqual(f.received[0]?.id, f.received[1]?.id);
+  });
+
+  it('executeWithFd: the command goes out through the fd-passing writer (a partial send is completed)', async () => {
+    const f = await start((m, s) => {
+      if (m.execute === 'getfd') s.write(JSON.stringify({ return: {}, id: m.id }) + '\r\n');
+    });
+    const c = await connect(f.path);
+    const sent: Array<{ fd: number; bytes: string }> = [];
+    // As sendmsg(2) may: the first 5 bytes go with the fd, the client writes the rest itself.
+    const r = await c.executeWithFd('getfd', { fdname: 'podnet0' }, (sockFd, bytes) => {
+      sent.push({ fd: sockFd, bytes: bytes.toString() });
+      return writeSync(sockFd, bytes.subarray(0, 5));
+    });
+    assert.deepEqual(r, {});
+    assert.equal(sent.length, 1);
+    assert.ok(sent[0]!.fd > 2, 'the QMP socket fd');
+    assert.deepEqual(f.received.at(-1), {
+      execute: 'getfd',
+      arguments: { fdname: 'podnet0' },
+      id: f.received.at(-1)?.id,
+    });
+    // A writer that throws rejects the command and leaves the client usable.
+    await assert.rejects(
+      c.executeWithFd('getfd', { fdname: 'x' }, () => {
+        throw new Error('sendmsg: EBADF');
+      }),
+      /EBADF/,
+    );
   });
 
   it('retries while the socket does not exist yet', async () => {
