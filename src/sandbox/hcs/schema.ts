@@ -226,7 +226,6 @@ export function lcowDocument(input: LcowDocumentInput): ComputeSystem {
     serviceTable[id] = {
       BindSecurityDescriptor: SYSTEM_AND_ADMINS_SDDL,
       ConnectSecurityDescriptor: SYSTEM_AND_ADMINS_SDDL,
-      AllowWildcardBinds: false,
     };
   }
   const devices: Devices = {
