@@ -109,6 +109,8 @@ export interface AgentOptions {
   reaper?: Reaper;
   /** UVM: mounts a 9P share (kind "9p") at req.target; see uvm.ts. */
   mount9p?: (req: P9MountRequest) => Promise<void>;
+  /** Undoes a share's mount (default: umount -l). */
+  unmount?: (target: string) => Promise<void>;
 }
 
 export interface OomListener {
@@ -207,7 +209,7 @@ export class Agent {
   async removeShare(shareId: string): Promise<void> {
     const s = this.shares.get(shareId);
     if (!s) throw new AgentError('NotFound', `share ${shareId} not found`);
-    if (s.mounted) await runCmd('umount', ['-l', s.path]);
+    if (s.mounted) await (this.opts.unmount ? this.opts.unmount(s.path) : runCmd('umount', ['-l', s.path]));
     this.shares.delete(shareId);
   }
 

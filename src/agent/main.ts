@@ -4,7 +4,7 @@ import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
 import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
-import { P9Acceptor, acceptControl, dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
+import { P9Acceptor, acceptControl, dialControl, loadSecret, mount9p, vsockSelfTest } from './uvm.js';
 
 export interface AgentArgs {
   stateDir: string;
@@ -12,7 +12,8 @@ export interface AgentArgs {
   readyFd?: number;
   /** Process backend: exit when the shim that started us is gone and no container runs here. */
   exitWithParent?: boolean;
-  /** UVM mode: dial the host's control port instead of listening (with --p9 and --token-file). */
+  /** UVM mode: dial the host's control port instead of listening (with --p9 and --token-file: a file, or
+   * vsock://CID:PORT to fetch the secret from the host). */
   dial?: string;
   p9?: string;
   tokenFile?: string;
@@ -77,7 +78,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   const args = parseAgentArgs(argv);
   const log = stderrLogger({ component: 'agent' });
-  const secret = args.tokenFile ? readSecret(args.tokenFile) : undefined;
+  const secret = args.tokenFile ? await loadSecret(args.tokenFile) : undefined;
   const p9 = args.p9;
   const p9Acceptor = args.p9Accept && secret ? await P9Acceptor.listen(args.p9Accept, secret, log) : undefined;
   const agent = new Agent({

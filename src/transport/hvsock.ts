@@ -9,6 +9,7 @@
 // secret first, checked by the same handshake as vsock (transport.ts acceptSecret / dialer writes the secret).
 // The byte stream is a Duplex like vsock's, so the handshake can change in one place for both.
 import { checkSecret } from './tcp-token.js';
+import type { Duplex } from 'node:stream';
 import { acceptSecret, type Conn, type Listener } from './transport.js';
 import {
   AF_HYPERV,
@@ -119,14 +120,30 @@ export class HvsockListener implements Listener {
     private readonly ws: Winsock,
     private readonly sock: Socket,
     readonly address: HvsockAddress,
-    private readonly secret: Buffer,
-    private readonly authTimeoutMs: number | undefined,
+    private readonly authenticate: ((stream: Duplex) => Promise<void>) | undefined,
   ) {
     this.acceptLoop();
   }
 
   static listen(address: HvsockAddress, secret: Buffer, opts: HvsockOptions = {}): HvsockListener {
     checkSecret(secret);
+    const copy = Buffer.from(secret);
+    return HvsockListener.bind(address, opts, (stream) => acceptSecret(stream, copy, opts.authTimeoutMs));
+  }
+
+  /**
+   * A listener that hands out connections as they come, without the secret. Only for the port the secret itself
+   * is handed out on, which the guest dials once at boot, before anything else runs in it.
+   */
+  static listenUnauthenticated(address: HvsockAddress, opts: HvsockOptions = {}): HvsockListener {
+    return HvsockListener.bind(address, opts, undefined);
+  }
+
+  private static bind(
+    address: HvsockAddress,
+    opts: HvsockOptions,
+    authenticate: ((stream: Duplex) => Promise<void>) | undefined,
+  ): HvsockListener {
     const ws = opts.winsock ?? loadWinsock();
     const addr = { vmId: normalizeGuid(address.vmId), serviceId: normalizeGuid(address.serviceId) };
     const s = newHvSocket(ws);
@@ -138,7 +155,7 @@ export class HvsockListener implements Listener {
     if (ws.bind(s, sockaddrHv(addr.vmId, addr.serviceId)) !== 0) fail('bind');
     if (ws.listen(s, 16) !== 0) fail('listen');
     if (ws.setNonBlocking(s) !== 0) fail('ioctlsocket(FIONBIO)');
-    return new HvsockListener(ws, s, addr, Buffer.from(secret), opts.authTimeoutMs);
+    return new HvsockListener(ws, s, addr, authenticate);
   }
 
   get url(): string {
@@ -165,7 +182,7 @@ export class HvsockListener implements Listener {
       } catch {
         continue;
       }
-      acceptSecret(conn.stream, this.secret, this.authTimeoutMs).then(
+      (this.authenticate ? this.authenticate(conn.stream) : Promise.resolve()).then(
         () => {
           if (this.closed || this.callbacks.length === 0) return conn.close();
           for (const cb of this.callbacks) cb(conn);

@@ -26,3 +26,12 @@ export function dial(url: string, secret: Buffer): Promise<Conn> {
   if (u.scheme === 'vsock') return dialVsock(Number(u.host), u.port, secret);
   return dialTcpToken(u.host, u.port, secret);
 }
+export {
+  HvsockListener,
+  dialHvsock,
+  vsockServiceId,
+  vsockPortOf,
+  normalizeGuid,
+  type HvsockAddress,
+  type HvsockOptions,
+} from './hvsock.js';

@@ -55,25 +55,32 @@ export async function dialRawFd(url: string, preamble: Buffer, ackBytes = 0, tim
     if (rc !== 0) throw new Error(`connect to ${url} failed`);
     let off = 0;
     while (off < preamble.length) off += writeSync(fd, preamble, off);
-    if (ackBytes > 0) {
-      const ack = Buffer.alloc(ackBytes);
-      let got = 0;
-      const timer = setTimeout(() => l.shutdown(fd, 2), timeoutMs);
-      try {
-        while (got < ackBytes) {
-          const n = await new Promise<number>((resolve, reject) =>
-            fsRead(fd, ack, got, ackBytes - got, null, (err, n) => (err ? reject(err) : resolve(n))),
-          );
-          if (n === 0) throw new Error(`${url} closed the connection (refused)`);
-          got += n;
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+    if (ackBytes > 0) await readRawFd(fd, ackBytes, timeoutMs, `${url} closed the connection (refused)`);
     return fd;
   } catch (err) {
     closeSync(fd);
     throw err;
   }
+}
+
+/**
+ * Reads exactly `n` bytes from a connected socket fd (on the thread pool); past `timeoutMs` the socket is shut
+ * down so the pending read returns. Rejects with `eofMessage` when the peer closes first.
+ */
+export async function readRawFd(fd: number, n: number, timeoutMs: number, eofMessage = 'connection closed'): Promise<Buffer> {
+  const buf = Buffer.alloc(n);
+  let got = 0;
+  const timer = setTimeout(() => rlib().shutdown(fd, 2), timeoutMs);
+  try {
+    while (got < n) {
+      const r = await new Promise<number>((resolve, reject) =>
+        fsRead(fd, buf, got, n - got, null, (err, k) => (err ? reject(err) : resolve(k))),
+      );
+      if (r === 0) throw new Error(eofMessage);
+      got += r;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return buf;
 }
