@@ -51,7 +51,12 @@ export async function loadSecret(source: string, timeoutMs = 30_000): Promise<Bu
     try {
       const fd = await dialRawFd(source, Buffer.alloc(0));
       try {
-        return await readRawFd(fd, SECRET_LENGTH, Math.max(1, deadline - Date.now()), `${source} closed before the secret`);
+        return await readRawFd(
+          fd,
+          SECRET_LENGTH,
+          Math.max(1, deadline - Date.now()),
+          `${source} closed before the secret`,
+        );
       } finally {
         closeSync(fd);
       }

@@ -42,7 +42,10 @@ export const SOCKADDR_HV_SIZE = 36;
 
 /** Lower-case canonical form; throws on anything that is not a GUID (braces are accepted and dropped). */
 export function normalizeGuid(g: string): string {
-  const s = g.trim().replace(/^\{(.*)\}$/, '$1').toLowerCase();
+  const s = g
+    .trim()
+    .replace(/^\{(.*)\}$/, '$1')
+    .toLowerCase();
   if (!GUID_RE.test(s)) throw new Error(`not a GUID: ${JSON.stringify(g)}`);
   return s;
 }

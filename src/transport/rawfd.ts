@@ -67,7 +67,12 @@ export async function dialRawFd(url: string, preamble: Buffer, ackBytes = 0, tim
  * Reads exactly `n` bytes from a connected socket fd (on the thread pool); past `timeoutMs` the socket is shut
  * down so the pending read returns. Rejects with `eofMessage` when the peer closes first.
  */
-export async function readRawFd(fd: number, n: number, timeoutMs: number, eofMessage = 'connection closed'): Promise<Buffer> {
+export async function readRawFd(
+  fd: number,
+  n: number,
+  timeoutMs: number,
+  eofMessage = 'connection closed',
+): Promise<Buffer> {
   const buf = Buffer.alloc(n);
   let got = 0;
   const timer = setTimeout(() => rlib().shutdown(fd, 2), timeoutMs);

@@ -198,7 +198,12 @@ export function loadComputeCore(libs: ComputeCoreLibraries = WINDOWS_LIBRARIES):
     getComputeSystemProperties: (s, op, q) => call(f.getComputeSystemProperties, s, op, q),
     async waitForOperationResult(op, timeoutMs) {
       const out: Array<bigint | null> = [null];
-      const hr = await call(f.waitForOperationResult, op, Math.min(Math.max(0, Math.floor(timeoutMs)), INFINITE - 1), out);
+      const hr = await call(
+        f.waitForOperationResult,
+        op,
+        Math.min(Math.max(0, Math.floor(timeoutMs)), INFINITE - 1),
+        out,
+      );
       const ptr = out[0];
       let result: string | undefined;
       if (ptr) {

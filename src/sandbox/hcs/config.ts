@@ -60,13 +60,15 @@ export function hcsConfig(runtime: Record<string, unknown>, annotations: Record<
 }
 
 /** Our words of the guest kernel command line: where the agent dials and fetches its secret. No secret here. */
-export function guestKernelArgs(cfg: Pick<HcsConfig, 'debug'>): string[] {
-  const args = [
+export function guestKernelArgs(cfg: Pick<HcsConfig, 'debug' | 'rootfsVhd'>): string[] {
+  // Booted from a disk, the root is a real filesystem (runc can pivot_root): no copy into a tmpfs first.
+  const args = cfg.rootfsVhd ? ['lcow.noswitch=1'] : [];
+  args.push(
     'lcow.hv=1',
     `lcow.dial=vsock://2:${HCS_CONTROL_PORT}`,
     `lcow.p9=vsock://2:${HCS_P9_PORT}`,
     `lcow.token=vsock://2:${HCS_SECRET_PORT}`,
-  ];
+  );
   if (cfg.debug) args.push('lcow.debug=1');
   return args;
 }

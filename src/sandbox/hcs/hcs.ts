@@ -31,7 +31,14 @@ import type {
   Share,
 } from '../sandbox.js';
 import { loadComputeCore, type ComputeCore } from './computecore.js';
-import { HCS_CONTROL_PORT, HCS_P9_PORT, HCS_SECRET_PORT, guestKernelArgs, hcsConfig, type HcsConfig } from './config.js';
+import {
+  HCS_CONTROL_PORT,
+  HCS_P9_PORT,
+  HCS_SECRET_PORT,
+  guestKernelArgs,
+  hcsConfig,
+  type HcsConfig,
+} from './config.js';
 import { STATISTICS_QUERY, lcowDocument, type ComputeSystem } from './schema.js';
 import { ShareRouter, type ShareServerFactory } from './shares.js';
 import { DEFAULT_TIMEOUTS, HcsComputeSystem, type HcsTimeouts, type SystemExit } from './system.js';
@@ -70,6 +77,7 @@ export function p9ShareServers(log: Logger): ShareServerFactory {
       mod = undefined;
       throw new Error(
         `the 9P file server cannot run on ${process.platform} yet (it needs the NTFS metadata mapping): ${(err as Error).message}`,
+        { cause: err },
       );
     }
     return new P9Server({ exports: [{ name: id, path: hostPath, readOnly }], logger: log.with({ share: id }) });
@@ -122,7 +130,9 @@ export class HcsSandbox implements Sandbox {
       cpus: this.cfg.cpus,
       hvSocketServices: [HCS_SECRET_PORT, HCS_CONTROL_PORT, HCS_P9_PORT].map(vsockServiceId),
       scsiControllers: 0,
-      consolePipe: this.cfg.debug ? `\\\\.\\pipe\\lcow-console-${this.systemId.replace(/[^A-Za-z0-9_.@-]/g, '_')}` : undefined,
+      consolePipe: this.cfg.debug
+        ? `\\\\.\\pipe\\lcow-console-${this.systemId.replace(/[^A-Za-z0-9_.@-]/g, '_')}`
+        : undefined,
     });
   }
 
@@ -332,7 +342,8 @@ export class HcsSandbox implements Sandbox {
         }
         if (!system.hasExited) {
           await system.terminate();
-          if (!(await system.waitExited(30_000))) this.log.error('UVM did not stop after terminate', { hcsId: this.systemId });
+          if (!(await system.waitExited(30_000)))
+            this.log.error('UVM did not stop after terminate', { hcsId: this.systemId });
         }
       }
     } finally {

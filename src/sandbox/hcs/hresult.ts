@@ -68,7 +68,8 @@ const NAMES: Record<number, string> = {
 
 /** What a caller does about some codes, whatever their facility form. */
 const HINTS: Record<string, string> = {
-  HCS_E_HYPERV_NOT_INSTALLED: 'enable the Hyper-V role (Install-WindowsFeature Hyper-V / Enable-WindowsOptionalFeature)',
+  HCS_E_HYPERV_NOT_INSTALLED:
+    'enable the Hyper-V role (Install-WindowsFeature Hyper-V / Enable-WindowsOptionalFeature)',
   HCS_E_SERVICE_NOT_AVAILABLE: 'the Host Compute Service (vmcompute) is not running',
   E_ACCESSDENIED: 'the shim must run as SYSTEM or an elevated Administrator',
   HCS_E_ACCESS_DENIED: 'the shim must run as SYSTEM or an elevated Administrator',
@@ -92,7 +93,7 @@ export function toHresult(hr: number): number {
 }
 
 export function failed(hr: number): boolean {
-  return (hr >>> 0) >= 0x80000000;
+  return hr >>> 0 >= 0x80000000;
 }
 
 export function hresultName(hr: number): string | undefined {
@@ -134,7 +135,8 @@ export class HcsError extends Error {
     const code = hresultName(hr);
     const parts = [`${operation}${systemId ? ` ${systemId}` : ''}: ${formatHresult(hr)}`];
     if (result?.ErrorMessage) parts.push(result.ErrorMessage);
-    for (const ev of result?.ErrorEvents ?? []) if (ev.Message && ev.Message !== result?.ErrorMessage) parts.push(ev.Message);
+    for (const ev of result?.ErrorEvents ?? [])
+      if (ev.Message && ev.Message !== result?.ErrorMessage) parts.push(ev.Message);
     const hint = code ? HINTS[code] : undefined;
     if (hint) parts.push(`(${hint})`);
     super(parts.join(': '));

@@ -199,7 +199,9 @@ export function normalizeMemoryMiB(miB: number): number {
 }
 
 /** The kernel command line: fixed words for a headless Hyper-V guest, then ours. */
-export function lcowKernelCmdLine(input: Pick<LcowDocumentInput, 'cpus' | 'consolePipe' | 'rootfsVhdPath' | 'kernelArgs'>): string {
+export function lcowKernelCmdLine(
+  input: Pick<LcowDocumentInput, 'cpus' | 'consolePipe' | 'rootfsVhdPath' | 'kernelArgs'>,
+): string {
   const words: string[] = [];
   if (input.rootfsVhdPath) words.push('root=/dev/sda', 'ro', 'rootwait', 'init=/init');
   if (input.consolePipe) words.push('8250_core.nr_uarts=1', '8250_core.skip_txen_test=1', 'console=ttyS0,115200');
@@ -238,7 +240,8 @@ export function lcowDocument(input: LcowDocumentInput): ComputeSystem {
     },
   };
   const controllers = Math.max(input.scsiControllers, input.rootfsVhdPath ? 1 : 0);
-  if (controllers > SCSI_CONTROLLER_GUIDS.length) throw new Error(`at most ${SCSI_CONTROLLER_GUIDS.length} SCSI controllers`);
+  if (controllers > SCSI_CONTROLLER_GUIDS.length)
+    throw new Error(`at most ${SCSI_CONTROLLER_GUIDS.length} SCSI controllers`);
   if (controllers > 0) {
     devices.Scsi = {};
     for (let i = 0; i < controllers; i++) devices.Scsi[scsiControllerGuid(i)] = { Attachments: {} };

@@ -58,21 +58,10 @@ export class ShareRouter {
     const id = `s${++this.seq}`;
     const server = this.newServer({ id, hostPath, readOnly });
     server.catch(() => undefined);
-    let ready!: Promise<string>;
-    const e: ShareEntry = {
-      id,
-      key: key(hostPath, readOnly),
-      hostPath,
-      readOnly,
-      token: randomBytes(SHARE_TOKEN_LENGTH),
-      server,
-      refs: 1,
-      get ready() {
-        return ready;
-      },
-    };
-    ready = server.then(() => mount(e));
-    ready.catch(() => undefined);
+    const token = randomBytes(SHARE_TOKEN_LENGTH);
+    const base = { id, key: key(hostPath, readOnly), hostPath, readOnly, token, server };
+    const e: ShareEntry = { ...base, refs: 1, ready: server.then(() => mount(e)) };
+    e.ready.catch(() => undefined);
     this.byId.set(id, e);
     this.byKey.set(e.key, e);
     return e;

@@ -2,21 +2,15 @@
 // operation (create, call, HcsWaitForOperationResult with a deadline, HcsCancelOperation when the deadline
 // passed, close), shutdown/terminate are submitted without waiting (their completion is the SystemExited event),
 // and the exit notification settles `exited` exactly once.
-import {
-  GENERIC_ALL,
-  HcsEventType,
-  type ComputeCore,
-  type Handle,
-  type HcsEvent,
-} from './computecore.js';
-import {
-  HCS_E_OPERATION_TIMEOUT,
-  HcsError,
-  failed,
-  isAlreadyStopping,
-  isNotFound,
-} from './hresult.js';
-import type { ComputeSystem, ModifySettingRequest, PropertyQuery, SystemExitStatus, SystemProperties } from './schema.js';
+import { GENERIC_ALL, HcsEventType, type ComputeCore, type Handle, type HcsEvent } from './computecore.js';
+import { HCS_E_OPERATION_TIMEOUT, HcsError, failed, isAlreadyStopping, isNotFound } from './hresult.js';
+import type {
+  ComputeSystem,
+  ModifySettingRequest,
+  PropertyQuery,
+  SystemExitStatus,
+  SystemProperties,
+} from './schema.js';
 
 /** How long a cancelled operation may take to settle before its handle is closed anyway. */
 const CANCEL_SETTLE_MS = 5000;
@@ -26,8 +20,7 @@ export class HcsTimeoutError extends Error {
 }
 
 export type SystemExit =
-  | { kind: 'exited'; status: SystemExitStatus | undefined; unexpected: boolean }
-  | { kind: 'service-disconnect' };
+  { kind: 'exited'; status: SystemExitStatus | undefined; unexpected: boolean } | { kind: 'service-disconnect' };
 
 /**
  * Runs one tracked HCS call: `invoke(op)` starts it, the result document comes from HcsWaitForOperationResult
@@ -50,7 +43,9 @@ export async function runOperation(
     if (r.hr === HCS_E_OPERATION_TIMEOUT) {
       await api.cancelOperation(op);
       await api.waitForOperationResult(op, CANCEL_SETTLE_MS).catch(() => undefined);
-      throw new HcsTimeoutError(`${name}${systemId ? ` ${systemId}` : ''}: no result within ${timeoutMs} ms (cancelled)`);
+      throw new HcsTimeoutError(
+        `${name}${systemId ? ` ${systemId}` : ''}: no result within ${timeoutMs} ms (cancelled)`,
+      );
     }
     if (failed(r.hr)) throw new HcsError(name, r.hr, r.result, systemId);
     return r.result;
@@ -84,7 +79,12 @@ export interface HcsTimeouts {
 }
 
 /** hcsshim's defaults (internal/timeout: SystemCreate and SystemStart 4 min); queries are quick. */
-export const DEFAULT_TIMEOUTS: HcsTimeouts = { createMs: 240_000, startMs: 240_000, modifyMs: 60_000, propertiesMs: 30_000 };
+export const DEFAULT_TIMEOUTS: HcsTimeouts = {
+  createMs: 240_000,
+  startMs: 240_000,
+  modifyMs: 60_000,
+  propertiesMs: 30_000,
+};
 
 export class HcsComputeSystem {
   private handle: Handle | null;
@@ -124,7 +124,12 @@ export class HcsComputeSystem {
       id,
     ).catch(async (err: unknown) => {
       if (system) {
-        await submitOperation(api, 'HcsTerminateComputeSystem', (op) => api.terminateComputeSystem(system!, op, null), id).catch(() => 0);
+        await submitOperation(
+          api,
+          'HcsTerminateComputeSystem',
+          (op) => api.terminateComputeSystem(system!, op, null),
+          id,
+        ).catch(() => 0);
         await api.closeComputeSystem(system);
       }
       throw err;
@@ -200,29 +205,53 @@ export class HcsComputeSystem {
 
   async start(): Promise<void> {
     const h = this.handleOrThrow('HcsStartComputeSystem');
-    await runOperation(this.api, 'HcsStartComputeSystem', this.timeouts.startMs, (op) => this.api.startComputeSystem(h, op, null), this.id);
+    await runOperation(
+      this.api,
+      'HcsStartComputeSystem',
+      this.timeouts.startMs,
+      (op) => this.api.startComputeSystem(h, op, null),
+      this.id,
+    );
   }
 
   /** Asks the guest to shut down (the Hyper-V shutdown integration service). Completion: `exited`. */
   async shutdown(): Promise<void> {
     if (!this.handle || this.exitInfo) return;
     const h = this.handle;
-    const hr = await submitOperation(this.api, 'HcsShutDownComputeSystem', (op) => this.api.shutDownComputeSystem(h, op, null), this.id);
-    if (failed(hr) && !isAlreadyStopping(hr) && !isNotFound(hr)) throw new HcsError('HcsShutDownComputeSystem', hr, undefined, this.id);
+    const hr = await submitOperation(
+      this.api,
+      'HcsShutDownComputeSystem',
+      (op) => this.api.shutDownComputeSystem(h, op, null),
+      this.id,
+    );
+    if (failed(hr) && !isAlreadyStopping(hr) && !isNotFound(hr))
+      throw new HcsError('HcsShutDownComputeSystem', hr, undefined, this.id);
   }
 
   /** Powers the VM off. Completion: `exited`. Idempotent. */
   async terminate(): Promise<void> {
     if (!this.handle || this.exitInfo) return;
     const h = this.handle;
-    const hr = await submitOperation(this.api, 'HcsTerminateComputeSystem', (op) => this.api.terminateComputeSystem(h, op, null), this.id);
-    if (failed(hr) && !isAlreadyStopping(hr) && !isNotFound(hr)) throw new HcsError('HcsTerminateComputeSystem', hr, undefined, this.id);
+    const hr = await submitOperation(
+      this.api,
+      'HcsTerminateComputeSystem',
+      (op) => this.api.terminateComputeSystem(h, op, null),
+      this.id,
+    );
+    if (failed(hr) && !isAlreadyStopping(hr) && !isNotFound(hr))
+      throw new HcsError('HcsTerminateComputeSystem', hr, undefined, this.id);
   }
 
   async modify(request: ModifySettingRequest): Promise<void> {
     const h = this.handleOrThrow('HcsModifyComputeSystem');
     const body = JSON.stringify(request);
-    await runOperation(this.api, 'HcsModifyComputeSystem', this.timeouts.modifyMs, (op) => this.api.modifyComputeSystem(h, op, body), this.id);
+    await runOperation(
+      this.api,
+      'HcsModifyComputeSystem',
+      this.timeouts.modifyMs,
+      (op) => this.api.modifyComputeSystem(h, op, body),
+      this.id,
+    );
   }
 
   async properties(query: PropertyQuery): Promise<SystemProperties> {

@@ -111,7 +111,10 @@ describe('HCS compute system (FAKE computecore)', function () {
     fake.set('start_hangs', 1);
     const cancels = fake.count('cancels');
     const cs = await HcsComputeSystem.create(api, newId(), doc, { ...fast, startMs: 150 });
-    await assert.rejects(cs.start(), (e: unknown) => e instanceof HcsTimeoutError && /no result within 150 ms/.test((e as Error).message));
+    await assert.rejects(
+      cs.start(),
+      (e: unknown) => e instanceof HcsTimeoutError && /no result within 150 ms/.test((e as Error).message),
+    );
     assert.equal(fake.count('cancels'), cancels + 1);
     await cs.terminate();
     await cs.exited;
@@ -121,9 +124,15 @@ describe('HCS compute system (FAKE computecore)', function () {
   it('turns failed operations into named errors with HCS error text; nothing is left behind', async () => {
     const id = newId();
     const bad = { ...doc, SchemaVersion: undefined } as unknown as typeof doc;
-    await assert.rejects(HcsComputeSystem.create(api, id, bad), (e: unknown) => e instanceof HcsError && e.code === 'HCS_E_INVALID_JSON');
+    await assert.rejects(
+      HcsComputeSystem.create(api, id, bad),
+      (e: unknown) => e instanceof HcsError && e.code === 'HCS_E_INVALID_JSON',
+    );
     const cs = await HcsComputeSystem.create(api, id, doc);
-    await assert.rejects(HcsComputeSystem.create(api, id, doc), (e: unknown) => e instanceof HcsError && e.code === 'HCS_E_SYSTEM_ALREADY_EXISTS');
+    await assert.rejects(
+      HcsComputeSystem.create(api, id, doc),
+      (e: unknown) => e instanceof HcsError && e.code === 'HCS_E_SYSTEM_ALREADY_EXISTS',
+    );
     fake.set('fail_start_hr', 0x80370102);
     await assert.rejects(
       cs.start(),
@@ -150,7 +159,10 @@ describe('HCS compute system (FAKE computecore)', function () {
     await a.start();
     await a.shutdown();
     assert.equal(await a.waitExited(2000), true);
-    assert.equal((await a.exited).kind === 'exited' && (await a.exited as { status?: { ExitType?: string } }).status?.ExitType, 'GracefulExit');
+    assert.equal(
+      (await a.exited).kind === 'exited' && ((await a.exited) as { status?: { ExitType?: string } }).status?.ExitType,
+      'GracefulExit',
+    );
     await a.close();
 
     fake.set('shutdown_works', 0);

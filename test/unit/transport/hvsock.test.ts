@@ -27,10 +27,7 @@ import { fakeWinsock, fakesUnavailable, type FakeWinsockControl } from '../../he
 describe('hvsock addressing', () => {
   it('lays a GUID out as the GUID struct (Data1..3 little-endian, Data4 as written)', () => {
     // go-winio HvsockGUIDParent: Data1 0xa42e7cda, Data2 0xd03f, Data3 0x480c, Data4 9c c2 a4 de 20 ab b8 78.
-    assert.equal(
-      guidBytes(HV_GUID_PARENT).toString('hex'),
-      'da7c2ea43fd00c489cc2a4de20abb878',
-    );
+    assert.equal(guidBytes(HV_GUID_PARENT).toString('hex'), 'da7c2ea43fd00c489cc2a4de20abb878');
     assert.equal(guidFromBytes(guidBytes(HV_GUID_PARENT)), HV_GUID_PARENT);
     assert.equal(normalizeGuid('{A42E7CDA-D03F-480C-9CC2-A4DE20ABB878}'), HV_GUID_PARENT);
     assert.throws(() => normalizeGuid('a42e7cda-d03f-480c-9cc2'), /not a GUID/);
