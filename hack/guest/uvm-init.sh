@@ -66,6 +66,10 @@ for m in $(cat /lib/modules/modules.load); do
   case "$m" in
     hv_vmbus) [ -n "$HV" ] || continue ;;
     hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
+    # The SCSI disk stack for container layers (hot-added VHDs): Hyper-V only. These come in as the
+    # dependencies of hv_storvsc, sd_mod and ext4 (hack/guest/build-image.sh MODULES).
+    crc16 | mbcache | jbd2 | ext4 | scsi_common | scsi_mod | scsi_transport_fc | sd_mod | t10_pi | crc64 | \
+      crc64_rocksoft | crct10dif_common | crc_t10dif) [ -n "$HV" ] || continue ;;
     virtio* | vmw_vsock_virtio* | virtio_*) [ -z "$HV" ] || continue ;;
   esac
   insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"

@@ -11,6 +11,7 @@ import { Reaper, trackSpawnedChildren, type ExitInfo } from './reaper.js';
 import { Runc, RuncError, type RuncStats } from './runc.js';
 import { setChildSubreaper, sysKill } from './sys.js';
 import type { P9MountRequest } from './uvm.js';
+import type { ScsiMountRequest } from './scsi.js';
 
 export type AgentErrorCode = 'NotFound' | 'AlreadyExists' | 'FailedPrecondition' | 'InvalidArgument' | 'Internal';
 
@@ -111,6 +112,8 @@ export interface AgentOptions {
   mount9p?: (req: P9MountRequest) => Promise<void>;
   /** Undoes a share's mount (default: umount -l). */
   unmount?: (target: string) => Promise<void>;
+  /** UVM under Hyper-V: mounts a SCSI disk the host hot-added (kind "scsi"); see scsi.ts. */
+  mountScsi?: (req: ScsiMountRequest) => Promise<void>;
 }
 
 export interface OomListener {
@@ -185,6 +188,17 @@ export class Agent {
           readOnly: req.readOnly,
           options: req.options ?? {},
         });
+      } catch (err) {
+        throw new AgentError('Internal', (err as Error).message);
+      }
+      this.shares.set(req.shareId, { path: target, mounted: true });
+      return target;
+    }
+    if (req.kind === 'scsi') {
+      if (!this.opts.mountScsi) throw new AgentError('FailedPrecondition', 'this agent has no SCSI disks');
+      const target = join(this.opts.stateDir, 'shares', req.shareId);
+      try {
+        await this.opts.mountScsi({ source: req.source, target, readOnly: req.readOnly, options: req.options ?? {} });
       } catch (err) {
         throw new AgentError('Internal', (err as Error).message);
       }
@@ -547,6 +561,13 @@ function runCmd(cmd: string, args: string[]): Promise<void> {
 async function mountOne(m: MountSpec, target: string): Promise<void> {
   if (!/^[a-z0-9_.-]+$/i.test(m.type)) throw new AgentError('InvalidArgument', `invalid mount type ${m.type}`);
   const opts = m.options.filter((o) => o !== '');
+  if (m.type === 'overlay') {
+    // A fresh scratch disk has no upper and work directories yet; overlay needs both to exist.
+    for (const o of opts) {
+      const [k, v] = [o.slice(0, o.indexOf('=')), o.slice(o.indexOf('=') + 1)];
+      if ((k === 'upperdir' || k === 'workdir') && v.startsWith('/')) await mkdir(v, { recursive: true });
+    }
+  }
   const args = ['-t', m.type];
   if (opts.length) args.push('-o', opts.join(','));
   args.push(m.source, target);

@@ -4,6 +4,7 @@ import { Agent } from './agent.js';
 import { createAgentServer } from './server.js';
 import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
+import { mountScsi } from './scsi.js';
 import { P9Acceptor, acceptControl, dialControl, loadSecret, mount9p, vsockSelfTest } from './uvm.js';
 
 export interface AgentArgs {
@@ -85,6 +86,8 @@ export async function main(argv: string[]): Promise<void> {
     stateDir: args.stateDir,
     logger: log,
     mount9p: p9Acceptor ? (req) => p9Acceptor.mount(req) : p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
+    // In a UVM: disks the host hot-adds (Hyper-V SCSI: container layers) are found in sysfs and mounted.
+    mountScsi: args.dial || args.accept ? (req) => mountScsi(req) : undefined,
   });
   await agent.init();
   await setupTelemetry('lcow-agent');

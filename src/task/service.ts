@@ -11,7 +11,7 @@ import * as ev from '../gen/containerd/events/task_pb.js';
 import { ProcessDetailsSchema } from '../gen/containerd/runc/options_pb.js';
 import type * as v2 from '../gen/containerd/task/v2/shim_pb.js';
 import { Status } from '../gen/containerd/types/task/task_pb.js';
-import { createSandbox, type Sandbox } from '../sandbox/index.js';
+import { createSandbox, type PreparedRootfs, type Sandbox } from '../sandbox/index.js';
 import { tracedClient } from '../telemetry/index.js';
 import { createClient, type ServiceClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
@@ -113,6 +113,8 @@ class Pod {
 
 /** VM sandboxes: each task's host rootfs mount and shares. */
 const containerFs = new Map<Task, PreparedFs>();
+/** Root filesystems a backend attached itself (Sandbox.prepareRootfs). */
+const backendRootfs = new Map<Task, PreparedRootfs>();
 
 const ts = (d: Date | undefined): Timestamp | undefined => (d ? timestampFromDate(d) : undefined);
 
@@ -265,12 +267,17 @@ export class TaskService {
     try {
       // Rootfs: either mounts for the agent to perform, or the bundle's rootfs directory shared as is.
       const rootfs: Array<{ type: string; source: string; target: string; options: string[] }> = [];
-      if (mountsRootfsOnHost(pod.sandbox)) {
+      const attached = await pod.sandbox.prepareRootfs?.(req.id, req.rootfs);
+      if (attached) {
+        // The backend attached the rootfs itself (hcs: VHD layers over SCSI); the agent stacks them.
+        backendRootfs.set(task, attached);
+        rootfs.push(...attached.rootfs);
+      } else if (mountsRootfsOnHost(pod.sandbox)) {
         // VM sandbox: rootfs mounted on the host and shared whole, bind mounts shared (uvm-fs.ts).
         const fsState = await prepareContainerFs(pod.sandbox, req.bundle, spec, req.rootfs, log);
         containerFs.set(task, fsState);
       } else for (const m of req.rootfs) rootfs.push(await this.shareMount(pod, m));
-      if (rootfs.length === 0 && !containerFs.has(task)) {
+      if (rootfs.length === 0 && !containerFs.has(task) && !backendRootfs.has(task)) {
         const hostRoot = isAbsolute(spec.root?.path ?? 'rootfs')
           ? spec.root!.path!
           : join(req.bundle, spec.root?.path ?? 'rootfs');
@@ -448,6 +455,9 @@ export class TaskService {
   }
 
   private async releaseFs(task: Task): Promise<void> {
+    const attached = backendRootfs.get(task);
+    backendRootfs.delete(task);
+    await attached?.release().catch((err: unknown) => task.log.warn('releasing the rootfs failed', { error: err }));
     const fsState = containerFs.get(task);
     containerFs.delete(task);
     if (fsState && mountsRootfsOnHost(task.pod.sandbox)) await releaseContainerFs(task.pod.sandbox, fsState, task.log);

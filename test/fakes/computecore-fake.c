@@ -93,7 +93,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static sys *systems;
 static int next_runtime = 1;
-static int ops_open, handles_open, allocs_outstanding, cancels, grants, events_in_flight;
+static int ops_open, handles_open, allocs_outstanding, cancels, grants, events_in_flight, modifies;
 static int op_delay_ms = 1, start_hangs, exit_after_start_ms = -1, shutdown_works = 1, exit_delay_ms = 5;
 static HRESULT fail_create_hr, fail_start_hr, fail_modify_hr;
 static long long memory_private_bytes = 123456789;
@@ -297,6 +297,7 @@ static void *op_thread(void *arg) {
     free(s->last_modify);
     s->last_modify = strdup(o->arg);
     s->modify_count++;
+    modifies++;
     if (fail_modify_hr) complete(o, fail_modify_hr, "{\"Error\":-1,\"ErrorMessage\":\"fake: modify refused\"}");
     else complete(o, S_OK, NULL);
     break;
@@ -556,6 +557,7 @@ long long fake_hcs_count(const char *what) {
   else if (!strcmp(what, "allocations")) v = allocs_outstanding;
   else if (!strcmp(what, "cancels")) v = cancels;
   else if (!strcmp(what, "grants")) v = grants;
+  else if (!strcmp(what, "modifies")) v = modifies;
   else if (!strcmp(what, "events")) v = events_in_flight;
   else if (!strcmp(what, "systems")) {
     v = 0;

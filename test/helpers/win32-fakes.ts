@@ -48,7 +48,9 @@ export interface FakeHcsControl {
   path: string;
   set(name: string, value: number): void;
   resetSettings(): void;
-  count(what: 'operations' | 'handles' | 'allocations' | 'cancels' | 'grants' | 'events' | 'systems'): number;
+  count(
+    what: 'operations' | 'handles' | 'allocations' | 'cancels' | 'grants' | 'modifies' | 'events' | 'systems',
+  ): number;
   state(id: string): '' | 'created' | 'running' | 'stopped';
   read(id: string, what: 'document' | 'modify' | 'runtime'): string | undefined;
   guestExit(id: string, exitType: string): boolean;

@@ -23,6 +23,8 @@ import { TtrpcClient, createClient, type ServiceClient } from '../../ttrpc/index
 import type { Logger } from '../../util/log.js';
 import type {
   BootedSandbox,
+  PreparedRootfs,
+  RootfsMount,
   Sandbox,
   SandboxExitReason,
   SandboxOptions,
@@ -39,7 +41,16 @@ import {
   hcsConfig,
   type HcsConfig,
 } from './config.js';
-import { STATISTICS_QUERY, lcowDocument, type ComputeSystem } from './schema.js';
+import { HcsError, failed } from './hresult.js';
+import { parseLcowLayerMount, scsiShareSource, ScsiSlots, type ScsiSlot } from './layers.js';
+import {
+  STATISTICS_QUERY,
+  SCSI_CONTROLLER_GUIDS,
+  addScsiDiskRequest,
+  lcowDocument,
+  removeScsiDiskRequest,
+  type ComputeSystem,
+} from './schema.js';
 import { ShareRouter, type ShareServerFactory } from './shares.js';
 import { DEFAULT_TIMEOUTS, HcsComputeSystem, type HcsTimeouts, type SystemExit } from './system.js';
 
@@ -55,6 +66,19 @@ export interface HcsSandboxOptions extends SandboxOptions {
   timeouts?: HcsTimeouts;
   /** Makes each share's 9P server; default: our P9Server over the host path. */
   shareServer?: ShareServerFactory;
+}
+
+interface DiskEntry {
+  path: string;
+  readOnly: boolean;
+  slot: ScsiSlot;
+  /** The agent share that mounts it. */
+  shareId: string;
+  refs: number;
+  /** The hot-add went through (a detach is owed). */
+  attached: boolean;
+  /** The guest path once mounted. */
+  ready: Promise<string>;
 }
 
 /** The HCS compute system id of a pod: readable, and unique per state directory (namespace + pod). */
@@ -105,12 +129,17 @@ export class HcsSandbox implements Sandbox {
   private readonly exitCbs: Array<(r: SandboxExitReason) => void> = [];
   private stopping: Promise<void> | undefined;
   private stopRequested = false;
+  /** SCSI disks attached for container root filesystems, by host path (layers are shared between containers). */
+  private readonly disks = new Map<string, DiskEntry>();
+  private readonly slots: ScsiSlots;
+  private diskSeq = 0;
 
   constructor(private readonly opts: HcsSandboxOptions) {
     this.log = opts.logger.with({ sandbox: opts.id, backend: 'hcs' });
     this.cfg = hcsConfig(opts.runtimeConfig ?? {}, opts.annotations);
     this.systemId = hcsSystemId(opts.id, opts.stateDir);
     this.timeouts = opts.timeouts ?? DEFAULT_TIMEOUTS;
+    this.slots = new ScsiSlots(SCSI_CONTROLLER_GUIDS.length, this.cfg.rootfsVhd ? [{ controller: 0, lun: 0 }] : []);
   }
 
   /** The hvsock VM id (RuntimeId) once created. */
@@ -129,7 +158,8 @@ export class HcsSandbox implements Sandbox {
       memoryMiB: this.cfg.memoryMiB,
       cpus: this.cfg.cpus,
       hvSocketServices: [HCS_SECRET_PORT, HCS_CONTROL_PORT, HCS_P9_PORT].map(vsockServiceId),
-      scsiControllers: 0,
+      // Every controller from the start: hot-adding disks needs the controller present at boot.
+      scsiControllers: SCSI_CONTROLLER_GUIDS.length,
       consolePipe: this.cfg.debug
         ? `\\\\.\\pipe\\lcow-console-${this.systemId.replace(/[^A-Za-z0-9_.@-]/g, '_')}`
         : undefined,
@@ -285,6 +315,108 @@ export class HcsSandbox implements Sandbox {
       if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 10_000 });
     } finally {
       this.shares?.release(shareId);
+    }
+  }
+
+  /**
+   * containerd's windows-lcow rootfs (layers.ts): every layer VHD attached read-only (once per UVM, shared by
+   * the pod's containers), the scratch VHDX read-write, each mounted by the agent; the guest rootfs is an
+   * overlay of them. Undefined for any other kind of rootfs mount.
+   */
+  async prepareRootfs(containerId: string, mounts: RootfsMount[]): Promise<PreparedRootfs | undefined> {
+    const parsed = parseLcowLayerMount(mounts);
+    if (!parsed) return undefined;
+    const held: DiskEntry[] = [];
+    const release = async (): Promise<void> => {
+      for (const d of held.splice(0).reverse()) await this.releaseDisk(d);
+    };
+    try {
+      const lowers: string[] = [];
+      for (const layer of parsed.layers) {
+        const d = this.acquireDisk(layer, true);
+        held.push(d);
+        lowers.push(await d.ready);
+      }
+      const scratch = this.acquireDisk(parsed.scratch, false);
+      held.push(scratch);
+      const top = await scratch.ready;
+      this.log.debug('rootfs attached', { container: containerId, layers: lowers.length });
+      return {
+        rootfs: [
+          {
+            type: 'overlay',
+            source: 'overlay',
+            target: '',
+            options: [`lowerdir=${lowers.join(':')}`, `upperdir=${top}/upper`, `workdir=${top}/work`],
+          },
+        ],
+        release,
+      };
+    } catch (err) {
+      await release();
+      throw err;
+    }
+  }
+
+  /**
+   * A disk attached to the UVM and mounted in the guest: granted to the VM, hot-added at a free SCSI slot,
+   * then the agent mounts it. Read-only disks (layers) are refcounted by path; registered at once, so
+   * concurrent Creates of one image attach each layer once.
+   */
+  private acquireDisk(path: string, readOnly: boolean): DiskEntry {
+    const existing = this.disks.get(path);
+    if (existing && readOnly && existing.readOnly) {
+      existing.refs++;
+      return existing;
+    }
+    if (existing) throw new Error(`${path} is already attached to this UVM`);
+    if (!this.system || !this.agent || !this.api) throw new Error('sandbox not booted');
+    const system = this.system;
+    const agent = this.agent;
+    const api = this.api;
+    const slot = this.slots.take();
+    const shareId = `d${++this.diskSeq}`;
+    const entry: DiskEntry = { path, readOnly, slot, shareId, refs: 1, attached: false, ready: Promise.resolve('') };
+    entry.ready = (async () => {
+      // The VM worker process opens the file itself: it needs an ACE for this VM (hcsshim does the same).
+      const hr = await api.grantVmAccess(this.systemId, path);
+      if (failed(hr)) throw new HcsError('HcsGrantVmAccess', hr, undefined, this.systemId);
+      await system.modify(addScsiDiskRequest(slot.controller, slot.lun, path, readOnly));
+      entry.attached = true;
+      const r = await agent.addShare({
+        shareId,
+        kind: 'scsi',
+        source: scsiShareSource(slot),
+        target: '',
+        readOnly,
+        aname: '',
+        token: new Uint8Array(),
+        options: { fstype: 'ext4' },
+      });
+      return r.guestPath;
+    })();
+    entry.ready.catch(() => undefined);
+    this.disks.set(path, entry);
+    return entry;
+  }
+
+  /** Drops one reference; the last one unmounts in the guest, then hot-removes the disk. Never throws. */
+  private async releaseDisk(d: DiskEntry): Promise<void> {
+    if (--d.refs > 0) return;
+    if (this.disks.get(d.path) === d) this.disks.delete(d.path);
+    const mounted = await d.ready.then(
+      () => true,
+      () => false,
+    );
+    if (this.exitReason) return; // the UVM is gone, and its disks with it
+    try {
+      if (mounted && this.agent && !this.client?.closed)
+        await this.agent.removeShare({ shareId: d.shareId }, { timeoutMs: 10_000 });
+      if (d.attached) await this.system?.modify(removeScsiDiskRequest(d.slot.controller, d.slot.lun));
+      this.slots.free(d.slot);
+    } catch (err) {
+      // The slot stays taken: a disk that may still be attached must not be reused.
+      this.log.warn('detaching a disk failed', { path: d.path, error: err });
     }
   }
 

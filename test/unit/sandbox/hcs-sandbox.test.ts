@@ -10,11 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../../../src/agent/agent.js';
 import type { P9MountRequest } from '../../../src/agent/uvm.js';
+import type { ScsiMountRequest } from '../../../src/agent/scsi.js';
 import { createAgentServer } from '../../../src/agent/server.js';
 import { createClient } from '../../../src/ttrpc/index.js';
 import { Agent as AgentDesc } from '../../../src/gen/agent/v1/agent_pb.js';
 import { loadComputeCore } from '../../../src/sandbox/hcs/computecore.js';
 import { HcsSandbox, cleanupHcsSandbox } from '../../../src/sandbox/hcs/hcs.js';
+import { SCSI_CONTROLLER_GUIDS } from '../../../src/sandbox/hcs/schema.js';
 import type { SandboxExitReason } from '../../../src/sandbox/sandbox.js';
 import { dialHvsock, readExactly, vsockServiceId, type Conn } from '../../../src/transport/index.js';
 import { sockaddrHv } from '../../../src/transport/hvsock.js';
@@ -32,6 +34,8 @@ interface Guest {
   /** What the guest read through each share's 9P connection. */
   reads: Map<string, string>;
   p9: P9Client[];
+  /** SCSI disks the agent was asked to mount. */
+  scsi: ScsiMountRequest[];
 }
 
 /** The kernel command line HCS was given for `id`: the contract between the backend and the guest init. */
@@ -130,14 +134,18 @@ describe('hcs sandbox backend (FAKE computecore + FAKE ws2_32)', function () {
       reads.set(req.aname, (await client.read(f.fid, 0, 4096)).toString());
       await client.clunk(f.fid);
     };
-    const agent = new Agent({ stateDir: join(dir, 'guest'), mount9p, unmount: async () => undefined });
+    const scsi: ScsiMountRequest[] = [];
+    const mountScsi = async (req: ScsiMountRequest): Promise<void> => {
+      scsi.push(req);
+    };
+    const agent = new Agent({ stateDir: join(dir, 'guest'), mount9p, mountScsi, unmount: async () => undefined });
     const control = await dialHvsock(at(args.get('lcow.dial')!), secret, { winsock: ws });
     const server = createAgentServer(agent, silentLogger, () => {
       // The agent exited: the guest init powers the VM off.
       fake.guestExit(sb.systemId, 'GracefulExit');
     });
     server.handleConnection(control.stream);
-    return { vmId, secret, control, agent, reads, p9 };
+    return { vmId, secret, control, agent, reads, p9, scsi };
   }
 
   it('boots, connects the agent over hvsock, serves a 9P share, stops gracefully, leaves nothing', async () => {
@@ -189,6 +197,70 @@ describe('hcs sandbox backend (FAKE computecore + FAKE ws2_32)', function () {
     for (const p of g.p9) p.stream.destroy();
     g.control.close();
     await g.agent.shutdown();
+  });
+
+  it('attaches windows-lcow layers over SCSI (once per pod), stacks them with overlay, detaches the last use', async () => {
+    const sb = newSandbox();
+    const guest = playGuest(sb);
+    await sb.boot();
+    const g = await guest;
+    const doc = JSON.parse(fake.read(sb.systemId, 'document')!);
+    assert.deepEqual(Object.keys(doc.VirtualMachine.Devices.Scsi), [...SCSI_CONTROLLER_GUIDS], 'controllers at boot');
+    const lcowMount = (scratch: string, parents: string[]) => [
+      {
+        type: 'lcow-layer',
+        source: scratch,
+        target: '',
+        options: ['rw', `parentLayerPaths=${JSON.stringify(parents)}`],
+      },
+    ];
+    const grants = fake.count('grants');
+    const modifies = fake.count('modifies');
+    const a = await sb.prepareRootfs('c1', lcowMount('C:\\snap\\13', ['C:\\snap\\12', 'C:\\snap\\11']));
+    assert.ok(a);
+    assert.equal(fake.count('grants') - grants, 3, 'HcsGrantVmAccess for each disk');
+    assert.equal(fake.count('modifies') - modifies, 3);
+    assert.deepEqual(JSON.parse(fake.read(sb.systemId, 'modify')!), {
+      ResourcePath: `VirtualMachine/Devices/Scsi/${SCSI_CONTROLLER_GUIDS[2]}/Attachments/0`,
+      RequestType: 'Add',
+      Settings: { Type: 'VirtualDisk', Path: 'C:\\snap\\13\\sandbox.vhdx' },
+    });
+    assert.deepEqual(
+      g.scsi.map((r) => [r.source, r.readOnly, r.options.fstype]),
+      [
+        [`${SCSI_CONTROLLER_GUIDS[0]}:0`, true, 'ext4'],
+        [`${SCSI_CONTROLLER_GUIDS[1]}:0`, true, 'ext4'],
+        [`${SCSI_CONTROLLER_GUIDS[2]}:0`, false, 'ext4'],
+      ],
+    );
+    const [l12, l11, scratch] = g.scsi.map((r) => r.target);
+    assert.deepEqual(a.rootfs, [
+      {
+        type: 'overlay',
+        source: 'overlay',
+        target: '',
+        options: [`lowerdir=${l12}:${l11}`, `upperdir=${scratch}/upper`, `workdir=${scratch}/work`],
+      },
+    ]);
+    // A second container of the same image: only its scratch disk is new.
+    const b = await sb.prepareRootfs('c2', lcowMount('C:\\snap\\14', ['C:\\snap\\12', 'C:\\snap\\11']));
+    assert.ok(b);
+    assert.equal(fake.count('grants') - grants, 4);
+    assert.equal(g.scsi.length, 4);
+    await a.release();
+    // Only c1's scratch went: the shared layers stay for c2.
+    assert.deepEqual(JSON.parse(fake.read(sb.systemId, 'modify')!).RequestType, 'Remove');
+    assert.equal(fake.count('modifies') - modifies, 5);
+    await b.release();
+    assert.equal(fake.count('modifies') - modifies, 8, 'every disk hot-removed after its last use');
+    // Other rootfs kinds are not this backend's.
+    assert.equal(
+      await sb.prepareRootfs('c3', [{ type: 'overlay', source: 'overlay', target: '', options: [] }]),
+      undefined,
+    );
+    await assert.rejects(sb.prepareRootfs('c4', lcowMount('C:\\s', [])), /without parent layers/);
+    await sb.stop('force');
+    g.control.close();
   });
 
   it('refuses guest connections without the secret, and a second secret hand-out', async () => {

@@ -24,6 +24,7 @@ import {
 } from '../../../src/sandbox/hcs/schema.js';
 import { CPU_ANNOTATION, MEMORY_ANNOTATION } from '../../../src/sandbox/sizing.js';
 import { vsockServiceId } from '../../../src/transport/hvsock.js';
+import { ScsiSlots, parseLcowLayerMount } from '../../../src/sandbox/hcs/layers.js';
 import { SCHEMA2_COMMIT, checkSchema2 } from './hcs-schema2-tags.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -204,5 +205,42 @@ describe('HCS UVM configuration', () => {
     assert.equal(v.rootfsVhd, '/r.vhd');
     assert.throws(() => hcsConfig({ hcs: { initrd: '/i', rootfs_vhd: '/r' } }, {}), /either initrd or rootfs_vhd/);
     assert.throws(() => hcsConfig({ hcs: { kernel: 'relative/vmlinuz' } }, {}), /absolute path/);
+  });
+});
+
+describe('windows-lcow rootfs mounts', () => {
+  const m = (options: string[], source = 'C:\\snap\\13', type = 'lcow-layer') => [
+    { type, source, target: '', options },
+  ];
+
+  it('reads the layer VHDs (topmost first) and the scratch VHDX as containerd passes them', () => {
+    assert.deepEqual(parseLcowLayerMount(m(['rw', 'parentLayerPaths=["C:\\\\snap\\\\12","C:\\\\snap\\\\3"]'])), {
+      layers: ['C:\\snap\\12\\layer.vhd', 'C:\\snap\\3\\layer.vhd'],
+      scratch: 'C:\\snap\\13\\sandbox.vhdx',
+    });
+    assert.equal(parseLcowLayerMount(m([], '/x', 'overlay')), undefined);
+    assert.equal(parseLcowLayerMount([]), undefined);
+  });
+
+  it('refuses malformed ones', () => {
+    assert.throws(() => parseLcowLayerMount(m(['parentLayerPaths=[1]'])), /absolute paths/);
+    assert.throws(() => parseLcowLayerMount(m(['parentLayerPaths=["relative"]'])), /absolute paths/);
+    assert.throws(() => parseLcowLayerMount(m(['parentLayerPaths={'])), /not JSON/);
+    assert.throws(() => parseLcowLayerMount(m(['bogus=1'])), /unrecognized/);
+    assert.throws(() => parseLcowLayerMount(m(['parentLayerPaths=["C:\\\\a"]'], 'relative')), /absolute path/);
+    const many = JSON.stringify(Array.from({ length: 200 }, (_, i) => `C:\\l\\${i}`));
+    assert.throws(() => parseLcowLayerMount(m([`parentLayerPaths=${many}`])), /more than 127/);
+  });
+
+  it('hands out SCSI slots, never the reserved rootfs one, and reuses freed ones', () => {
+    const s = new ScsiSlots(2, [{ controller: 0, lun: 0 }]);
+    const a = s.take();
+    assert.deepEqual(a, { controller: 1, lun: 0 });
+    assert.deepEqual(s.take(), { controller: 0, lun: 1 });
+    s.free(a);
+    assert.deepEqual(s.take(), a);
+    const full = new ScsiSlots(1);
+    for (let i = 0; i < 64; i++) full.take();
+    assert.throws(() => full.take(), /no free SCSI slot/);
   });
 });
