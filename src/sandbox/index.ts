@@ -11,6 +11,8 @@ export * from './sandbox.js';
 export async function createSandbox(backend: string | undefined, opts: SandboxOptions): Promise<Sandbox> {
   switch (backend) {
     case 'process':
+      if (process.platform !== 'linux')
+        throw new SandboxUnavailableError(`the process sandbox backend needs Linux (this is ${process.platform})`);
       return new (await import('./process/process.js')).ProcessSandbox(opts);
     case undefined:
     case '':

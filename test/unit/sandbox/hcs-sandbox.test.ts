@@ -17,7 +17,7 @@ import { Agent as AgentDesc } from '../../../src/gen/agent/v1/agent_pb.js';
 import { loadComputeCore } from '../../../src/sandbox/hcs/computecore.js';
 import { HcsSandbox, cleanupHcsSandbox } from '../../../src/sandbox/hcs/hcs.js';
 import { SCSI_CONTROLLER_GUIDS } from '../../../src/sandbox/hcs/schema.js';
-import type { SandboxExitReason } from '../../../src/sandbox/sandbox.js';
+import { SandboxUnavailableError, createSandbox, type SandboxExitReason } from '../../../src/sandbox/index.js';
 import { dialHvsock, readExactly, vsockServiceId, type Conn } from '../../../src/transport/index.js';
 import { sockaddrHv } from '../../../src/transport/hvsock.js';
 import { SocketStream, loadWinsock, pollerFor, type Winsock } from '../../../src/transport/winsock.js';
@@ -338,5 +338,21 @@ describe('hcs sandbox backend (FAKE computecore + FAKE ws2_32)', function () {
     // And when the VM is already gone (HCS ended it with the last handle), delete succeeds too.
     await cleanupHcsSandbox(rec, loadComputeCore({ computecore: fake.path, kernel32: fake.path }));
     g.control.close();
+  });
+
+  it('is the default backend on Windows only; elsewhere it is refused by name', async () => {
+    const opts = { id: 'x', stateDir: join(dir, 'x'), logger: silentLogger, annotations: {} };
+    await assert.rejects(createSandbox('hcs', opts), (e: unknown) => e instanceof SandboxUnavailableError);
+    const real = Object.getOwnPropertyDescriptor(process, 'platform')!;
+    Object.defineProperty(process, 'platform', { ...real, value: 'win32' });
+    try {
+      const def = await createSandbox(undefined, opts);
+      assert.equal(def.backend, 'hcs');
+      assert.equal(def.isolated, true);
+      await assert.rejects(createSandbox('qemu', opts), (e: unknown) => e instanceof SandboxUnavailableError);
+      await assert.rejects(createSandbox('process', opts), (e: unknown) => e instanceof SandboxUnavailableError);
+    } finally {
+      Object.defineProperty(process, 'platform', real);
+    }
   });
 });
