@@ -116,7 +116,9 @@ async function startPipeDaemon(
       detached: true,
       windowsHide: true,
       stdio: ['pipe', 'ignore', panicLog],
-      env: { ...process.env, LCOW_SHIM_GROUP: grouping },
+      // HCS waits (HcsWaitForOperationResult: up to minutes while a VM starts) and the hvsock poller each hold
+      // a libuv pool thread; the default 4 would leave file I/O starved. Set before the daemon's first pool use.
+      env: { ...process.env, LCOW_SHIM_GROUP: grouping, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE || '16' },
     });
   } finally {
     closeSync(panicLog);
