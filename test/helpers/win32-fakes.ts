@@ -26,7 +26,13 @@ export function fakesUnavailable(): string | undefined {
 
 /** Builds test/fakes/<name>.c into build/fakes/<name>-<hash>.so (atomically; concurrent runs are fine). */
 export function buildFake(name: 'computecore-fake' | 'winsock-fake'): string {
-  const src = join(ROOT, 'test', 'fakes', `${name}.c`);
+  return buildSharedObject(join('test', 'fakes', `${name}.c`));
+}
+
+/** Builds a C file of the repository (path relative to its root) into a Linux shared object for koffi. */
+export function buildSharedObject(relPath: string): string {
+  const src = join(ROOT, relPath);
+  const name = relPath.replace(/^.*\//, '').replace(/\.c$/, '');
   const hash = createHash('sha256').update(readFileSync(src)).digest('hex').slice(0, 12);
   const dir = join(ROOT, 'build', 'fakes');
   const out = join(dir, `${name}-${hash}.so`);
