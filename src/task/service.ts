@@ -28,7 +28,13 @@ import { SANDBOX_RECORD_FILE, SHIM_VERSION } from './record.js';
 import { StdioRelay, type StdioPaths } from './stdio.js';
 
 export { SANDBOX_RECORD_FILE, SHIM_VERSION };
-import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
+import {
+  mountsRootfsOnHost,
+  prepareContainerFs,
+  releaseContainerFs,
+  shareBindMounts,
+  type PreparedFs,
+} from './uvm-fs.js';
 
 export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
 
@@ -269,9 +275,13 @@ export class TaskService {
       const rootfs: Array<{ type: string; source: string; target: string; options: string[] }> = [];
       const attached = await pod.sandbox.prepareRootfs?.(req.id, req.rootfs);
       if (attached) {
-        // The backend attached the rootfs itself (hcs: VHD layers over SCSI); the agent stacks them.
+        // The backend attached the rootfs itself (hcs: VHD layers over SCSI); the agent stacks them. The
+        // spec's bind mounts are shared as with any VM sandbox.
         backendRootfs.set(task, attached);
         rootfs.push(...attached.rootfs);
+        const fsState: PreparedFs = { shareIds: [], fileHolders: [] };
+        containerFs.set(task, fsState);
+        await shareBindMounts(pod.sandbox, spec, fsState);
       } else if (mountsRootfsOnHost(pod.sandbox)) {
         // VM sandbox: rootfs mounted on the host and shared whole, bind mounts shared (uvm-fs.ts).
         const fsState = await prepareContainerFs(pod.sandbox, req.bundle, spec, req.rootfs, log);
@@ -460,7 +470,7 @@ export class TaskService {
     await attached?.release().catch((err: unknown) => task.log.warn('releasing the rootfs failed', { error: err }));
     const fsState = containerFs.get(task);
     containerFs.delete(task);
-    if (fsState && mountsRootfsOnHost(task.pod.sandbox)) await releaseContainerFs(task.pod.sandbox, fsState, task.log);
+    if (fsState) await releaseContainerFs(task.pod.sandbox, fsState, task.log);
   }
 
   private async stopPod(pod: Pod): Promise<void> {

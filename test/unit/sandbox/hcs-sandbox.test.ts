@@ -17,6 +17,7 @@ import { Agent as AgentDesc } from '../../../src/gen/agent/v1/agent_pb.js';
 import { loadComputeCore } from '../../../src/sandbox/hcs/computecore.js';
 import { HcsSandbox, cleanupHcsSandbox } from '../../../src/sandbox/hcs/hcs.js';
 import { SCSI_CONTROLLER_GUIDS } from '../../../src/sandbox/hcs/schema.js';
+import { releaseContainerFs, shareBindMounts } from '../../../src/task/uvm-fs.js';
 import { SandboxUnavailableError, createSandbox, type SandboxExitReason } from '../../../src/sandbox/index.js';
 import { dialHvsock, readExactly, vsockServiceId, type Conn } from '../../../src/transport/index.js';
 import { sockaddrHv } from '../../../src/transport/hvsock.js';
@@ -253,6 +254,22 @@ describe('hcs sandbox backend (FAKE computecore + FAKE ws2_32)', function () {
     assert.equal(fake.count('modifies') - modifies, 5);
     await b.release();
     assert.equal(fake.count('modifies') - modifies, 8, 'every disk hot-removed after its last use');
+    // The spec's bind mounts: a directory is shared over 9P and its source rewritten; a single file is refused
+    // (sharing its directory would expose its siblings; a single-file export is not there yet).
+    const data = mkdtempSync(join(dir, 'data-'));
+    writeFileSync(join(data, 'hello.txt'), 'bound\n');
+    const spec = { mounts: [{ destination: '/data', type: 'bind', source: data, options: ['rbind', 'ro'] }] };
+    const fsState = { shareIds: [] as string[], fileHolders: [] as string[] };
+    await shareBindMounts(sb, spec, fsState);
+    assert.equal(fsState.shareIds.length, 1);
+    assert.equal(spec.mounts[0]!.source, join(dir, 'guest', 'shares', fsState.shareIds[0]!));
+    assert.equal(g.reads.get(fsState.shareIds[0]!), 'bound\n');
+    const fileSpec = {
+      mounts: [{ destination: '/x', type: 'bind', source: join(data, 'hello.txt'), options: ['bind'] }],
+    };
+    await assert.rejects(shareBindMounts(sb, fileSpec, fsState), /single-file bind mount .* hcs sandbox cannot/);
+    await releaseContainerFs(sb, fsState, silentLogger);
+    assert.equal(fsState.shareIds.length, 0);
     // Other rootfs kinds are not this backend's.
     assert.equal(
       await sb.prepareRootfs('c3', [{ type: 'overlay', source: 'overlay', target: '', options: [] }]),
