@@ -9,8 +9,9 @@
 // secret first, checked by the same handshake as vsock (transport.ts acceptSecret / dialer writes the secret).
 // The byte stream is a Duplex like vsock's, so the handshake can change in one place for both.
 import { checkSecret } from './tcp-token.js';
+import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { acceptSecret, type Conn, type Listener } from './transport.js';
+import { AUTH_TIMEOUT_MS, SECRET_LENGTH, readExactly, type Conn, type Listener } from './transport.js';
 import {
   AF_HYPERV,
   HV_PROTOCOL_RAW,
@@ -98,6 +99,17 @@ export interface HvsockOptions {
   winsock?: Winsock;
   /** How long an accepted connection may take to present the secret. */
   authTimeoutMs?: number;
+}
+
+/**
+ * The listener side of the transports' dialer-speaks-first check as vsock does it at this branch's base: the
+ * first SECRET_LENGTH bytes must be the per-UVM secret (constant-time compare). The one place hvsock
+ * authenticates: when the challenge-response handshake replaces it for vsock, it replaces it here too (the
+ * listener takes any `authenticate(stream)`).
+ */
+export async function acceptSecret(stream: Duplex, secret: Buffer, timeoutMs = AUTH_TIMEOUT_MS): Promise<void> {
+  const got = await readExactly(stream, SECRET_LENGTH, timeoutMs);
+  if (secret.length !== SECRET_LENGTH || !timingSafeEqual(got, secret)) throw new Error('wrong transport secret');
 }
 
 function newHvSocket(ws: Winsock): Socket {

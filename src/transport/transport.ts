@@ -6,7 +6,6 @@
 // after the secret (see tcp-token.ts).
 //
 // URLs: tcp+token://HOST:PORT and vsock://CID:PORT.
-import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 
@@ -94,14 +93,4 @@ export function readExactly(stream: Duplex, n: number, timeoutMs: number): Promi
     stream.once('error', onError);
     onReadable();
   });
-}
-
-/**
- * Listener side of the dialer-speaks-first handshake (vsock, hvsock): the first SECRET_LENGTH bytes must be the
- * per-UVM secret (constant-time compare). Rejects on a wrong secret, EOF or silence past `timeoutMs`; the caller
- * closes the connection then. The one place this check lives for the stream transports.
- */
-export async function acceptSecret(stream: Duplex, secret: Buffer, timeoutMs = AUTH_TIMEOUT_MS): Promise<void> {
-  const got = await readExactly(stream, SECRET_LENGTH, timeoutMs);
-  if (secret.length !== SECRET_LENGTH || !timingSafeEqual(got, secret)) throw new Error('wrong transport secret');
 }

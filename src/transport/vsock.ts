@@ -9,7 +9,8 @@
 import { createRequire } from 'node:module';
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { Duplex } from 'node:stream';
-import { acceptSecret, type Conn, type Listener } from './transport.js';
+import { timingSafeEqual } from 'node:crypto';
+import { AUTH_TIMEOUT_MS, SECRET_LENGTH, readExactly, type Conn, type Listener } from './transport.js';
 import { checkSecret } from './tcp-token.js';
 const require = createRequire(import.meta.url);
 
@@ -280,8 +281,9 @@ export class VsockListener implements Listener {
         return;
       }
       const conn = fdConn(cfd);
-      acceptSecret(conn.stream, this.secret).then(
-        () => {
+      readExactly(conn.stream, SECRET_LENGTH, AUTH_TIMEOUT_MS).then(
+        (got) => {
+          if (!timingSafeEqual(got, this.secret)) return conn.close();
           if (this.callbacks.length === 0) conn.close();
           for (const cb of this.callbacks) cb(conn);
         },
