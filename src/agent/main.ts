@@ -1,11 +1,12 @@
 // Agent process entry: flags, logging, ttrpc server, signals.
 import { createWriteStream } from 'node:fs';
 import { Agent } from './agent.js';
+import { fetchSecret, isSecretUrl } from './hv-secret.js';
+import { mountScsi } from './scsi.js';
 import { createAgentServer } from './server.js';
 import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
-import { mountScsi } from './scsi.js';
-import { P9Acceptor, acceptControl, dialControl, loadSecret, mount9p, vsockSelfTest } from './uvm.js';
+import { P9Acceptor, acceptControl, dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
 
 export interface AgentArgs {
   stateDir: string;
@@ -13,8 +14,7 @@ export interface AgentArgs {
   readyFd?: number;
   /** Process backend: exit when the shim that started us is gone and no container runs here. */
   exitWithParent?: boolean;
-  /** UVM mode: dial the host's control port instead of listening (with --p9 and --token-file: a file, or
-   * vsock://CID:PORT to fetch the secret from the host). */
+  /** UVM mode: dial the host's control port instead of listening (with --p9 and --token-file). */
   dial?: string;
   p9?: string;
   tokenFile?: string;
@@ -79,7 +79,9 @@ export async function main(argv: string[]): Promise<void> {
   }
   const args = parseAgentArgs(argv);
   const log = stderrLogger({ component: 'agent' });
-  const secret = args.tokenFile ? await loadSecret(args.tokenFile) : undefined;
+  // Hyper-V has no fw_cfg: there the token "file" is the vsock port the host hands the secret out on.
+  const tf = args.tokenFile;
+  const secret = tf ? (isSecretUrl(tf) ? await fetchSecret(tf) : readSecret(tf)) : undefined;
   const p9 = args.p9;
   const p9Acceptor = args.p9Accept && secret ? await P9Acceptor.listen(args.p9Accept, secret, log) : undefined;
   const agent = new Agent({

@@ -4,9 +4,8 @@
 //    secret is followed by the share's token; AddShare registers the share and waits (bounded) for its
 //    connection; the shim retries its dial until the share is registered. The accepted socket goes to mount(8)
 //    as fd 3 (trans=fd).
-//  - dial (vsock; Hyper-V hvsock on the host side): the agent dials the host's control port (the shim is the
-//    ttrpc client), mounts 9P shares by dialing the host's 9P port and handing the connected socket to mount(8)
-//    (trans=fd). Under Hyper-V the secret itself is fetched over vsock first (loadSecret).
+//  - dial (vsock): the agent dials the host's control port (the shim is the ttrpc client), mounts 9P shares by
+//    dialing the host's 9P port and handing the connected socket to mount(8) (trans=fd).
 // Also the vsock self-test used to exercise the AF_VSOCK transport inside a guest (vsock_loopback).
 import { spawn } from 'node:child_process';
 import { timingSafeEqual } from 'node:crypto';
@@ -26,7 +25,7 @@ import {
   AUTH_TIMEOUT_MS,
   type Conn,
 } from '../transport/index.js';
-import { dialRawFd, readRawFd } from '../transport/rawfd.js';
+import { dialRawFd } from '../transport/rawfd.js';
 import type { Logger } from '../util/log.js';
 
 /** Length of the per-share token the guest sends after the transport secret on the 9P port. */
@@ -37,34 +36,6 @@ export function readSecret(path: string): Buffer {
   const secret = readFileSync(path);
   if (secret.length !== SECRET_LENGTH) throw new Error(`${path}: the secret must be ${SECRET_LENGTH} bytes`);
   return secret;
-}
-
-/**
- * The per-UVM secret from `source`: a file (QEMU: fw_cfg), or `vsock://CID:PORT` (Hyper-V has no fw_cfg): the
- * host listens there for exactly one connection before the VM starts and sends the secret. Hyper-V only lets
- * this VM reach that listener, and at this point nothing but init and the agent runs in it.
- */
-export async function loadSecret(source: string, timeoutMs = 30_000): Promise<Buffer> {
-  if (!source.startsWith('vsock://')) return readSecret(source);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const fd = await dialRawFd(source, Buffer.alloc(0));
-      try {
-        return await readRawFd(
-          fd,
-          SECRET_LENGTH,
-          Math.max(1, deadline - Date.now()),
-          `${source} closed before the secret`,
-        );
-      } finally {
-        closeSync(fd);
-      }
-    } catch (err) {
-      if (Date.now() >= deadline) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
 
 /** Dials the host's control port, retrying briefly (the host listens before the VM starts, so rarely needed). */

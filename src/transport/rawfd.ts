@@ -55,12 +55,51 @@ export async function dialRawFd(url: string, preamble: Buffer, ackBytes = 0, tim
     if (rc !== 0) throw new Error(`connect to ${url} failed`);
     let off = 0;
     while (off < preamble.length) off += writeSync(fd, preamble, off);
-    if (ackBytes > 0) await readRawFd(fd, ackBytes, timeoutMs, `${url} closed the connection (refused)`);
+    if (ackBytes > 0) {
+      const ack = Buffer.alloc(ackBytes);
+      let got = 0;
+      const timer = setTimeout(() => l.shutdown(fd, 2), timeoutMs);
+      try {
+        while (got < ackBytes) {
+          const n = await new Promise<number>((resolve, reject) =>
+            fsRead(fd, ack, got, ackBytes - got, null, (err, n) => (err ? reject(err) : resolve(n))),
+          );
+          if (n === 0) throw new Error(`${url} closed the connection (refused)`);
+          got += n;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+    }
     return fd;
   } catch (err) {
     closeSync(fd);
     throw err;
   }
+}
+
+/**
+ * Connects a raw socket to a transport URL and nothing more (no preamble, no handshake): for the one exchange
+ * that precedes authentication, the guest fetching its secret under Hyper-V. The caller owns the fd.
+ */
+export async function connectRawFd(url: string): Promise<number> {
+  const u = parseTransportUrl(url);
+  const l = rlib();
+  const family = u.scheme === 'vsock' ? AF_VSOCK : AF_INET;
+  const addr = u.scheme === 'vsock' ? sockaddrVm(Number(u.host), u.port) : sockaddrIn(u.host, u.port);
+  const fd = l.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) throw new Error(`socket failed (errno ${l.errno()})`);
+  const rc = await new Promise<number>((resolve, reject) =>
+    l.connect.async(fd, addr, addr.length, (err: Error | null, r: number) => (err ? reject(err) : resolve(r))),
+  ).catch((err: unknown) => {
+    closeSync(fd);
+    throw err;
+  });
+  if (rc !== 0) {
+    closeSync(fd);
+    throw new Error(`connect to ${url} failed`);
+  }
+  return fd;
 }
 
 /**
