@@ -59,6 +59,8 @@ typedef struct handle {
   struct sys *sys;
   HCS_EVENT_CALLBACK cb;
   void *ctx;
+  /* closing: no new callbacks, close waits for the running one; closed: released (still counted until then). */
+  int closing;
   int closed;
   int in_callback;
   struct handle *next;
@@ -207,7 +209,7 @@ static void *exit_thread(void *arg) {
   WCHAR *w = to_wide_alloc(j->data);
   allocs_outstanding--; /* owned by us, freed below */
   for (handle *h = s->handles; h; h = h->next) {
-    if (h->closed || !h->cb) continue;
+    if (h->closed || h->closing || !h->cb) continue;
     h->in_callback++;
     HCS_EVENT_CALLBACK cb = h->cb;
     void *ctx = h->ctx;
@@ -464,9 +466,11 @@ void HcsCloseComputeSystem(void *computeSystem) {
   handle *h = computeSystem;
   if (!h) return;
   pthread_mutex_lock(&mu);
+  h->closing = 1;
+  /* The handle stays live (the system cannot be forgotten) until its running callback returned. */
+  while (h->in_callback) pthread_cond_wait(&cv, &mu);
   h->closed = 1;
   handles_open--;
-  while (h->in_callback) pthread_cond_wait(&cv, &mu);
   sys *s = h->sys;
   if (live_handles(s) == 0 && s->state != SYS_STOPPED && s->terminate_on_close) s->state = SYS_STOPPED;
   maybe_forget(s);
