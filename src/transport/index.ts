@@ -54,3 +54,12 @@ export function dial(url: string, opts: DialUrlOptions): Promise<Conn> {
     );
   return dialTcpToken(u.host, u.port, { ...opts, purpose, timeoutMs: opts.timeoutMs ?? 10_000 });
 }
+export {
+  HvsockListener,
+  dialHvsock,
+  vsockServiceId,
+  vsockPortOf,
+  normalizeGuid,
+  type HvsockAddress,
+  type HvsockOptions,
+} from './hvsock.js';
