@@ -25,6 +25,7 @@ import {
   VMADDR_CID_LOCAL,
   type Admission,
   type Conn,
+  type DialerAuth,
   type Purpose,
   type SecretSource,
 } from '../transport/index.js';
@@ -98,16 +99,25 @@ function mountChild(req: P9MountRequest, parts: string[], handle: number | Socke
   });
 }
 
-/** Dial mode: dial, the handshake for this share (its token bound in), mount -t 9p -o trans=fd. */
-export async function mount9p(p9Url: string, secret: SecretSource, req: P9MountRequest): Promise<void> {
-  const parts = mountOptions(req);
-  await mkdir(req.target, { recursive: true });
-  const fd = await dialRawFd(p9Url, {
+/**
+ * Dial mode: the handshake a share's connection runs. The share id is AddShare's aname and the binding its token,
+ * both as the host sent them: the host's 9P listener admits exactly that id and binds exactly that token
+ * (src/sandbox/hcs/shares.ts on Hyper-V).
+ */
+export function shareDialAuth(secret: SecretSource, req: Pick<P9MountRequest, 'aname' | 'token'>): DialerAuth {
+  return {
     secret,
     direction: Direction.guestToHost,
     purpose: { kind: 'p9', shareId: req.aname },
     binding: Buffer.from(req.token),
-  });
+  };
+}
+
+/** Dial mode: dial, the handshake for this share (its token bound in), mount -t 9p -o trans=fd. */
+export async function mount9p(p9Url: string, secret: SecretSource, req: P9MountRequest): Promise<void> {
+  const parts = mountOptions(req);
+  await mkdir(req.target, { recursive: true });
+  const fd = await dialRawFd(p9Url, shareDialAuth(secret, req));
   try {
     await spawnMount(req, parts, fd);
   } finally {

@@ -5,13 +5,12 @@
 //
 // Direction: the host listens, the guest dials (the UVM document's service table lets only SYSTEM and
 // Administrators bind these services on the host). Hyper-V guarantees which VM a connection comes from, but
-// anything inside that VM (a container too) can dial the host: every connection still presents the per-UVM
-// secret first, checked by the same handshake as vsock (transport.ts acceptSecret / dialer writes the secret).
-// The byte stream is a Duplex like vsock's, so the handshake can change in one place for both.
-import { checkSecret } from './tcp-token.js';
-import { timingSafeEqual } from 'node:crypto';
-import type { Duplex } from 'node:stream';
-import { AUTH_TIMEOUT_MS, SECRET_LENGTH, readExactly, type Conn, type Listener } from './transport.js';
+// anything inside that VM (a container too) can dial the host: every connection runs the same mutual handshake
+// as vsock (handshake.ts, through the shared Authenticator), in the guest-dials-host direction, before a byte of
+// ttrpc or 9P. The one exception is listenUnauthenticated, for the port the secret itself is handed out on.
+import { Authenticator, type ListenOptions } from './authenticator.js';
+import { Direction, dialerHandshake, type DialerAuth, type Purpose } from './handshake.js';
+import { AUTH_TIMEOUT_MS, streamIo, type Conn, type Listener } from './transport.js';
 import {
   AF_HYPERV,
   HV_PROTOCOL_RAW,
@@ -97,20 +96,10 @@ export interface HvsockAddress {
 export interface HvsockOptions {
   /** ws2_32.dll, or a fake with its exports (tests). */
   winsock?: Winsock;
-  /** How long an accepted connection may take to present the secret. */
-  authTimeoutMs?: number;
 }
 
-/**
- * The listener side of the transports' dialer-speaks-first check as vsock does it at this branch's base: the
- * first SECRET_LENGTH bytes must be the per-UVM secret (constant-time compare). The one place hvsock
- * authenticates: when the challenge-response handshake replaces it for vsock, it replaces it here too (the
- * listener takes any `authenticate(stream)`).
- */
-export async function acceptSecret(stream: Duplex, secret: Buffer, timeoutMs = AUTH_TIMEOUT_MS): Promise<void> {
-  const got = await readExactly(stream, SECRET_LENGTH, timeoutMs);
-  if (secret.length !== SECRET_LENGTH || !timingSafeEqual(got, secret)) throw new Error('wrong transport secret');
-}
+/** An hvsock listener's options: the handshake's (secret, purposes admitted, deadlines) and the Winsock to use. */
+export type HvsockListenOptions = ListenOptions & HvsockOptions;
 
 function newHvSocket(ws: Winsock): Socket {
   const s = ws.socket(AF_HYPERV, SOCK_STREAM, HV_PROTOCOL_RAW);
@@ -124,71 +113,39 @@ function streamConn(ws: Winsock, s: Socket): Conn {
   return { stream, childHandle: Number(s), close: () => stream.destroy() };
 }
 
-/** Listens on (VM id, service id); hands out connections that presented the secret. */
-export class HvsockListener implements Listener {
-  private readonly callbacks: Array<(c: Conn) => void> = [];
+/** A bound, listening, non-blocking AF_HYPERV socket and its accept loop: every accepted socket goes to `onAccept`. */
+class AcceptLoop {
   private closed = false;
-  /** Connections refused (wrong secret, silence...): for tests and logs. */
-  rejected = 0;
 
   private constructor(
     private readonly ws: Winsock,
     private readonly sock: Socket,
-    readonly address: HvsockAddress,
-    private readonly authenticate: ((stream: Duplex) => Promise<void>) | undefined,
-  ) {
-    this.acceptLoop();
-  }
+    private readonly onAccept: (conn: Conn) => void,
+  ) {}
 
-  static listen(address: HvsockAddress, secret: Buffer, opts: HvsockOptions = {}): HvsockListener {
-    checkSecret(secret);
-    const copy = Buffer.from(secret);
-    return HvsockListener.bind(address, opts, (stream) => acceptSecret(stream, copy, opts.authTimeoutMs));
-  }
-
-  /**
-   * A listener that hands out connections as they come, without the secret. Only for the port the secret itself
-   * is handed out on, which the guest dials once at boot, before anything else runs in it.
-   */
-  static listenUnauthenticated(address: HvsockAddress, opts: HvsockOptions = {}): HvsockListener {
-    return HvsockListener.bind(address, opts, undefined);
-  }
-
-  private static bind(
-    address: HvsockAddress,
-    opts: HvsockOptions,
-    authenticate: ((stream: Duplex) => Promise<void>) | undefined,
-  ): HvsockListener {
-    const ws = opts.winsock ?? loadWinsock();
-    const addr = { vmId: normalizeGuid(address.vmId), serviceId: normalizeGuid(address.serviceId) };
+  static open(ws: Winsock, address: HvsockAddress, onAccept: (conn: Conn) => void): AcceptLoop {
     const s = newHvSocket(ws);
     const fail = (call: string): never => {
-      const err = new WinsockError(`${call} hvsock ${addr.vmId}:${addr.serviceId}`, ws.lastError());
+      const err = new WinsockError(`${call} hvsock ${address.vmId}:${address.serviceId}`, ws.lastError());
       ws.closesocket(s);
       throw err;
     };
-    if (ws.bind(s, sockaddrHv(addr.vmId, addr.serviceId)) !== 0) fail('bind');
+    if (ws.bind(s, sockaddrHv(address.vmId, address.serviceId)) !== 0) fail('bind');
     if (ws.listen(s, 16) !== 0) fail('listen');
     if (ws.setNonBlocking(s) !== 0) fail('ioctlsocket(FIONBIO)');
-    return new HvsockListener(ws, s, addr, authenticate);
+    const loop = new AcceptLoop(ws, s, onAccept);
+    loop.run();
+    return loop;
   }
 
-  get url(): string {
-    return `hvsock://${this.address.vmId}/${this.address.serviceId}`;
-  }
-
-  onConnection(cb: (conn: Conn) => void): void {
-    this.callbacks.push(cb);
-  }
-
-  private acceptLoop(): void {
+  private run(): void {
     while (!this.closed) {
       const c = this.ws.accept(this.sock);
       if (c === INVALID_SOCKET) {
         const e = this.ws.lastError();
-        if (e === WSA.WSAEWOULDBLOCK) return pollerFor(this.ws).watch(this.sock, 'in', () => this.acceptLoop());
+        if (e === WSA.WSAEWOULDBLOCK) return pollerFor(this.ws).watch(this.sock, 'in', () => this.run());
         // WSAECONNRESET (the dialer gave up), WSAEMFILE...: try again a little later.
-        setTimeout(() => this.acceptLoop(), 50);
+        setTimeout(() => this.run(), 50);
         return;
       }
       let conn: Conn;
@@ -197,20 +154,12 @@ export class HvsockListener implements Listener {
       } catch {
         continue;
       }
-      (this.authenticate ? this.authenticate(conn.stream) : Promise.resolve()).then(
-        () => {
-          if (this.closed || this.callbacks.length === 0) return conn.close();
-          for (const cb of this.callbacks) cb(conn);
-        },
-        () => {
-          this.rejected++;
-          conn.close();
-        },
-      );
+      this.onAccept(conn);
     }
   }
 
-  async close(): Promise<void> {
+  /** Stops listening: connections queued but not yet accepted are reset by closesocket. */
+  close(): void {
     if (this.closed) return;
     this.closed = true;
     pollerFor(this.ws).unwatch(this.sock);
@@ -218,16 +167,123 @@ export class HvsockListener implements Listener {
   }
 }
 
+function canonical(address: HvsockAddress): HvsockAddress {
+  return { vmId: normalizeGuid(address.vmId), serviceId: normalizeGuid(address.serviceId) };
+}
+
 /**
- * Connects to (VM id, service id) within `timeoutMs` and presents the secret. Non-blocking connect: completion
- * (or failure) is reported by WSAPoll, the outcome read from SO_ERROR on the main thread.
+ * Listens on (VM id, service id) and hands out only connections whose dialer completed the handshake for a
+ * purpose `admit` serves (default: the control channel only), in the guest-dials-host direction unless told
+ * otherwise: the same Authenticator as vsock and tcp+token.
+ */
+export class HvsockListener implements Listener {
+  readonly address: HvsockAddress;
+  private readonly auth: Authenticator;
+  private readonly loop: AcceptLoop;
+
+  private constructor(address: HvsockAddress, opts: HvsockListenOptions) {
+    this.address = canonical(address);
+    this.auth = new Authenticator(opts, Direction.guestToHost);
+    this.loop = AcceptLoop.open(opts.winsock ?? loadWinsock(), this.address, (conn) =>
+      this.auth.accept(conn, streamIo(conn.stream)),
+    );
+  }
+
+  static listen(address: HvsockAddress, opts: HvsockListenOptions): HvsockListener {
+    return new HvsockListener(address, opts);
+  }
+
+  /**
+   * A listener WITHOUT the handshake that hands out exactly one connection and stops listening before doing so.
+   * Only for the port the per-UVM secret itself is handed out on (Hyper-V has no fw_cfg): the handshake needs
+   * that secret, so this one exchange cannot run it. Why that is safe:
+   *  - hvsock, not a network: the listener is bound to one UVM's VM id, so only that VM can reach it, and the
+   *    UVM document's service table lets no unprivileged host process bind or dial the service;
+   *  - it is opened before the VM starts and the guest agent dials it first thing, when nothing but the guest's
+   *    init runs in the VM (containers exist only once the agent has connected with the secret);
+   *  - one connection, then it is closed: a container started later finds nobody listening;
+   *  - a guest process that raced the agent to it would hold its own UVM's secret, which opens only that UVM's
+   *    own control and 9P listeners, and the agent, finding no secret, never connects: the boot fails.
+   * See docs/windows.md and docs/security.md.
+   */
+  static listenUnauthenticated(address: HvsockAddress, opts: HvsockOptions = {}): OneShotHvsockListener {
+    return new OneShotHvsockListener(canonical(address), opts.winsock ?? loadWinsock());
+  }
+
+  get url(): string {
+    return `hvsock://${this.address.vmId}/${this.address.serviceId}`;
+  }
+
+  /** Connections refused so far (bad or missing proof, purpose not served, timeout): for tests and logs. */
+  get rejected(): number {
+    return this.auth.rejected;
+  }
+
+  onConnection(cb: (conn: Conn, purpose: Purpose) => void): void {
+    this.auth.onConnection(cb);
+  }
+
+  async close(): Promise<void> {
+    this.loop.close();
+    this.auth.closePending();
+  }
+}
+
+/** listenUnauthenticated's listener: the first connection, then nothing (see there why this is safe). */
+export class OneShotHvsockListener {
+  private cb: ((conn: Conn) => void) | undefined;
+  private first: Conn | undefined;
+  private done = false;
+  private readonly loop: AcceptLoop;
+
+  constructor(
+    readonly address: HvsockAddress,
+    ws: Winsock,
+  ) {
+    this.loop = AcceptLoop.open(ws, address, (conn) => this.accepted(conn));
+  }
+
+  private accepted(conn: Conn): void {
+    if (this.done) return conn.close();
+    this.done = true;
+    // Stop listening before the connection gets a byte: a second dialer is refused by Hyper-V itself.
+    this.loop.close();
+    if (this.cb) this.cb(conn);
+    else this.first = conn;
+  }
+
+  /** `cb` gets the one connection (also one accepted before it was registered). */
+  onConnection(cb: (conn: Conn) => void): void {
+    this.cb = cb;
+    const c = this.first;
+    this.first = undefined;
+    if (c) cb(c);
+  }
+
+  /** True once the one connection came (or close() was called): nobody listens any more. */
+  get finished(): boolean {
+    return this.done;
+  }
+
+  async close(): Promise<void> {
+    this.done = true;
+    this.loop.close();
+    this.first?.close();
+    this.first = undefined;
+  }
+}
+
+/**
+ * Connects to (VM id, service id) and runs the dialer side of the handshake (guest dials host unless told
+ * otherwise), as dialVsock does. Non-blocking connect: completion (or failure) is reported by WSAPoll, the
+ * outcome read from SO_ERROR on the main thread. `timeoutMs` bounds the connect and the handshake each. Rejects
+ * with PeerProofError if the listener fails its proof.
  */
 export async function dialHvsock(
   address: HvsockAddress,
-  secret: Buffer,
+  auth: Omit<DialerAuth, 'direction'> & { direction?: DialerAuth['direction'] },
   opts: HvsockOptions & { timeoutMs?: number } = {},
 ): Promise<Conn> {
-  checkSecret(secret);
   const ws = opts.winsock ?? loadWinsock();
   const s = newHvSocket(ws);
   const what = `hvsock ${normalizeGuid(address.vmId)}:${normalizeGuid(address.serviceId)}`;
@@ -254,6 +310,15 @@ export async function dialHvsock(
     throw err;
   }
   const conn = streamConn(ws, s);
-  conn.stream.write(secret);
+  try {
+    await dialerHandshake(
+      streamIo(conn.stream),
+      { ...auth, direction: auth.direction ?? Direction.guestToHost },
+      opts.timeoutMs ?? AUTH_TIMEOUT_MS,
+    );
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
   return conn;
 }

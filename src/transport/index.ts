@@ -56,10 +56,12 @@ export function dial(url: string, opts: DialUrlOptions): Promise<Conn> {
 }
 export {
   HvsockListener,
+  OneShotHvsockListener,
   dialHvsock,
   vsockServiceId,
   vsockPortOf,
   normalizeGuid,
   type HvsockAddress,
   type HvsockOptions,
+  type HvsockListenOptions,
 } from './hvsock.js';

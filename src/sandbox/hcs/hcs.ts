@@ -4,8 +4,11 @@
 // Boot: build the LCOW document (schema.ts), HcsCreateComputeSystem, read the VM id (RuntimeId), listen on
 // hvsock for the three guest services (the secret hand-out, the control channel, 9P) bound to that VM id, then
 // HcsStartComputeSystem. The guest agent fetches the per-UVM secret once (the hand-out listener serves exactly
-// one connection, then closes), dials the control port presenting the secret (the shim is the ttrpc client of
-// the agent), and for every AddShare dials the 9P port with the secret and the share's token (shares.ts).
+// one connection, then closes: HvsockListener.listenUnauthenticated says why that is safe), dials the control
+// port (the shim is the ttrpc client of the agent), and for every AddShare dials the 9P port naming the share
+// (shares.ts). Both run the transports' mutual handshake (transport/handshake.ts) in the guest-dials-host
+// direction: the control listener admits only the control purpose, the 9P listener only a registered share's id
+// with that share's token bound into the MACs.
 // Stop: the agent's Shutdown (the guest powers off), else HcsShutDownComputeSystem, else
 // HcsTerminateComputeSystem; the SystemExited event ends it. `delete` after a shim crash opens the system by
 // its recorded id and terminates it (cleanupHcsSandbox); the document also sets ShouldTerminateOnLastHandleClosed
@@ -17,7 +20,15 @@ import { mkdir, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
-import { HvsockListener, newSecret, vsockServiceId, type Conn } from '../../transport/index.js';
+import {
+  HvsockListener,
+  controlOnly,
+  fixedSecret,
+  newSecret,
+  vsockServiceId,
+  type Conn,
+  type OneShotHvsockListener,
+} from '../../transport/index.js';
 import type { Winsock } from '../../transport/winsock.js';
 import { TtrpcClient, createClient, type ServiceClient } from '../../ttrpc/index.js';
 import type { Logger } from '../../util/log.js';
@@ -120,7 +131,7 @@ export class HcsSandbox implements Sandbox {
   private api: ComputeCore | undefined;
   private system: HcsComputeSystem | undefined;
   private vmId: string | undefined;
-  private readonly listeners: HvsockListener[] = [];
+  private readonly listeners: Array<HvsockListener | OneShotHvsockListener> = [];
   private client: TtrpcClient | undefined;
   private agent: ServiceClient<(typeof AgentDesc)['method']> | undefined;
   private shares: ShareRouter | undefined;
@@ -194,17 +205,16 @@ export class HcsSandbox implements Sandbox {
       // Listen before the VM starts: the guest dials as soon as its agent runs.
       const secretListener = HvsockListener.listenUnauthenticated(at(HCS_SECRET_PORT), { winsock });
       this.listeners.push(secretListener);
-      secretListener.onConnection((c) => {
-        // One hand-out per boot: the listener closes at once, a second dialer is refused by the transport.
-        void secretListener.close();
-        c.stream.end(secret, () => c.close());
-      });
-      const control = HvsockListener.listen(at(HCS_CONTROL_PORT), secret, { winsock });
+      // One hand-out per boot: the listener stopped listening before handing this connection over.
+      secretListener.onConnection((c) => c.stream.end(secret, () => c.close()));
+      const auth = { secret: fixedSecret(secret), logger: this.log, winsock };
+      const control = HvsockListener.listen(at(HCS_CONTROL_PORT), { ...auth, admit: controlOnly });
       this.listeners.push(control);
-      this.shares = new ShareRouter(this.opts.shareServer ?? p9ShareServers(this.log), this.log);
-      const p9 = HvsockListener.listen(at(HCS_P9_PORT), secret, { winsock });
+      const shares = new ShareRouter(this.opts.shareServer ?? p9ShareServers(this.log), this.log);
+      this.shares = shares;
+      const p9 = HvsockListener.listen(at(HCS_P9_PORT), { ...auth, admit: (p) => shares.admit(p) });
       this.listeners.push(p9);
-      p9.onConnection((c) => this.shares!.handle(c));
+      p9.onConnection((c, purpose) => shares.handle(c, purpose));
       const controlConn = new Promise<Conn>((resolve) =>
         control.onConnection((c) => {
           // One control channel per UVM: later connections are refused.

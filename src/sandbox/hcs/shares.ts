@@ -1,15 +1,20 @@
-// Host side of 9P shares when the guest dials (hvsock): one listener (the 9P port) for every share. A connection
-// has already presented the per-UVM secret (the listener checked it); it then sends the share's 16-byte token.
-// A registered token gets ACK (0x01, what the agent's mount9p waits for) and the connection goes to that share's
-// 9P server; anything else is closed. Shares are refcounted per (host path, read-only) and each has its own
-// P9Server, so a share's export root bounds what its connection can reach.
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+// Host side of 9P shares when the guest dials (hvsock): one listener (the 9P port) for every share. The guest
+// agent opens one connection per share and names the share in the handshake (the purpose's share id, which is the
+// aname AddShare sent it), with the share's 16-byte token (also from AddShare) bound into both MACs as the
+// handshake's binding bytes: `admit` serves a share id only while that share is registered and has no connection
+// yet, and a dialer that knows the secret but not that share's token fails the proof. `handle` then routes the
+// authenticated connection by that share id to the share's 9P server (the first one per share; any later one is
+// closed); the next byte on it is the kernel's 9P. Admission takes no claim: handshakes for one share may run
+// side by side (bounded by the listener), so a guest process without the secret that opens a HELLO for a share
+// and stalls cannot keep the agent's own connection out; only a completed handshake takes the share's one slot.
+// Shares are refcounted per (host path, read-only) and each has its own P9Server, so a share's export root bounds
+// what its connection can reach.
+import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { AUTH_TIMEOUT_MS, readExactly, type Conn } from '../../transport/index.js';
+import type { Admission, Conn, Purpose } from '../../transport/index.js';
 import type { Logger } from '../../util/log.js';
 
 export const SHARE_TOKEN_LENGTH = 16;
-export const SHARE_ACK = 0x01;
 
 /** What a share needs from the 9P layer: serve one connection, close everything. */
 export interface ShareServer {
@@ -27,6 +32,8 @@ export interface ShareEntry {
   readonly token: Buffer;
   readonly server: Promise<ShareServer>;
   refs: number;
+  /** Its one connection was handed to its server: later handshakes for it are refused. */
+  connected: boolean;
   /** The guest path once the agent mounted it. */
   readonly ready: Promise<string>;
 }
@@ -35,7 +42,7 @@ export class ShareRouter {
   private readonly byId = new Map<string, ShareEntry>();
   private readonly byKey = new Map<string, ShareEntry>();
   private seq = 0;
-  /** Connections refused (unknown token, silence): for tests and logs. */
+  /** Authenticated connections dropped (their share went away or got its connection meanwhile): tests and logs. */
   refused = 0;
 
   constructor(
@@ -60,7 +67,7 @@ export class ShareRouter {
     server.catch(() => undefined);
     const token = randomBytes(SHARE_TOKEN_LENGTH);
     const base = { id, key: key(hostPath, readOnly), hostPath, readOnly, token, server };
-    const e: ShareEntry = { ...base, refs: 1, ready: server.then(() => mount(e)) };
+    const e: ShareEntry = { ...base, refs: 1, connected: false, ready: server.then(() => mount(e)) };
     e.ready.catch(() => undefined);
     this.byId.set(id, e);
     this.byKey.set(e.key, e);
@@ -98,31 +105,32 @@ export class ShareRouter {
     );
   }
 
-  /** An authenticated connection on the 9P port: route it by token, or close it. */
-  handle(conn: Conn, timeoutMs = AUTH_TIMEOUT_MS): void {
-    readExactly(conn.stream, SHARE_TOKEN_LENGTH, timeoutMs).then(
-      (token) => {
-        let match: ShareEntry | undefined;
-        for (const e of this.byId.values()) if (timingSafeEqual(e.token, token)) match = e;
-        if (!match) {
-          this.refused++;
-          this.log.debug('9P connection with an unknown share token refused');
-          return conn.close();
-        }
-        const entry = match;
-        entry.server.then(
-          (server) => {
-            if (this.byId.get(entry.id) !== entry) return conn.close();
-            conn.stream.write(Buffer.from([SHARE_ACK]));
-            server.handleConnection(conn.stream);
-          },
-          () => conn.close(),
-        );
+  /**
+   * The 9P listener's admission rule (handshake.ts ListenerAuth.admit): a share id that is registered and has no
+   * connection yet, with its token as the binding bytes.
+   */
+  admit(p: Purpose): Admission | undefined {
+    if (p.kind !== 'p9') return undefined;
+    const e = this.byId.get(p.shareId);
+    return e && !e.connected ? { binding: e.token } : undefined;
+  }
+
+  /** An authenticated connection on the 9P port: to the server of the share its handshake named, or closed. */
+  handle(conn: Conn, purpose: Purpose): void {
+    const id = purpose.kind === 'p9' ? purpose.shareId : '';
+    const entry = this.byId.get(id);
+    if (!entry || entry.connected) {
+      this.refused++;
+      this.log.debug('9P connection for a share no longer registered or already connected', { share: id });
+      return conn.close();
+    }
+    entry.connected = true;
+    entry.server.then(
+      (server) => {
+        if (this.byId.get(entry.id) !== entry) return conn.close();
+        server.handleConnection(conn.stream);
       },
-      () => {
-        this.refused++;
-        conn.close();
-      },
+      () => conn.close(),
     );
   }
 

@@ -1,6 +1,7 @@
 // hvsock: the address facts (GUID byte layout, the vsock service template, SOCKADDR_HV) against the documented
-// layouts, and the transport (listen/accept/dial, secret check, a large transfer both ways) through the real
-// koffi Winsock binding loaded on a FAKE ws2_32 (test/fakes/winsock-fake.c).
+// layouts, and the transport (listen/accept/dial with the transports' mutual handshake, purposes and share
+// bindings, a wrong secret, a replayed session, the one-shot unauthenticated hand-out listener, a large transfer
+// both ways) through the real koffi Winsock binding loaded on a FAKE ws2_32 (test/fakes/winsock-fake.c).
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,7 +20,20 @@ import {
   vsockPortOf,
   vsockServiceId,
 } from '../../../src/transport/hvsock.js';
-import { newSecret, type Conn } from '../../../src/transport/index.js';
+import {
+  CHALLENGE_LENGTH,
+  Direction,
+  HandshakeIncompleteError,
+  PeerProofError,
+  dialerHandshake,
+  encodeHello,
+  fixedSecret,
+  newSecret,
+  streamIo,
+  type Conn,
+  type HandshakeIo,
+  type Purpose,
+} from '../../../src/transport/index.js';
 import { SocketStream, WinsockError, loadWinsock, pollerFor, type Winsock } from '../../../src/transport/winsock.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
 import { fakeWinsock, fakesUnavailable, type FakeWinsockControl } from '../../helpers/win32-fakes.js';
@@ -88,6 +102,29 @@ function closed(stream: Duplex, timeoutMs = 5000): Promise<boolean> {
   });
 }
 
+/** Resolves once the peer closed `stream`, with every byte it sent first; rejects if it stays open. */
+function closedByPeer(stream: Duplex, timeoutMs = 5000): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const got: Buffer[] = [];
+    const t = setTimeout(() => reject(new Error('the listener did not close the connection')), timeoutMs);
+    stream.on('data', (d: Buffer) => got.push(d));
+    stream.on('error', () => undefined);
+    stream.once('close', () => {
+      clearTimeout(t);
+      resolve(Buffer.concat(got));
+    });
+  });
+}
+
+const control: Purpose = { kind: 'control' };
+const until = async (cond: () => boolean, ms = 5000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
 describe('hvsock transport (FAKE ws2_32)', function () {
   this.timeout(20_000);
   let ctl: FakeWinsockControl;
@@ -95,6 +132,9 @@ describe('hvsock transport (FAKE ws2_32)', function () {
   let dir: string;
   let baseline: number;
   const saved = process.env.LCOW_FAKE_HVSOCK_DIR;
+  const listeners: Array<{ close(): Promise<void> }> = [];
+  const conns: Conn[] = [];
+  const streams: Duplex[] = [];
 
   before(function () {
     requirePrerequisite(this, fakesUnavailable());
@@ -107,6 +147,9 @@ describe('hvsock transport (FAKE ws2_32)', function () {
     baseline = ctl.openSockets();
   });
   afterEach(async () => {
+    for (const c of conns.splice(0)) c.close();
+    for (const s of streams.splice(0)) s.destroy();
+    for (const l of listeners.splice(0)) await l.close();
     // Give destroyed streams a turn to close their sockets, then check nothing leaked.
     await new Promise((r) => setTimeout(r, 20));
     pollerFor(ws).close();
@@ -115,79 +158,222 @@ describe('hvsock transport (FAKE ws2_32)', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('accepts a dialer that presents the secret; bytes flow both ways (1 MiB)', async () => {
-    const secret = newSecret();
-    const addr = { vmId: randomUUID(), serviceId: vsockServiceId(1024) };
-    const listener = HvsockListener.listen(addr, secret, { winsock: ws });
-    try {
-      const accepted = new Promise<Conn>((resolve) => listener.onConnection(resolve));
-      const client = await dialHvsock(addr, secret, { winsock: ws });
-      const server = await accepted;
-      const up = randomBytes(1 << 20);
-      const down = randomBytes(1 << 20);
-      const gotUp = collect(server.stream, up.length);
-      const gotDown = collect(client.stream, down.length);
-      client.stream.write(up);
-      server.stream.write(down);
-      assert.ok((await gotUp).equals(up));
-      assert.ok((await gotDown).equals(down));
-      // EOF propagates: the client ends, the server sees the end.
-      const serverEnded = closed(server.stream);
-      client.stream.end();
-      assert.equal(await serverEnded, true);
-      client.close();
-      server.close();
-    } finally {
-      await listener.close();
-    }
+  const newAddr = (port = 1024): { vmId: string; serviceId: string } => ({
+    vmId: randomUUID(),
+    serviceId: vsockServiceId(port),
   });
 
-  it('refuses a wrong secret and a silent dialer; keeps serving the right one', async () => {
+  /** An authenticated listener; `got` collects what it hands out. */
+  function listen(
+    addr: { vmId: string; serviceId: string },
+    secret: Buffer,
+    opts: Partial<Parameters<typeof HvsockListener.listen>[1]> = {},
+  ): { l: HvsockListener; got: Array<{ c: Conn; p: Purpose }> } {
+    const l = HvsockListener.listen(addr, { secret: fixedSecret(secret), winsock: ws, ...opts });
+    listeners.push(l);
+    const got: Array<{ c: Conn; p: Purpose }> = [];
+    l.onConnection((c, p) => {
+      got.push({ c, p });
+      conns.push(c);
+    });
+    return { l, got };
+  }
+
+  /** A connected socket with no handshake at all (what any process in the guest can open). */
+  function rawConnect(addr: { vmId: string; serviceId: string }): SocketStream {
+    const raw = ws.socket(34, 1, 1);
+    assert.equal(ws.connect(raw, sockaddrHv(addr.vmId, addr.serviceId)), 0);
+    const s = new SocketStream(ws, raw);
+    s.on('error', () => undefined);
+    streams.push(s);
+    return s;
+  }
+
+  it('hands out a dialer that proved the secret, with its purpose; bytes flow both ways (1 MiB), none swallowed', async () => {
     const secret = newSecret();
-    const addr = { vmId: randomUUID(), serviceId: vsockServiceId(564) };
-    const listener = HvsockListener.listen(addr, secret, { winsock: ws, authTimeoutMs: 300 });
-    try {
-      const handedOut: Conn[] = [];
-      listener.onConnection((c) => handedOut.push(c));
-      const bad = await dialHvsock(addr, newSecret(), { winsock: ws });
-      assert.equal(await closed(bad.stream), true, 'the listener closes a wrong secret');
-      bad.close();
-      // A dialer that sends only part of a secret is closed after the auth timeout.
-      const raw = ws.socket(34, 1, 1);
-      assert.equal(ws.connect(raw, sockaddrHv(addr.vmId, addr.serviceId)), 0);
-      const silent = new SocketStream(ws, raw);
-      silent.write(secret.subarray(0, 8));
-      assert.equal(await closed(silent), true);
-      silent.destroy();
-      assert.equal(listener.rejected, 2);
-      assert.equal(handedOut.length, 0);
-      const good = await dialHvsock(addr, secret, { winsock: ws });
-      await new Promise((r) => setTimeout(r, 50));
-      assert.equal(handedOut.length, 1);
-      good.close();
-      handedOut[0]!.close();
-    } finally {
-      await listener.close();
-    }
+    const addr = newAddr();
+    const { l, got } = listen(addr, secret);
+    assert.equal(l.url, `hvsock://${addr.vmId}/${addr.serviceId}`);
+    const client = await dialHvsock(addr, { secret: fixedSecret(secret), purpose: control }, { winsock: ws });
+    conns.push(client);
+    const up = randomBytes(1 << 20);
+    const down = randomBytes(1 << 20);
+    // The dialer writes at once after its PROOF: the listener must leave those bytes for the protocol.
+    client.stream.write(up);
+    await until(() => got.length === 1);
+    const server = got[0]!.c;
+    assert.deepEqual(got[0]!.p, control);
+    const gotUp = collect(server.stream, up.length);
+    const gotDown = collect(client.stream, down.length);
+    server.stream.write(down);
+    assert.ok((await gotUp).equals(up));
+    assert.ok((await gotDown).equals(down));
+    // EOF propagates: the client ends, the server sees the end.
+    const serverEnded = closed(server.stream);
+    client.stream.end();
+    assert.equal(await serverEnded, true);
+    assert.equal(l.rejected, 0);
+  });
+
+  it('a wrong secret: the dialer refuses the listener (PeerProofError), the listener hands nothing out', async () => {
+    const secret = newSecret();
+    const addr = newAddr();
+    const { l, got } = listen(addr, secret);
+    await assert.rejects(
+      dialHvsock(addr, { secret: fixedSecret(newSecret()), purpose: control }, { winsock: ws }),
+      PeerProofError,
+    );
+    await until(() => l.rejected === 1);
+    // The right one is still served.
+    conns.push(await dialHvsock(addr, { secret: fixedSecret(secret), purpose: control }, { winsock: ws }));
+    await until(() => got.length === 1);
+    assert.equal(l.rejected, 1);
+  });
+
+  it('the old raw-secret check, junk, silence or a partial HELLO: closed without a byte of answer', async () => {
+    const secret = newSecret();
+    const addr = newAddr(564);
+    const { l, got } = listen(addr, secret, { authTimeoutMs: 300 });
+    // The protocol this transport used before the handshake: the dialer sends the raw secret.
+    const old = rawConnect(addr);
+    const oldClosed = closedByPeer(old);
+    old.write(secret);
+    assert.equal((await oldClosed).length, 0);
+    const junk = rawConnect(addr);
+    const junkClosed = closedByPeer(junk);
+    junk.write(Buffer.alloc(200, 0x41));
+    assert.equal((await junkClosed).length, 0);
+    // Silent after part of a HELLO: closed at the auth deadline.
+    const partial = rawConnect(addr);
+    const partialClosed = closedByPeer(partial);
+    partial.write(
+      encodeHello({ direction: Direction.guestToHost, purpose: control, nonce: newSecret() }).subarray(0, 8),
+    );
+    assert.equal((await partialClosed).length, 0);
+    await until(() => l.rejected === 3);
+    assert.equal(got.length, 0);
+  });
+
+  it('purposes: admit decides; a wrong share id is closed unanswered, a wrong share token fails the proof', async () => {
+    const secret = newSecret();
+    const token = randomBytes(16);
+    const addr = newAddr(564);
+    const { l, got } = listen(addr, secret, {
+      admit: (p) => (p.kind === 'p9' && p.shareId === 's1' ? { binding: token } : undefined),
+      authTimeoutMs: 1000,
+    });
+    const share = (shareId: string, binding: Buffer): Promise<Conn> =>
+      dialHvsock(addr, { secret: fixedSecret(secret), purpose: { kind: 'p9', shareId }, binding }, { winsock: ws });
+    conns.push(await share('s1', token));
+    await until(() => got.length === 1);
+    assert.deepEqual(got[0]!.p, { kind: 'p9', shareId: 's1' });
+    await assert.rejects(share('s2', token), HandshakeIncompleteError);
+    await assert.rejects(share('s1', randomBytes(16)), PeerProofError);
+    // This listener does not serve the control channel; nor the other direction.
+    await assert.rejects(
+      dialHvsock(addr, { secret: fixedSecret(secret), purpose: control }, { winsock: ws }),
+      HandshakeIncompleteError,
+    );
+    await assert.rejects(
+      dialHvsock(
+        addr,
+        {
+          secret: fixedSecret(secret),
+          purpose: { kind: 'p9', shareId: 's1' },
+          binding: token,
+          direction: Direction.hostToGuest,
+        },
+        { winsock: ws },
+      ),
+      HandshakeIncompleteError,
+    );
+    await until(() => l.rejected === 4);
+    assert.equal(got.length, 1);
+  });
+
+  it('a recorded good session replayed to the listener: a fresh CHALLENGE, then closed at the stale PROOF', async () => {
+    const secret = newSecret();
+    const addr = newAddr();
+    const { l, got } = listen(addr, secret);
+    // A good handshake over a raw connection, recording what the dialer sent.
+    const s = rawConnect(addr);
+    const io = streamIo(s);
+    const sent: Buffer[] = [];
+    const recording: HandshakeIo = {
+      read: (n, t) => io.read(n, t),
+      write: (b) => {
+        sent.push(Buffer.from(b));
+        return io.write(b);
+      },
+    };
+    await dialerHandshake(
+      recording,
+      { secret: fixedSecret(secret), direction: Direction.guestToHost, purpose: control },
+      5000,
+    );
+    await until(() => got.length === 1);
+    const transcript = Buffer.concat(sent);
+    assert.equal(transcript.indexOf(secret), -1, 'the secret never crosses the wire');
+    const replay = rawConnect(addr);
+    const replayClosed = closedByPeer(replay);
+    replay.write(transcript);
+    assert.equal((await replayClosed).length, CHALLENGE_LENGTH);
+    await until(() => l.rejected === 1);
+    assert.equal(got.length, 1);
+  });
+
+  it('listenUnauthenticated: one connection, and it stops listening before handing it over', async () => {
+    const addr = newAddr(1025);
+    const once = HvsockListener.listenUnauthenticated(addr, { winsock: ws });
+    listeners.push(once);
+    const handed: Conn[] = [];
+    once.onConnection((c) => {
+      handed.push(c);
+      c.stream.end(Buffer.from('payload'), () => c.close());
+    });
+    const first = rawConnect(addr);
+    assert.equal((await closedByPeer(first)).toString(), 'payload');
+    assert.equal(handed.length, 1);
+    assert.equal(once.finished, true);
+    // Nobody listens any more: a second dialer is refused at connect.
+    await assert.rejects(
+      dialHvsock(addr, { secret: fixedSecret(newSecret()), purpose: control }, { winsock: ws }),
+      (e: unknown) => e instanceof WinsockError && e.code === 'WSAECONNREFUSED',
+    );
   });
 
   it('reports a dial to a service nobody listens on as WSAECONNREFUSED', async () => {
     await assert.rejects(
-      dialHvsock({ vmId: randomUUID(), serviceId: vsockServiceId(7) }, newSecret(), { winsock: ws }),
+      dialHvsock(newAddr(7), { secret: fixedSecret(newSecret()), purpose: control }, { winsock: ws }),
       (e: unknown) => e instanceof WinsockError && e.code === 'WSAECONNREFUSED',
     );
   });
 
   it('fails to listen twice on one (VM id, service id)', async () => {
-    const addr = { vmId: randomUUID(), serviceId: vsockServiceId(1025) };
-    const l = HvsockListener.listen(addr, newSecret(), { winsock: ws });
-    try {
-      assert.throws(
-        () => HvsockListener.listen(addr, newSecret(), { winsock: ws }),
-        (e: unknown) => e instanceof WinsockError && e.code === 'WSAEADDRINUSE',
-      );
-    } finally {
-      await l.close();
-    }
+    const addr = newAddr(1025);
+    listen(addr, newSecret());
+    assert.throws(
+      () => HvsockListener.listen(addr, { secret: fixedSecret(newSecret()), winsock: ws }),
+      (e: unknown) => e instanceof WinsockError && e.code === 'WSAEADDRINUSE',
+    );
+  });
+
+  it('close() stops listening and drops connections still authenticating', async () => {
+    const secret = newSecret();
+    const addr = newAddr();
+    const { l, got } = listen(addr, secret);
+    const pending = rawConnect(addr);
+    const pendingClosed = closedByPeer(pending);
+    pending.write(
+      encodeHello({ direction: Direction.guestToHost, purpose: control, nonce: newSecret() }).subarray(0, 4),
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    await l.close();
+    assert.equal((await pendingClosed).length, 0);
+    await assert.rejects(
+      dialHvsock(addr, { secret: fixedSecret(secret), purpose: control }, { winsock: ws }),
+      (e: unknown) => e instanceof WinsockError && e.code === 'WSAECONNREFUSED',
+    );
+    assert.equal(got.length, 0);
   });
 });
