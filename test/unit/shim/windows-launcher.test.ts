@@ -60,7 +60,6 @@ describe('Windows launcher: argument quoting', () => {
   });
 
   describe('lcow_quote_arg (launcher.c built for Linux)', () => {
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     let quote: (s: string) => string;
     before(function () {
       requirePrerequisite(this, fakesUnavailable());
