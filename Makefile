@@ -11,7 +11,7 @@ DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz
   protobuf-compiler libprotobuf-dev socat binutils inotify-tools \
   containernetworking-plugins iptables util-linux
 
-.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo
+.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo windows
 
 all: build
 
@@ -91,6 +91,24 @@ e2e: setup build guest
 # Private containerd, our runtime with no sandbox configured (the QEMU UVM is the default), one `ctr run`.
 demo: setup build guest
 	node dist/hack/demo.js
+
+# A Windows install tree (never run on Windows by CI; see docs/windows.md): build/windows/containerd-shim-lcow/ with
+# bin/containerd-shim-lcow-v1.exe and bin/lcowctl.exe (launchers cross-built with mingw-w64 that run node.exe on the
+# matching dist/shim/*.js), dist/, package.json, package-lock.json and the guest image. On the Windows host:
+# `npm ci --omit=dev` in that directory, and its bin\ on containerd's PATH.
+WIN_DEB_PACKAGES := gcc-mingw-w64-x86-64-win32
+WIN_OUT := build/windows/containerd-shim-lcow
+windows: build guest
+	@command -v x86_64-w64-mingw32-gcc >/dev/null || { \
+	  echo "windows: installing $(WIN_DEB_PACKAGES)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(WIN_DEB_PACKAGES); }
+	rm -rf $(WIN_OUT) && mkdir -p $(WIN_OUT)/bin $(WIN_OUT)/build/guest
+	for name in containerd-shim-lcow-v1 lcowctl; do \
+	  x86_64-w64-mingw32-gcc -municode -O2 -Wall -Wextra -Werror -o $(WIN_OUT)/bin/$$name.exe hack/windows/launcher.c || exit 1; \
+	done
+	cp -r dist package.json package-lock.json $(WIN_OUT)/
+	cp build/guest/vmlinuz build/guest/initrd.img $(WIN_OUT)/build/guest/
+	@ls -la $(WIN_OUT)/bin
 
 clean:
 	rm -rf dist bin src/gen build

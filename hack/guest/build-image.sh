@@ -27,7 +27,7 @@ while getopts "o:z:h" opt; do
     *) exit 2 ;;
   esac
 done
-MODULES="virtio_pci virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_vsock_virtio_transport vsock_loopback hv_sock virtio_balloon"
+MODULES="virtio_pci virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_vsock_virtio_transport vsock_loopback hv_sock hv_utils hv_storvsc sd_mod ext4 virtio_balloon"
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 NODE=${NODE:-$(command -v node)}
 RUNC=${RUNC:-$(command -v runc)}

@@ -12,7 +12,9 @@
 #   lcow.p9accept=URL   where the agent listens for the shim's 9P share connections (e.g. tcp+token://10.0.2.15:564)
 #   lcow.dial=URL       instead of lcow.accept: the agent dials the host's control port, e.g. vsock://2:1024
 #   lcow.p9=URL         with lcow.dial: where the agent dials for 9P shares (same transport)
-#   lcow.token=PATH     the per-UVM secret (default: QEMU fw_cfg opt/lcow/token)
+#   lcow.token=PATH     the per-UVM secret (default: QEMU fw_cfg opt/lcow/token); under Hyper-V vsock://2:PORT,
+#                       where the host hands it out once (there is no fw_cfg)
+#   lcow.hv=1           Hyper-V (HCS) guest: load the VMBus drivers (hv_sock), skip the virtio ones
 #   lcow.mode=agent|vsocktest|shell   vsocktest: run the guest transport self-test and power off
 #   lcow.debug=1        verbose agent logs
 # The console (ttyS0) goes to the shim's log: lines starting "LCOW " are for the shim.
@@ -55,9 +57,20 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 
 echo "LCOW init uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
+# Hyper-V (HCS) passes lcow.hv=1: VMBus first (it creates /sys/bus/vmbus), then hv_sock and friends; the virtio
+# drivers are skipped there (no PCI, and the virtio vsock transport must not take hv_sock's place). Under QEMU
+# the hv_* modules are skipped.
+HV=""
+grep -qw 'lcow.hv=1' /proc/cmdline && HV=1
 for m in $(cat /lib/modules/modules.load); do
   case "$m" in
+    hv_vmbus) [ -n "$HV" ] || continue ;;
     hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
+    # The SCSI disk stack for container layers (hot-added VHDs): Hyper-V only. These come in as the
+    # dependencies of hv_storvsc, sd_mod and ext4 (hack/guest/build-image.sh MODULES).
+    crc16 | mbcache | jbd2 | ext4 | scsi_common | scsi_mod | scsi_transport_fc | sd_mod | t10_pi | crc64 | \
+      crc64_rocksoft | crct10dif_common | crc_t10dif) [ -n "$HV" ] || continue ;;
+    virtio* | vmw_vsock_virtio* | virtio_*) [ -z "$HV" ] || continue ;;
   esac
   insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"
 done

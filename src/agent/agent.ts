@@ -13,6 +13,7 @@ import { Runc, RuncError, type RuncStats } from './runc.js';
 import { setChildSubreaper, sysKill } from './sys.js';
 import type { P9MountRequest } from './uvm.js';
 import { withSpan } from '../telemetry/index.js';
+import type { ScsiMountRequest } from './scsi.js';
 
 /** ExecInUvm: output kept per stream, default and longest run time. */
 export const UVM_EXEC_OUTPUT_MAX = 1 << 20;
@@ -116,6 +117,10 @@ export interface AgentOptions {
   reaper?: Reaper;
   /** UVM: mounts a 9P share (kind "9p") at req.target; see uvm.ts. */
   mount9p?: (req: P9MountRequest) => Promise<void>;
+  /** Undoes a share's mount (default: umount -l). */
+  unmount?: (target: string) => Promise<void>;
+  /** UVM under Hyper-V: mounts a SCSI disk the host hot-added (kind "scsi"); see scsi.ts. */
+  mountScsi?: (req: ScsiMountRequest) => Promise<void>;
 }
 
 export interface OomListener {
@@ -197,6 +202,17 @@ export class Agent {
       this.shares.set(req.shareId, { path: target, mounted: true });
       return target;
     }
+    if (req.kind === 'scsi') {
+      if (!this.opts.mountScsi) throw new AgentError('FailedPrecondition', 'this agent has no SCSI disks');
+      const target = join(this.opts.stateDir, 'shares', req.shareId);
+      try {
+        await this.opts.mountScsi({ source: req.source, target, readOnly: req.readOnly, options: req.options ?? {} });
+      } catch (err) {
+        throw new AgentError('Internal', (err as Error).message);
+      }
+      this.shares.set(req.shareId, { path: target, mounted: true });
+      return target;
+    }
     if (req.kind !== 'bind') throw new AgentError('InvalidArgument', `share kind ${req.kind} is not supported here`);
     if (!req.source.startsWith('/')) throw new AgentError('InvalidArgument', 'share source must be absolute');
     if (!req.target) {
@@ -215,7 +231,7 @@ export class Agent {
   async removeShare(shareId: string): Promise<void> {
     const s = this.shares.get(shareId);
     if (!s) throw new AgentError('NotFound', `share ${shareId} not found`);
-    if (s.mounted) await runCmd('umount', ['-l', s.path]);
+    if (s.mounted) await (this.opts.unmount ? this.opts.unmount(s.path) : runCmd('umount', ['-l', s.path]));
     this.shares.delete(shareId);
   }
 
@@ -609,6 +625,13 @@ function mountOne(m: MountSpec, target: string): Promise<void> {
 async function mountNow(m: MountSpec, target: string): Promise<void> {
   if (!/^[a-z0-9_.-]+$/i.test(m.type)) throw new AgentError('InvalidArgument', `invalid mount type ${m.type}`);
   const opts = m.options.filter((o) => o !== '');
+  if (m.type === 'overlay') {
+    // A fresh scratch disk has no upper and work directories yet; overlay needs both to exist.
+    for (const o of opts) {
+      const [k, v] = [o.slice(0, o.indexOf('=')), o.slice(o.indexOf('=') + 1)];
+      if ((k === 'upperdir' || k === 'workdir') && v.startsWith('/')) await mkdir(v, { recursive: true });
+    }
+  }
   const args = ['-t', m.type];
   if (opts.length) args.push('-o', opts.join(','));
   args.push(m.source, target);

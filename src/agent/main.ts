@@ -2,11 +2,13 @@
 import { createWriteStream } from 'node:fs';
 import { Agent, runCmd } from './agent.js';
 import { PodNetwork } from './network.js';
+import { fetchSecret, isSecretUrl } from './hv-secret.js';
+import { mountScsi } from './scsi.js';
 import { createAgentServer } from './server.js';
 import { shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
 import { P9Acceptor, acceptControl, dialControl, mount9p, vsockSelfTest } from './uvm.js';
-import { secretFromFile } from '../transport/index.js';
+import { fixedSecret, secretFromFile } from '../transport/index.js';
 
 export interface AgentArgs {
   stateDir: string;
@@ -81,7 +83,9 @@ export async function main(argv: string[]): Promise<void> {
   const log = stderrLogger({ component: 'agent' });
   // A SecretSource, not a value: the token file is read again at every handshake (fw_cfg gives a clone restored
   // from a template a fresh secret after restore). Read once here only to fail fast on a missing or bad file.
-  const secret = args.tokenFile ? secretFromFile(args.tokenFile) : undefined;
+  // Hyper-V has no fw_cfg: there the token "file" is the vsock port the host hands the secret out on (once).
+  const tf = args.tokenFile;
+  const secret = tf ? (isSecretUrl(tf) ? fixedSecret(await fetchSecret(tf)) : secretFromFile(tf)) : undefined;
   if (secret) await secret();
   const p9 = args.p9;
   const p9Acceptor = args.p9Accept && secret ? await P9Acceptor.listen(args.p9Accept, secret, log) : undefined;
@@ -89,6 +93,8 @@ export async function main(argv: string[]): Promise<void> {
     stateDir: args.stateDir,
     logger: log,
     mount9p: p9Acceptor ? (req) => p9Acceptor.mount(req) : p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
+    // In a UVM: disks the host hot-adds (Hyper-V SCSI: container layers) are found in sysfs and mounted.
+    mountScsi: args.dial || args.accept ? (req) => mountScsi(req) : undefined,
   });
   await agent.init();
   // No OTEL_* here: the guest traces only while the shim reads its spans (Agent.StreamSpans).

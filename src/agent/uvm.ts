@@ -10,11 +10,12 @@
 // gets a fresh secret through fw_cfg after restore, and a value captured at startup would be the template's.
 // Also the vsock self-test used to exercise the AF_VSOCK transport inside a guest (vsock_loopback).
 import { spawn } from 'node:child_process';
-import { closeSync } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import {
   Direction,
+  HandshakeIncompleteError,
   PeerProofError,
   dial,
   fixedSecret,
@@ -25,10 +26,11 @@ import {
   VMADDR_CID_LOCAL,
   type Admission,
   type Conn,
+  type DialerAuth,
   type Purpose,
   type SecretSource,
 } from '../transport/index.js';
-import { dialRawFd } from '../transport/rawfd.js';
+import { dialRawFd, readRawFd } from '../transport/rawfd.js';
 import type { Logger } from '../util/log.js';
 import { withSpan } from '../telemetry/index.js';
 
@@ -98,16 +100,25 @@ function mountChild(req: P9MountRequest, parts: string[], handle: number | Socke
   });
 }
 
-/** Dial mode: dial, the handshake for this share (its token bound in), mount -t 9p -o trans=fd. */
-export async function mount9p(p9Url: string, secret: SecretSource, req: P9MountRequest): Promise<void> {
-  const parts = mountOptions(req);
-  await mkdir(req.target, { recursive: true });
-  const fd = await dialRawFd(p9Url, {
+/**
+ * Dial mode: the handshake a share's connection runs. The share id is AddShare's aname and the binding its token,
+ * both as the host sent them: the host's 9P listener admits exactly that id and binds exactly that token
+ * (src/sandbox/hcs/shares.ts on Hyper-V).
+ */
+export function shareDialAuth(secret: SecretSource, req: Pick<P9MountRequest, 'aname' | 'token'>): DialerAuth {
+  return {
     secret,
     direction: Direction.guestToHost,
     purpose: { kind: 'p9', shareId: req.aname },
     binding: Buffer.from(req.token),
-  });
+  };
+}
+
+/** Dial mode: dial, the handshake for this share (its token bound in), mount -t 9p -o trans=fd. */
+export async function mount9p(p9Url: string, secret: SecretSource, req: P9MountRequest): Promise<void> {
+  const parts = mountOptions(req);
+  await mkdir(req.target, { recursive: true });
+  const fd = await dialRawFd(p9Url, shareDialAuth(secret, req));
   try {
     await spawnMount(req, parts, fd);
   } finally {
@@ -247,8 +258,59 @@ export class P9Acceptor {
 }
 
 /**
+ * The share dial of the self-test: the agent's own 9P dial path (dialRawFd with shareDialAuth, as mount9p on
+ * Hyper-V) against a vsock listener that admits the way the hcs backend's 9P listener does (a registered share id,
+ * its token as the binding). The right token is handed out with its purpose and the fd carries bytes both ways
+ * with none swallowed; a wrong token fails the listener's proof; an unregistered share id is closed unanswered.
+ */
+async function shareDialSelfTest(secret: SecretSource): Promise<boolean> {
+  const port = 6000 + Math.floor(Math.random() * 1000);
+  const token = newSecret().subarray(0, SHARE_TOKEN_LENGTH);
+  const listener = VsockListener.listen(port, {
+    secret,
+    admit: (p) => (p.kind === 'p9' && p.shareId === 's1' ? { binding: token } : undefined),
+  });
+  const url = `vsock://${VMADDR_CID_LOCAL}:${port}`;
+  const handed: Array<{ conn: Conn; purpose: Purpose }> = [];
+  listener.onConnection((conn, purpose) => handed.push({ conn, purpose }));
+  try {
+    const fd = await dialRawFd(url, shareDialAuth(secret, { aname: 's1', token }));
+    let bytesOk = false;
+    try {
+      for (let i = 0; i < 100 && handed.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      const server = handed[0]?.conn.stream;
+      if (server) {
+        const got = new Promise<Buffer>((resolve) => server.once('data', resolve));
+        writeSync(fd, Buffer.from('9P?'));
+        server.write(Buffer.from('9P!'));
+        const [up, down] = await Promise.all([got, readRawFd(fd, 3, 5000)]);
+        bytesOk = up.toString() === '9P?' && down.toString() === '9P!';
+      }
+    } finally {
+      closeSync(fd);
+    }
+    const refused = async (aname: string, t: Buffer, want: new (m: string) => Error): Promise<boolean> =>
+      dialRawFd(url, shareDialAuth(secret, { aname, token: t })).then(
+        (f) => {
+          closeSync(f);
+          return false;
+        },
+        (err: unknown) => err instanceof want,
+      );
+    const wrongToken = await refused('s1', Buffer.alloc(SHARE_TOKEN_LENGTH, 1), PeerProofError);
+    const unknownShare = await refused('s2', token, HandshakeIncompleteError);
+    const purposeOk = handed.length === 1 && handed[0]!.purpose.kind === 'p9' && handed[0]!.purpose.shareId === 's1';
+    for (const h of handed) h.conn.close();
+    return bytesOk && wrongToken && unknownShare && purposeOk;
+  } finally {
+    await listener.close();
+  }
+}
+
+/**
  * Guest self-test of the vsock transport over vsock_loopback: listen on a port, dial CID 1 through dialVsock,
- * exchange the secret and a payload both ways. Prints "LCOW vsocktest ok ..." or "LCOW vsocktest fail ...".
+ * exchange a payload both ways, check a wrong secret is refused, then the 9P share dial (shareDialSelfTest).
+ * Prints "LCOW vsocktest ok ..." or "LCOW vsocktest fail ...".
  */
 export async function vsockSelfTest(out: (line: string) => void): Promise<boolean> {
   const port = 5000 + Math.floor(Math.random() * 1000);
@@ -295,8 +357,11 @@ export async function vsockSelfTest(out: (line: string) => void): Promise<boolea
     const refused = refusedByDialer && listener.rejected === 1 && handedOut === 1;
     client.close();
     server.close();
-    const ok = same && refused;
-    out(`LCOW vsocktest ${ok ? 'ok' : 'fail'} echo=${same} bytes=${got} wrong-secret-refused=${refused}`);
+    const shareDial = await shareDialSelfTest(secret);
+    const ok = same && refused && shareDial;
+    out(
+      `LCOW vsocktest ${ok ? 'ok' : 'fail'} echo=${same} bytes=${got} wrong-secret-refused=${refused} share-dial=${shareDial}`,
+    );
     return ok;
   } catch (err) {
     out(`LCOW vsocktest fail ${(err as Error).message}`);

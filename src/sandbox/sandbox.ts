@@ -57,6 +57,20 @@ export interface Share {
   guestPath: string;
 }
 
+/** A mount of a container's root filesystem (containerd's rootfs mounts; guest mounts for CreateContainer). */
+export interface RootfsMount {
+  type: string;
+  source: string;
+  target: string;
+  options: string[];
+}
+
+/** A root filesystem a backend attached itself: the guest mounts that assemble it, and how to undo it. */
+export interface PreparedRootfs {
+  rootfs: RootfsMount[];
+  release(): Promise<void>;
+}
+
 export interface SandboxStats {
   pid: number;
   rssBytes: number;
@@ -85,6 +99,12 @@ export interface Sandbox {
   /** Makes a host path visible in the guest. */
   addShare(hostPath: string, opts: ShareOptions): Promise<Share>;
   removeShare(shareId: string): Promise<void>;
+  /**
+   * Optional: takes containerd's rootfs mounts itself when they are of a kind only this backend can attach
+   * (hcs: the windows-lcow snapshotter's VHD layers, over SCSI). Undefined: not handled here, the Task service
+   * uses its usual path (host mounts / shares).
+   */
+  prepareRootfs?(containerId: string, mounts: RootfsMount[]): Promise<PreparedRootfs | undefined>;
   stats(): Promise<SandboxStats[]>;
   /** graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. */
   stop(mode: 'graceful' | 'force'): Promise<void>;

@@ -9,7 +9,9 @@ import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SandboxRecord } from '../sandbox/sandbox.js';
 import { SANDBOX_RECORD_FILE } from '../task/record.js';
+import { canConnect } from './address.js';
 import type { ShimFlags } from './flags.js';
+import { isPipePath } from './npipe.js';
 
 function varint(out: number[], v: number | bigint): void {
   let n = BigInt(v);
@@ -57,7 +59,17 @@ interface BundleRecord {
   sandbox: SandboxRecord;
 }
 
-async function shimAlive(pid: number): Promise<boolean> {
+export async function shimAlive(pid: number, bundle: string, platform: NodeJS.Platform): Promise<boolean> {
+  if (platform === 'win32') {
+    // No /proc to tell a reused pid from the daemon: it is alive when its pipe answers (a name under
+    // ProtectedPrefix\Administrators nobody unprivileged can create).
+    try {
+      const address = (await readFile(join(bundle, 'address'), 'utf8')).trim();
+      return isPipePath(address) && (await canConnect(address));
+    } catch {
+      return false;
+    }
+  }
   if (!pid || pid === process.pid) return false;
   try {
     const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8');
@@ -75,7 +87,10 @@ function runcDelete(root: string, id: string): Promise<void> {
   });
 }
 
-export async function deleteAction(flags: ShimFlags): Promise<Uint8Array> {
+export async function deleteAction(
+  flags: ShimFlags,
+  platform: NodeJS.Platform = process.platform,
+): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
   let status = 255;
   let rec: BundleRecord | undefined;
@@ -86,7 +101,7 @@ export async function deleteAction(flags: ShimFlags): Promise<Uint8Array> {
   }
   if (rec) {
     status = 137;
-    if (await shimAlive(rec.shimPid)) {
+    if (await shimAlive(rec.shimPid, bundle, platform)) {
       // Usually the shim already deleted it (Delete runs before Shutdown): only then is runc skipped.
       const root = join(rec.sandbox.stateDir, 'runc');
       if (rec.sandbox.backend === 'process' && existsSync(join(root, flags.id))) await runcDelete(root, flags.id);

@@ -1,5 +1,6 @@
-// The shim daemon: log to the bundle's `log` fifo, runtime options from stdin, Task service on the socket
-// passed as fd 3 (or -socket), events to TTRPC_ADDRESS, graceful exit on Shutdown / SIGTERM.
+// The shim daemon: log to the bundle's `log` fifo (Windows: the log pipe it serves), runtime options from stdin,
+// Task service on the socket passed as fd 3 (or -socket: the named pipe on Windows), events to TTRPC_ADDRESS,
+// graceful exit on Shutdown / SIGTERM.
 import { constants, existsSync, openSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -9,6 +10,7 @@ import { createTaskServer } from '../task/server.js';
 import { Logger, parseLogLevel, type LogSink } from '../util/log.js';
 import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import type { ShimFlags } from './flags.js';
+import { PipeLogSink, shimLogPipe } from './npipe.js';
 import { decodeStdinOptions, sandboxBackend } from './options.js';
 import { TtrpcEventPublisher } from './publisher.js';
 import { readAll } from './start.js';
@@ -28,9 +30,20 @@ function openLogSink(bundle: string): LogSink {
   }
 }
 
+/** Windows: containerd dials the log pipe; the shim serves it (npipe.ts). No sink when it cannot be served. */
+async function openPipeLogSink(flags: ShimFlags): Promise<LogSink & { close?: () => void }> {
+  try {
+    return await PipeLogSink.listen(shimLogPipe(flags.namespace, flags.id));
+  } catch {
+    return { write: () => undefined };
+  }
+}
+
 export async function serveAction(flags: ShimFlags): Promise<void> {
   const bundle = flags.bundle || process.cwd();
-  const log = new Logger(openLogSink(bundle), flags.debug ? 'debug' : parseLogLevel(process.env.LCOW_LOG_LEVEL), {
+  const windows = process.platform === 'win32';
+  const sink = windows ? await openPipeLogSink(flags) : openLogSink(bundle);
+  const log = new Logger(sink, flags.debug ? 'debug' : parseLogLevel(process.env.LCOW_LOG_LEVEL), {
     shim: 'lcow',
     namespace: flags.namespace,
   });
@@ -56,7 +69,9 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     publisher.close();
     await shutdownTelemetry();
     await server.close().catch(() => undefined);
-    if (flags.socket) {
+    (sink as { close?: () => void }).close?.();
+    // A named pipe vanishes with its server; a unix socket file stays unless removed.
+    if (flags.socket && !windows) {
       try {
         unlinkSync(flags.socket);
       } catch {
@@ -100,4 +115,6 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
   } else throw new Error('serve needs a listening socket (fd 3 or -socket)');
   process.on('SIGTERM', () => void exit('SIGTERM'));
   process.on('SIGINT', () => void exit('SIGINT'));
+  // Windows has no SIGTERM; a console's Ctrl+Break (or its closing) is the polite stop there.
+  if (windows) process.on('SIGBREAK', () => void exit('SIGBREAK'));
 }

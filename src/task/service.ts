@@ -11,7 +11,7 @@ import * as ev from '../gen/containerd/events/task_pb.js';
 import { ProcessDetailsSchema } from '../gen/containerd/runc/options_pb.js';
 import type * as v2 from '../gen/containerd/task/v2/shim_pb.js';
 import { Status } from '../gen/containerd/types/task/task_pb.js';
-import { createSandbox, type Sandbox } from '../sandbox/index.js';
+import { createSandbox, type PreparedRootfs, type Sandbox } from '../sandbox/index.js';
 import { instrumentClient } from '../telemetry/client.js';
 import { withSpan } from '../telemetry/index.js';
 import { createClient, type ServiceClient } from '../ttrpc/index.js';
@@ -31,7 +31,13 @@ import { StdioRelay, type StdioPaths } from './stdio.js';
 import type { PodHooks, PodView } from './pod-hooks.js';
 
 export { SANDBOX_RECORD_FILE, SHIM_VERSION };
-import { mountsRootfsOnHost, prepareContainerFs, releaseContainerFs, type PreparedFs } from './uvm-fs.js';
+import {
+  mountsRootfsOnHost,
+  prepareContainerFs,
+  releaseContainerFs,
+  shareBindMounts,
+  type PreparedFs,
+} from './uvm-fs.js';
 import { carryPodNetwork, hostNetnsPath, refuseHostNetwork, type SpecWithNamespaces } from './pod-network.js';
 
 export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
@@ -119,6 +125,8 @@ class Pod {
 
 /** VM sandboxes: each task's host rootfs mount and shares. */
 const containerFs = new Map<Task, PreparedFs>();
+/** Root filesystems a backend attached itself (Sandbox.prepareRootfs). */
+const backendRootfs = new Map<Task, PreparedRootfs>();
 
 const ts = (d: Date | undefined): Timestamp | undefined => (d ? timestampFromDate(d) : undefined);
 
@@ -284,12 +292,21 @@ export class TaskService {
       await carryPodNetwork(pod.sandbox, spec); // pod-network.ts: the CNI netns, carried into the VM
       // Rootfs: either mounts for the agent to perform, or the bundle's rootfs directory shared as is.
       const rootfs: Array<{ type: string; source: string; target: string; options: string[] }> = [];
-      if (mountsRootfsOnHost(pod.sandbox)) {
+      const attached = await pod.sandbox.prepareRootfs?.(req.id, req.rootfs);
+      if (attached) {
+        // The backend attached the rootfs itself (hcs: VHD layers over SCSI); the agent stacks them. The
+        // spec's bind mounts are shared as with any VM sandbox.
+        backendRootfs.set(task, attached);
+        rootfs.push(...attached.rootfs);
+        const fsState: PreparedFs = { shareIds: [], fileHolders: [] };
+        containerFs.set(task, fsState);
+        await shareBindMounts(pod.sandbox, spec, fsState);
+      } else if (mountsRootfsOnHost(pod.sandbox)) {
         // VM sandbox: rootfs mounted on the host and shared whole, bind mounts shared (uvm-fs.ts).
         const fsState = await prepareContainerFs(pod.sandbox, req.bundle, spec, req.rootfs, log);
         containerFs.set(task, fsState);
       } else for (const m of req.rootfs) rootfs.push(await this.shareMount(pod, m));
-      if (rootfs.length === 0 && !containerFs.has(task)) {
+      if (rootfs.length === 0 && !containerFs.has(task) && !backendRootfs.has(task)) {
         const hostRoot = isAbsolute(spec.root?.path ?? 'rootfs')
           ? spec.root!.path!
           : join(req.bundle, spec.root?.path ?? 'rootfs');
@@ -467,9 +484,12 @@ export class TaskService {
   }
 
   private async releaseFs(task: Task): Promise<void> {
+    const attached = backendRootfs.get(task);
+    backendRootfs.delete(task);
+    await attached?.release().catch((err: unknown) => task.log.warn('releasing the rootfs failed', { error: err }));
     const fsState = containerFs.get(task);
     containerFs.delete(task);
-    if (fsState && mountsRootfsOnHost(task.pod.sandbox)) await releaseContainerFs(task.pod.sandbox, fsState, task.log);
+    if (fsState) await releaseContainerFs(task.pod.sandbox, fsState, task.log);
   }
 
   private async stopPod(pod: Pod): Promise<void> {

@@ -6,12 +6,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { constants, createWriteStream, mkdirSync, openSync, closeSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
-import type { Writable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { OutputStream, type Agent as AgentDesc } from '../gen/agent/v1/agent_pb.js';
 import { pipe } from '../agent/sys.js';
 import type { ServiceClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
+import { isPipePath } from '../util/platform.js';
 import { invalidArgument } from './errors.js';
 
 type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
@@ -23,9 +24,15 @@ export interface StdioPaths {
   terminal: boolean;
 }
 
-export function validateStdioPath(kind: string, p: string): void {
+export function validateStdioPath(kind: string, p: string, platform: NodeJS.Platform = process.platform): void {
   if (p === '') return;
   if (p.length > 4096 || p.includes('\0')) throw invalidArgument(`invalid ${kind} path`);
+  if (platform === 'win32') {
+    // containerd for Windows names named pipes the shim dials (it serves them).
+    if (isPipePath(p)) return;
+    if (p.startsWith('file://') && kind !== 'stdin') return;
+    throw invalidArgument(`${kind} must be a named pipe (\\\\.\\pipe\\...) or, for output, a file:// URI`);
+  }
   if (p.startsWith('binary://') || p.startsWith('file://')) {
     if (kind === 'stdin') throw invalidArgument('stdin must be a fifo path');
     return;
@@ -39,13 +46,15 @@ function openFifoSocket(path: string, flags: number, readable: boolean): net.Soc
 }
 
 /** A sink for container output. */
-interface OutputSink {
+export interface OutputSink {
   stream: Writable;
   close(): void;
 }
 
 export class StdioRelay {
-  private stdinSrc: net.Socket | undefined;
+  private stdinSrc: Readable | undefined;
+  /** Windows: the stdin pipe feeding stdinSrc (CloseIO ends the feed). */
+  private stdinPipe: PipeStdin | undefined;
   private keepaliveFd = -1;
   private stdoutSink: OutputSink | undefined;
   private stderrSink: OutputSink | undefined;
@@ -57,18 +66,23 @@ export class StdioRelay {
   private constructor(
     readonly paths: StdioPaths,
     private readonly log: Logger,
+    private readonly pipes: boolean,
   ) {}
 
-  /** Opens the host side. `ids` feed binary:// loggers (CONTAINER_ID / CONTAINER_NAMESPACE). */
+  /**
+   * Opens the host side. `ids` feed binary:// loggers (CONTAINER_ID / CONTAINER_NAMESPACE). On Windows the
+   * paths are named pipes containerd serves: the shim dials them.
+   */
   static async open(
     paths: StdioPaths,
     ids: { id: string; namespace: string },
     log: Logger,
-    opts: { deferStdin?: boolean } = {},
+    opts: { deferStdin?: boolean; platform?: NodeJS.Platform } = {},
   ): Promise<StdioRelay> {
+    const platform = opts.platform ?? process.platform;
     for (const [k, v] of Object.entries({ stdin: paths.stdin, stdout: paths.stdout, stderr: paths.stderr }))
-      validateStdioPath(k, v);
-    const r = new StdioRelay(paths, log);
+      validateStdioPath(k, v, platform);
+    const r = new StdioRelay(paths, log, platform === 'win32');
     try {
       if (paths.stdin && !opts.deferStdin) r.openStdin();
       const out = paths.stdout;
@@ -84,8 +98,9 @@ export class StdioRelay {
         r.stdoutSink = sock;
         r.stderrSink = sock;
       } else {
-        if (out) r.stdoutSink = fifoSink(out);
-        if (paths.stderr && !paths.terminal) r.stderrSink = fifoSink(paths.stderr);
+        const sink = r.pipes ? pipeSink : fifoSink;
+        if (out) r.stdoutSink = sink(out);
+        if (paths.stderr && !paths.terminal) r.stderrSink = sink(paths.stderr);
       }
     } catch (err) {
       r.close();
@@ -101,6 +116,12 @@ export class StdioRelay {
    */
   private openStdin(): void {
     if (this.stdinSrc || !this.paths.stdin || this.closed) return;
+    if (this.pipes) {
+      this.stdinPipe = new PipeStdin(this.paths.stdin, (err) => this.log.debug('stdin pipe', { error: err }));
+      this.stdinSrc = this.stdinPipe.feed;
+      this.stdinSrc.pause();
+      return;
+    }
     this.stdinSrc = openFifoSocket(this.paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK, true);
     this.stdinSrc.pause();
     try {
@@ -234,6 +255,7 @@ export class StdioRelay {
 
   /** CloseIO(stdin): drop the keepalive writer; EOF reaches the process once the client closed too. */
   closeStdin(): void {
+    this.stdinPipe?.close();
     if (this.keepaliveFd >= 0) {
       closeSync(this.keepaliveFd);
       this.keepaliveFd = -1;
@@ -267,6 +289,36 @@ function closeQuiet(fd: number): void {
   } catch {
     // already closed
   }
+}
+
+/**
+ * Windows: the stdin pipe containerd serves, dialed by the shim. A pipe has no second writer that could hold it
+ * open (the fifo keepalive), so EOF is the client closing its end, or CloseIO: close() ends the feed the relay
+ * reads (its bytes so far still go through) and drops the connection.
+ */
+export class PipeStdin {
+  readonly feed = new PassThrough();
+  private readonly conn: net.Socket;
+
+  constructor(path: string, onError: (err: Error) => void) {
+    this.conn = net.connect(path);
+    this.conn.on('error', onError);
+    this.conn.pipe(this.feed);
+  }
+
+  close(): void {
+    if (this.conn.destroyed) return;
+    this.conn.unpipe(this.feed);
+    this.feed.end();
+    this.conn.destroy();
+  }
+}
+
+/** Windows: an output pipe containerd serves, dialed by the shim. */
+export function pipeSink(path: string): OutputSink {
+  const s = net.connect(path);
+  s.on('error', () => undefined);
+  return { stream: s, close: () => s.destroySoon() };
 }
 
 function fifoSink(path: string): OutputSink {

@@ -95,21 +95,41 @@ export async function prepareContainerFs(
     prepared.shareIds.push(rootShare.shareId);
     spec.root = { ...(spec.root ?? {}), path: rootShare.guestPath };
 
-    for (const m of spec.mounts ?? []) {
-      const opts = m.options ?? [];
-      const isBind = m.type === 'bind' || opts.includes('bind') || opts.includes('rbind');
-      if (!isBind || !m.source || !isAbsolute(m.source)) continue;
-      const readOnly = opts.includes('ro');
-      const st = await stat(m.source);
-      const dir = st.isDirectory() ? m.source : await holdSingleFile(sandbox, bundle, m.source, readOnly, prepared);
-      const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory' });
-      prepared.shareIds.push(share.shareId);
-      m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
-    }
+    await shareBindMounts(sandbox, spec, prepared, (file, readOnly) =>
+      holdSingleFile(sandbox, bundle, file, readOnly, prepared),
+    );
     return prepared;
   } catch (err) {
     await releaseContainerFs(sandbox, prepared, log);
     throw err;
+  }
+}
+
+/**
+ * Shares the spec's bind mounts and rewrites their sources to guest paths. A single file goes through
+ * `holdFile` (a holder directory containing only that file); without one (a backend that cannot mount on its
+ * host, e.g. hcs) a single-file bind mount is refused rather than sharing the file's whole directory.
+ */
+export async function shareBindMounts(
+  sandbox: Sandbox,
+  spec: OciSpecLike,
+  prepared: PreparedFs,
+  holdFile?: (file: string, readOnly: boolean) => Promise<string>,
+): Promise<void> {
+  for (const m of spec.mounts ?? []) {
+    const opts = m.options ?? [];
+    const isBind = m.type === 'bind' || opts.includes('bind') || opts.includes('rbind');
+    if (!isBind || !m.source || !isAbsolute(m.source)) continue;
+    const readOnly = opts.includes('ro');
+    const st = await stat(m.source);
+    if (!st.isDirectory() && !holdFile)
+      throw new Error(
+        `single-file bind mount ${m.source}: the ${sandbox.backend} sandbox cannot share a single file yet`,
+      );
+    const dir = st.isDirectory() ? m.source : await holdFile!(m.source, readOnly);
+    const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory' });
+    prepared.shareIds.push(share.shareId);
+    m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
   }
 }
 
@@ -133,7 +153,11 @@ async function holdSingleFile(
 }
 
 /** Removes the shares (refcounted by the sandbox) and unmounts the host rootfs. Never throws. */
-export async function releaseContainerFs(sandbox: HostMountSandbox, p: PreparedFs, log: Logger): Promise<void> {
+export async function releaseContainerFs(
+  sandbox: Sandbox & Partial<Pick<HostMountSandbox, 'trackHostMount'>>,
+  p: PreparedFs,
+  log: Logger,
+): Promise<void> {
   for (const id of p.shareIds.splice(0).reverse()) {
     await sandbox.removeShare(id).catch((err: unknown) => log.warn('remove share failed', { share: id, error: err }));
   }
@@ -141,7 +165,7 @@ export async function releaseContainerFs(sandbox: HostMountSandbox, p: PreparedF
     for (const name of await readdir(holder).catch(() => [] as string[])) {
       const target = join(holder, name);
       await run('umount', [target]).catch(() => run('umount', ['-l', target]).catch(() => undefined));
-      sandbox.trackHostMount(target, false);
+      sandbox.trackHostMount?.(target, false);
     }
     await rm(holder, { recursive: true, force: true }).catch((err: unknown) =>
       log.warn('removing a single-file holder failed', { holder, error: err }),
@@ -151,6 +175,6 @@ export async function releaseContainerFs(sandbox: HostMountSandbox, p: PreparedF
     const root = p.hostRootfs;
     p.hostRootfs = undefined;
     await run('umount', [root]).catch(() => run('umount', ['-l', root]).catch(() => undefined));
-    sandbox.trackHostMount(root, false);
+    sandbox.trackHostMount?.(root, false);
   }
 }

@@ -54,3 +54,14 @@ export function dial(url: string, opts: DialUrlOptions): Promise<Conn> {
     );
   return dialTcpToken(u.host, u.port, { ...opts, purpose, timeoutMs: opts.timeoutMs ?? 10_000 });
 }
+export {
+  HvsockListener,
+  OneShotHvsockListener,
+  dialHvsock,
+  vsockServiceId,
+  vsockPortOf,
+  normalizeGuid,
+  type HvsockAddress,
+  type HvsockOptions,
+  type HvsockListenOptions,
+} from './hvsock.js';

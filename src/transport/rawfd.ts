@@ -89,3 +89,54 @@ export async function dialRawFd(url: string, auth: DialerAuth, timeoutMs = 10_00
     throw err;
   }
 }
+
+/**
+ * Connects a raw socket to a transport URL and nothing more (no preamble, no handshake): for the one exchange
+ * that precedes authentication, the guest fetching its secret under Hyper-V. The caller owns the fd.
+ */
+export async function connectRawFd(url: string): Promise<number> {
+  const u = parseTransportUrl(url);
+  const l = rlib();
+  const family = u.scheme === 'vsock' ? AF_VSOCK : AF_INET;
+  const addr = u.scheme === 'vsock' ? sockaddrVm(Number(u.host), u.port) : sockaddrIn(u.host, u.port);
+  const fd = l.socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) throw new Error(`socket failed (errno ${l.errno()})`);
+  const rc = await new Promise<number>((resolve, reject) =>
+    l.connect.async(fd, addr, addr.length, (err: Error | null, r: number) => (err ? reject(err) : resolve(r))),
+  ).catch((err: unknown) => {
+    closeSync(fd);
+    throw err;
+  });
+  if (rc !== 0) {
+    closeSync(fd);
+    throw new Error(`connect to ${url} failed`);
+  }
+  return fd;
+}
+
+/**
+ * Reads exactly `n` bytes from a connected socket fd (on the thread pool); past `timeoutMs` the socket is shut
+ * down so the pending read returns. Rejects with `eofMessage` when the peer closes first.
+ */
+export async function readRawFd(
+  fd: number,
+  n: number,
+  timeoutMs: number,
+  eofMessage = 'connection closed',
+): Promise<Buffer> {
+  const buf = Buffer.alloc(n);
+  let got = 0;
+  const timer = setTimeout(() => rlib().shutdown(fd, 2), timeoutMs);
+  try {
+    while (got < n) {
+      const r = await new Promise<number>((resolve, reject) =>
+        fsRead(fd, buf, got, n - got, null, (err, k) => (err ? reject(err) : resolve(k))),
+      );
+      if (r === 0) throw new Error(eofMessage);
+      got += r;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  return buf;
+}

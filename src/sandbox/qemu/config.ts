@@ -4,13 +4,12 @@ import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../util/log.js';
 import { mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
 import { parseShareSecurity, type ShareSecurity } from '../../p9/security.js';
+import { configPicker, defaultGuestDir, positiveInt as num, uvmSizing } from '../sizing.js';
 
-export const MEMORY_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.memory.sizeinmb';
-export const CPU_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.processor.count';
+export { CPU_ANNOTATION, MEMORY_ANNOTATION, defaultGuestDir } from '../sizing.js';
 /** The guest's address on QEMU user networking (eth0); the agent listens there, QEMU's hostfwd targets it. */
 export const GUEST_ADDR = '10.0.2.15';
 export const GUEST_CONTROL_PORT = 1024;
@@ -43,35 +42,21 @@ export interface QemuConfig {
   hostShareSecurity: ShareSecurity;
 }
 
-/** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../../..');
-
-export function defaultGuestDir(): string {
-  return process.env.LCOW_GUEST_DIR || join(ROOT, 'build/guest');
-}
-
-function num(v: unknown): number | undefined {
-  const n = typeof v === 'string' ? Number(v.trim()) : typeof v === 'number' ? v : NaN;
-  return Number.isFinite(n) && n > 0 ? Math.floor(n) : undefined;
-}
-
 /**
  * Sizing: annotations win over the runtime config (`memory_mb`, `cpus` or `[qemu]` table), then defaults.
  * Defaults: 1024 MiB; 2 vCPUs with KVM, 1 with TCG (a second TCG vCPU slows boot on small hosts).
  */
 export function qemuConfig(runtime: Record<string, unknown>, annotations: Record<string, string>): QemuConfig {
-  const q = (typeof runtime.qemu === 'object' && runtime.qemu !== null ? runtime.qemu : {}) as Record<string, unknown>;
-  const pick = (k: string): unknown => q[k] ?? runtime[k];
+  const pick = configPicker(runtime, 'qemu');
   const guestDir = typeof pick('guest_dir') === 'string' ? (pick('guest_dir') as string) : defaultGuestDir();
   const accelRaw = (process.env.LCOW_QEMU_ACCEL || (pick('accel') as string | undefined) || '').trim();
-  const memoryMiB = num(annotations[MEMORY_ANNOTATION]) ?? num(pick('memory_mb')) ?? 1024;
-  if (memoryMiB < 256) throw new Error(`UVM memory ${memoryMiB} MiB is below the 256 MiB minimum`);
+  const { memoryMiB, cpus } = uvmSizing(pick, annotations, { memoryMiB: 1024, cpus: 0 });
   return {
     binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
     kernel: (pick('kernel') as string | undefined) ?? join(guestDir, 'vmlinuz'),
     initrd: (pick('initrd') as string | undefined) ?? join(guestDir, 'initrd.img'),
     memoryMiB,
-    cpus: num(annotations[CPU_ANNOTATION]) ?? num(pick('cpus')) ?? 0,
+    cpus,
     accel: accelRaw === 'kvm' || accelRaw === 'tcg' ? accelRaw : undefined,
     bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',

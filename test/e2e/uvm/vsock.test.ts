@@ -1,7 +1,9 @@
 // The AF_VSOCK transport (src/transport/vsock.ts) exercised inside the real guest: this host has no
 // /dev/vhost-vsock, so the UVM image boots with lcow.mode=vsocktest; its init loads vsock_loopback with the other
 // modules and runs `lcow-agent --vsock-selftest`: listen on a port through VsockListener, dial CID 1
-// (VMADDR_CID_LOCAL) through dialVsock, echo 256 KiB both ways, check a wrong secret is refused, close, exit.
+// (VMADDR_CID_LOCAL) through dialVsock, echo 256 KiB both ways, check a wrong secret is refused; then the agent's
+// own 9P share dial (dialRawFd + shareDialAuth, what it runs on Hyper-V) against a listener admitting as the hcs
+// backend's 9P listener does (right token handed out, wrong token and unknown share refused); close, exit.
 // The result goes to the serial console; the agent must also exit (no pool thread stuck in a vsock call) so
 // that the VM powers off by itself.
 import assert from 'node:assert/strict';
@@ -72,12 +74,12 @@ describe('e2e: vsock transport inside the guest (vsock_loopback)', function () {
     requirePrerequisite(this, unavailable);
   });
 
-  it('listen + dial CID 1 through our transport, bytes both ways, wrong secret refused; the VM powers off', async () => {
+  it('listen + dial CID 1 through our transport, bytes both ways, wrong secret refused, share dial; the VM powers off', async () => {
     const r = await bootImage(['lcow.mode=vsocktest'], 180_000);
     const lines = r.console.split(/\r?\n/).filter((l) => l.startsWith('LCOW '));
     assert.ok(!/LCOW warn insmod vsock/.test(r.console), r.console);
     assert.ok(
-      lines.some((l) => /^LCOW vsocktest ok echo=true bytes=262144 wrong-secret-refused=true/.test(l)),
+      lines.some((l) => /^LCOW vsocktest ok echo=true bytes=262144 wrong-secret-refused=true share-dial=true/.test(l)),
       lines.join('\n') || r.console.slice(-3000),
     );
     assert.ok(lines.includes('LCOW vsocktest exited rc=0'), `the self-test did not exit: ${lines.join('\n')}`);
