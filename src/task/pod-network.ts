@@ -3,8 +3,10 @@
 // nothing in the guest, so the sandbox carries the network in (Sandbox.attachNetwork) and the spec is rewritten
 // to the guest namespace. Workload containers name /proc/<sandbox pid>/ns/net: our pids are guest pids, so that
 // path is already right in the guest. A network namespace entry without a path (plain `ctr run`) gets a new,
-// empty namespace from runc as before. A CRI sandbox with no network namespace at all is a hostNetwork pod: a
-// VM has no way to share the node's network stack, so it is refused with a clear error.
+// empty namespace from runc as before. A spec with no network namespace at all asks for the host's network: for a
+// CRI sandbox that is a hostNetwork pod, for `ctr run --net-host` the same. A VM has no way to share the node's
+// network stack, and the guest's own root namespace holds the UVM's control NIC (the shim <-> agent channel),
+// which no container may see: both are refused with a clear error.
 import type { Sandbox } from '../sandbox/index.js';
 import { failedPrecondition } from './errors.js';
 
@@ -15,15 +17,21 @@ export type SpecWithNamespaces = {
 };
 
 /**
- * A CRI sandbox container without a network namespace is a hostNetwork pod: refused before anything boots when
- * the backend is a VM (`isolated`).
+ * A container without a network namespace asks for the host's network (a CRI hostNetwork pod, `ctr run
+ * --net-host`): refused before anything boots when the backend is a VM. In the guest it would join the root
+ * namespace, where the control NIC carrying the shim <-> agent channel lives.
  */
 export function refuseHostNetwork(spec: SpecWithNamespaces, annotations: Record<string, string>): void {
-  if (annotations[CONTAINER_TYPE_ANNOTATION] !== 'sandbox') return;
   if (spec.linux?.namespaces?.some((n) => n.type === 'network')) return;
+  if (annotations[CONTAINER_TYPE_ANNOTATION] === 'sandbox')
+    throw failedPrecondition(
+      "hostNetwork pods cannot run in a utility VM (the VM has its own kernel and cannot share the node's " +
+        'network stack): run them with a runc runtime class (see docs/kubernetes.md)',
+    );
   throw failedPrecondition(
-    "hostNetwork pods cannot run in a utility VM (the VM has its own kernel and cannot share the node's " +
-      'network stack): run them with a runc runtime class (see docs/kubernetes.md)',
+    "this container asks for the host's network namespace (e.g. ctr run --net-host), which a utility VM cannot " +
+      "share: the guest's own namespace carries the VM's control channel, which containers must never see. " +
+      'Run it without host networking, or with a runc runtime',
   );
 }
 

@@ -55,10 +55,15 @@ describe('pod network in the OCI spec (VM sandbox)', () => {
     assert.equal(s.linux.namespaces[1]!.path, '/var/run/netns/cni-1234');
   });
 
-  it('a hostNetwork CRI sandbox (no network namespace) is refused with a clear error; others are not', () => {
+  it('no network namespace (hostNetwork pod, ctr run --net-host) is refused with a clear error; others are not', () => {
     assert.throws(() => refuseHostNetwork(spec(null), CRI_SANDBOX), /hostNetwork pods cannot run in a utility VM/);
-    refuseHostNetwork(spec(null), {}); // ctr run --net-host: the guest's own namespace, as before
+    // The guest's root namespace holds the control NIC: never a container's.
+    assert.throws(() => refuseHostNetwork(spec(null), {}), /asks for the host's network namespace.*--net-host/);
+    assert.throws(
+      () => refuseHostNetwork(spec(null), { 'io.kubernetes.cri.container-type': 'container' }),
+      /host's network namespace/,
+    );
     refuseHostNetwork(spec('/var/run/netns/cni-1'), CRI_SANDBOX);
-    refuseHostNetwork(spec(null), { 'io.kubernetes.cri.container-type': 'container' });
+    refuseHostNetwork(spec('/proc/42/ns/net'), { 'io.kubernetes.cri.container-type': 'container' });
   });
 });
