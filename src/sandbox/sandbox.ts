@@ -29,6 +29,21 @@ export interface Share {
   guestPath: string;
 }
 
+/**
+ * How the guest caches a 9P share (the v9fs `cache=` mount option). `none`: every read and write goes to the
+ * server, no shared writable mmap. `mmap`: reads and writes still go to the server, but the guest keeps pages
+ * for mmap so MAP_SHARED|PROT_WRITE works (SQLite WAL's -shm, LMDB); see docs/applications.md for what that
+ * means when host processes write the same files.
+ */
+export type ShareCache = 'none' | 'mmap';
+export const SHARE_CACHE_MODES: readonly ShareCache[] = ['none', 'mmap'];
+
+export interface ShareOptions {
+  readOnly: boolean;
+  /** Guest cache mode; undefined: the backend's default (runtime config `share_cache`). */
+  cache?: ShareCache;
+}
+
 export interface SandboxStats {
   pid: number;
   rssBytes: number;
@@ -51,7 +66,7 @@ export interface Sandbox {
   readonly isolated: boolean;
   boot(): Promise<BootedSandbox>;
   /** Makes a host path visible in the guest. */
-  addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share>;
+  addShare(hostPath: string, opts: ShareOptions): Promise<Share>;
   removeShare(shareId: string): Promise<void>;
   stats(): Promise<SandboxStats[]>;
   /** graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. */

@@ -15,6 +15,7 @@ import type {
   SandboxRecord,
   SandboxStats,
   Share,
+  ShareOptions,
 } from '../sandbox.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 
@@ -60,7 +61,7 @@ export class ProcessSandbox implements Sandbox {
     return { agent: this.client, pids: [child.pid!] };
   }
 
-  async addShare(hostPath: string, _opts: { readOnly: boolean }): Promise<Share> {
+  async addShare(hostPath: string, _opts: ShareOptions): Promise<Share> {
     // Same host, same paths: the agent sees host paths as they are (identity share).
     return { shareId: `share-${++this.shareSeq}`, guestPath: hostPath };
   }

@@ -6,6 +6,7 @@ import { release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../util/log.js';
+import { SHARE_CACHE_MODES, type ShareCache } from '../sandbox.js';
 
 export const MEMORY_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.memory.sizeinmb';
 export const CPU_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.processor.count';
@@ -32,6 +33,12 @@ export interface QemuConfig {
    * after the switch to tmpfs), so this is what keeps QEMU's anonymous RSS near what the guest really uses.
    */
   freePageReporting: boolean;
+  /**
+   * The guest's v9fs cache mode for shares that do not ask for one (config `share_cache`, default `mmap`:
+   * writable shared mmap works, reads and writes stay uncached). A bind mount chooses its own with the OCI
+   * mount option `x-lcow.cache=none|mmap` (task/uvm-fs.ts).
+   */
+  shareCache: ShareCache;
 }
 
 /** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
@@ -57,6 +64,9 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
   const accelRaw = (process.env.LCOW_QEMU_ACCEL || (pick('accel') as string | undefined) || '').trim();
   const memoryMiB = num(annotations[MEMORY_ANNOTATION]) ?? num(pick('memory_mb')) ?? 1024;
   if (memoryMiB < 256) throw new Error(`UVM memory ${memoryMiB} MiB is below the 256 MiB minimum`);
+  const shareCache = pick('share_cache') ?? 'mmap';
+  if (!SHARE_CACHE_MODES.includes(shareCache as ShareCache))
+    throw new Error(`share_cache must be one of ${SHARE_CACHE_MODES.join(', ')}, not ${JSON.stringify(shareCache)}`);
   return {
     binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
     kernel: (pick('kernel') as string | undefined) ?? join(guestDir, 'vmlinuz'),
@@ -67,6 +77,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
     freePageReporting: pick('free_page_reporting') !== false,
+    shareCache: shareCache as ShareCache,
   };
 }
 

@@ -26,6 +26,7 @@ import type {
   SandboxRecord,
   SandboxStats,
   Share,
+  ShareOptions,
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
@@ -245,9 +246,10 @@ export class QemuSandbox implements Sandbox {
     e.server.handleConnection(conn.stream);
   }
 
-  async addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
+  async addShare(hostPath: string, opts: ShareOptions): Promise<Share> {
     if (!this.agent) throw new Error('sandbox not booted');
-    const key = `${opts.readOnly ? 'ro' : 'rw'}:${hostPath}`;
+    const cache = opts.cache ?? this.cfg.shareCache;
+    const key = `${opts.readOnly ? 'ro' : 'rw'}:${cache}:${hostPath}`;
     const existing = this.sharesByKey.get(key);
     if (existing) {
       existing.refs++;
@@ -287,7 +289,7 @@ export class QemuSandbox implements Sandbox {
         readOnly: opts.readOnly,
         aname: id,
         token: e.token,
-        options: { msize: '262144' },
+        options: { msize: '262144', cache },
       })
       .then(
         async (r) => {
@@ -303,7 +305,7 @@ export class QemuSandbox implements Sandbox {
       );
     try {
       const share = await e.ready;
-      this.log.debug('share added', { share: id, hostPath, guestPath: share.guestPath, readOnly: opts.readOnly });
+      this.log.debug('share added', { share: id, hostPath, guestPath: share.guestPath, readOnly: opts.readOnly, cache });
       return share;
     } catch (err) {
       this.shares.delete(id);
