@@ -6,6 +6,7 @@ import { ExportRoot, type ExportConfig } from './export.js';
 import { LockTable } from './locks.js';
 import { clampMsize, defaultLimits, type SessionLimits } from './options.js';
 import { Session } from './session.js';
+import { OpStats } from './stats.js';
 import { silentLogger, type Logger } from '../util/log.js';
 
 export interface P9ServerOptions extends Partial<SessionLimits> {
@@ -17,6 +18,8 @@ export class P9Server {
   readonly exports: readonly ExportRoot[];
   readonly limits: SessionLimits;
   private readonly sessions = new Set<Session>();
+  /** Requests served by type, with server time, over every connection since the server started. */
+  readonly stats = new OpStats();
   private readonly log: Logger;
   private closed = false;
 
@@ -54,7 +57,14 @@ export class P9Server {
       stream.destroy();
       throw new Error('9p: server closed');
     }
-    const session = new Session(stream, this.exports, this.limits, this.log, (s) => this.sessions.delete(s));
+    const session = new Session(
+      stream,
+      this.exports,
+      this.limits,
+      this.log,
+      (s) => this.sessions.delete(s),
+      this.stats,
+    );
     this.sessions.add(session);
     return session;
   }

@@ -22,6 +22,7 @@ import { MAX_MSIZE, MIN_MSIZE, type SessionLimits } from './options.js';
 import { handlers, SUPPRESS, type OpResult } from './ops/index.js';
 import { releaseFid } from './ops/clunk.js';
 import type { ExportRoot } from './export.js';
+import type { OpStats } from './stats.js';
 import type { Logger } from '../util/log.js';
 
 export const VERSION_9P2000L = '9P2000.L';
@@ -37,6 +38,8 @@ export interface Inflight {
   /** Parked requests do not count towards maxOutstanding. */
   parked: boolean;
   generation: number;
+  /** performance.now() at arrival (op statistics). */
+  t0: number;
 }
 
 let nextSessionId = 1;
@@ -65,6 +68,7 @@ export class Session {
     readonly limits: SessionLimits,
     readonly log: Logger,
     private readonly onClosed: (s: Session) => void,
+    private readonly stats?: OpStats,
   ) {
     this.fids = new FidTable(limits.maxFids);
     this.fds = new HostFdCache(limits.maxHostFds);
@@ -175,7 +179,14 @@ export class Session {
       this.sendError(tag, Errno.EOPNOTSUPP);
       return;
     }
-    const req: Inflight = { tag, type: msg.type, flushers: [], parked: false, generation: this.generation };
+    const req: Inflight = {
+      tag,
+      type: msg.type,
+      flushers: [],
+      parked: false,
+      generation: this.generation,
+      t0: performance.now(),
+    };
     this.inflight.set(tag, req);
     this.running++;
     let result: OpResult | Promise<OpResult>;
@@ -206,6 +217,7 @@ export class Session {
   private complete(req: Inflight, result: OpResult): void {
     if (req.generation !== this.generation || this.inflight.get(req.tag) !== req) return;
     this.inflight.delete(req.tag);
+    this.stats?.record(req.type, performance.now() - req.t0);
     if (req.parked) this.parkedLocks--;
     else if (req.type !== MsgType.Tflush) this.running--;
     if (result !== SUPPRESS) this.send(req.tag, result);
@@ -219,7 +231,14 @@ export class Session {
       this.send(tag, { type: MsgType.Rflush });
       return;
     }
-    const req: Inflight = { tag, type: MsgType.Tflush, flushers: [], parked: false, generation: this.generation };
+    const req: Inflight = {
+      tag,
+      type: MsgType.Tflush,
+      flushers: [],
+      parked: false,
+      generation: this.generation,
+      t0: performance.now(),
+    };
     this.inflight.set(tag, req);
     target.flushers.push(req);
     // A request that can wait forever is aborted now; anything else finishes and answers first.

@@ -11,6 +11,7 @@ const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./uvm.js'),
   () => import('./p9-kernel.js'),
   () => import('./p9-kernel.js').then((m) => ({ suite: m.transportSuite })),
+  () => import('./apps.js'),
 ];
 
 async function main(): Promise<number> {

@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { leftovers, startContainerd, type PrivateContainerd } from './containerd.js';
+import type { OpStat } from '../../src/p9/stats.js';
 
 const execFileP = promisify(execFile);
 export const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
@@ -108,12 +109,27 @@ export class AppHarness {
   /** Phase timings in ms, printed by the suites and collected for docs/applications.md. */
   readonly timings: Record<string, number> = {};
 
-  constructor(readonly app: string) {
+  constructor(
+    readonly app: string,
+    /** Extra environment for containerd and so the shims (e.g. LCOW_P9_STATS=1). */
+    private readonly env: Record<string, string> = {},
+  ) {
     this.ns = `lcow-apps-${app}-${process.pid}`;
   }
 
   async start(): Promise<void> {
-    this.cd = await startContainerd({ extraPath: [join(ROOT, 'bin')], logLevel: 'info', namespace: this.ns });
+    this.cd = await startContainerd({
+      extraPath: [join(ROOT, 'bin')],
+      logLevel: 'info',
+      namespace: this.ns,
+      env: this.env,
+    });
+  }
+
+  /** The shim's 9P counters of a pod (LCOW_P9_STATS=1): per share, count and server time by message type. */
+  p9Stats(pod: string): Array<{ share: string; hostPath: string; cache: string; ops: Record<string, OpStat> }> {
+    const f = `/run/lcow/${this.ns}/${pod}/p9-stats.json`;
+    return (JSON.parse(readFileSync(f, 'utf8')) as { shares: ReturnType<AppHarness['p9Stats']> }).shares;
   }
 
   async time<T>(phase: string, f: () => Promise<T>): Promise<T> {

@@ -39,6 +39,11 @@ export interface QemuConfig {
    * mount option `x-lcow.cache=none|mmap` (task/uvm-fs.ts).
    */
   shareCache: ShareCache;
+  /**
+   * Write the 9P servers' request counters (per share: count and server time by message type) to
+   * <state dir>/p9-stats.json every second (config `p9_stats = true` or LCOW_P9_STATS=1; make bench uses it).
+   */
+  p9Stats: boolean;
 }
 
 /** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
@@ -78,6 +83,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
     freePageReporting: pick('free_page_reporting') !== false,
     shareCache: shareCache as ShareCache,
+    p9Stats: pick('p9_stats') === true || process.env.LCOW_P9_STATS === '1',
   };
 }
 

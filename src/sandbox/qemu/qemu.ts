@@ -9,7 +9,7 @@
 // Shares are refcounted per (path, read-only).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
@@ -70,6 +70,7 @@ export class QemuSandbox implements Sandbox {
   private readonly sharesByKey = new Map<string, ShareEntry>();
   private shareSeq = 0;
   private readonly hostMounts = new Set<string>();
+  private statsTimer: NodeJS.Timeout | undefined;
   private exitCbs: Array<(r: SandboxExitReason) => void> = [];
   private exitReason: SandboxExitReason | undefined;
   private exited: Promise<void> | undefined;
@@ -177,6 +178,7 @@ export class QemuSandbox implements Sandbox {
     } finally {
       clearTimeout(timer);
     }
+    if (this.cfg.p9Stats) this.startStatsFile();
     QmpClient.connect(this.qmpSocket, 5000).then(
       (q) => (this.qmp = q),
       (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
@@ -360,8 +362,26 @@ export class QemuSandbox implements Sandbox {
     };
   }
 
+  /** cfg.p9Stats: the shares' 9P request counters in <state dir>/p9-stats.json, rewritten every second. */
+  private startStatsFile(): void {
+    const file = join(this.opts.stateDir, 'p9-stats.json');
+    this.statsTimer = setInterval(() => {
+      const shares = [...this.shares.values()].map((e) => ({
+        share: e.id,
+        hostPath: e.hostPath,
+        cache: e.key.split(':')[1],
+        ops: e.server.stats.snapshot(),
+      }));
+      writeFile(`${file}.tmp`, JSON.stringify({ shares }))
+        .then(() => rename(`${file}.tmp`, file))
+        .catch(() => undefined);
+    }, 1000);
+    this.statsTimer.unref();
+  }
+
   /** Closes the host side: listeners, 9P servers, QMP, the agent client. */
   private teardownHostSide(): void {
+    clearInterval(this.statsTimer);
     this.client?.close();
     this.qmp?.close();
     for (const e of this.shares.values()) e.server.close();
