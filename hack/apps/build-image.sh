@@ -12,7 +12,9 @@
 # The image is cached by content: the key hashes this script, NAME.image and the suite, so a second build is
 # a lookup. Builds are serialised by flock on the cache dir (parallel test runs do not race; the second one
 # finds the first one's result). Minimised: mmdebstrap's `essential` variant (no apt in the image), no docs,
-# man pages, locales or info files, apt lists and caches removed.
+# man pages, locales or info files (man1 itself stays: update-alternatives in openjdk's postinst fails
+# without the directory), apt lists and caches removed. An /etc/hosts naming localhost is added (Docker and
+# CRI give containers one, `ctr run` does not; MariaDB's install-db and Erlang need it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -72,7 +74,9 @@ log "mmdebstrap $SUITE: ${PACKAGES[*]}"
 # shellcheck disable=SC2016
 mmdebstrap --variant=essential --mode=root --format=tar --quiet \
   --include="$(IFS=,; echo "${PACKAGES[*]}")" "${dpkgopts[@]}" \
+  --setup-hook='mkdir -p "$1"/usr/share/man/man1' \
   --customize-hook="$(printf '%q' "$ROOT/hack/apps/build-image.sh") --customize $(printf '%q' "$SPEC") \"\$1\"" \
+  --customize-hook='printf "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n" >"$1"/etc/hosts' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/cache/debconf/*-old "$1"/var/log/*.log' \
   "$SUITE" "$WORK/rootfs.tar" ${MIRROR:+"$MIRROR"} >&2
 

@@ -19,7 +19,7 @@ const PG = (cmd: string): string => `runuser -u postgres -- ${BIN}/${cmd}`;
 
 /** Shell steps for a data directory D: setup, measured run, teardown. */
 const pgSetup = (d: string): string =>
-  `mkdir -p ${d} && cp -a /var/lib/postgresql/template ${d}/pg && chmod 700 ${d}/pg && ` +
+  `mkdir -p ${d}/pg && tar -C ${d}/pg -xf /var/lib/postgresql/template.tar && chmod 700 ${d}/pg && ` +
   PG(`pg_ctl -D ${d}/pg -l ${d}/pg/server.log -o "-c listen_addresses='' -k /tmp" -w -t 300 start >/dev/null`) +
   ` && ${BIN}/pgbench -h /tmp -U postgres -i -s 1 -q postgres >/dev/null 2>&1`;
 const pgRun = `${BIN}/pgbench -h /tmp -U postgres -c 2 -j 2 -T ${SECONDS} -n postgres 2>&1`;

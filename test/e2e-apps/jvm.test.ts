@@ -44,9 +44,9 @@ describe('apps: a Jenkins-like JVM workload with its home on a 9P bind mount', f
     const p = await pod();
     const out = await h.time('workload', () => h.sh(p, `${JAVA} write /data/home ${JOBS} ${BUILDS}`, 900_000));
     // The second JVM could not take the home's lock while the first held it, and could after.
-    assert.match(out, /^lock held-elsewhere$/m, out);
+    assert.match(out, /^lock probe held-elsewhere$/m, out);
     assert.match(out, /^watch ok \d+$/m, out);
-    assert.match(out, /^after-unlock free$/m, out);
+    assert.match(out, /^after-unlock probe free$/m, out);
     files = Number(/^wrote (\d+)$/m.exec(out)?.[1]);
     assert.equal(files, JOBS * (2 + BUILDS * 2) + 2);
     await h.removePod(p);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { AppHarness, appImage, appsUnavailable, crashMidWrite } from '../../helpers/apps.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
-const ROWS = 300; // per writer
+const ROWS = 150; // per writer
 const DB = '/data/wal/app.db';
 const sqlite = (db: string, sql: string): string => `sqlite3 -batch -cmd '.timeout 120000' ${db} "${sql}"`;
 /** One sqlite3 process running ROWS separate transactions (autocommit inserts), writer number $1. */
@@ -113,7 +113,7 @@ describe('apps: SQLite 3 WAL with its database on a 9P bind mount', function () 
         p,
         `(i=0; while :; do i=$((i+1)); ${sqlite(DB, 'insert into t values(3, $i, randomblob(100));')} >/dev/null; done) & ` +
           `i=0; while :; do i=$((i+1)); ${sqlite(DB, 'insert into acked values($i);')} && echo "ack $i" || exit 1; done`,
-        30,
+        15,
       ),
     );
     await h.removePod(p);
