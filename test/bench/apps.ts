@@ -148,7 +148,13 @@ export const suite: BenchSuite = {
         },
       });
       rows.push(
-        row(`pgbench (s=1, 2 clients, ${SECONDS} s): UVM, data on bind mount`, pgBind.tps, 'tps', pgRunc.tps, pgTmpfs.tps),
+        row(
+          `pgbench (s=1, 2 clients, ${SECONDS} s): UVM, data on bind mount`,
+          pgBind.tps,
+          'tps',
+          pgRunc.tps,
+          pgTmpfs.tps,
+        ),
         row(`pgbench: UVM, data on guest tmpfs`, pgTmpfs.tps, 'tps', pgRunc.tps),
         row(`pgbench: runc on the host`, pgRunc.tps, 'tps', pgRunc.tps),
         ...opRows('pgbench', pgOps, pgBind.tx),

@@ -61,8 +61,8 @@ describe('apps: MariaDB (InnoDB) with its datadir on a 9P bind mount', function 
       h.sh(
         p,
         SQL(
-          'create database app; create table app.t (id int primary key, v char(32)) engine=InnoDB; ' +
-            'insert into app.t select seq, md5(seq) from seq_1_to_1000; select engine from information_schema.tables where table_name=\'t\'',
+          'create database app; use app; create table t (id int primary key, v char(32)) engine=InnoDB; ' +
+            'insert into t select seq, md5(seq) from seq_1_to_1000',
         ),
       ),
     );
@@ -80,7 +80,10 @@ describe('apps: MariaDB (InnoDB) with its datadir on a 9P bind mount', function 
     const p = await pod();
     await h.time('start (2nd pod)', () => h.sh(p, START));
     assert.equal((await h.sh(p, SQL(DIGEST))).trim(), expected);
-    assert.equal((await h.sh(p, SQL("select engine from information_schema.tables where table_name='t'"))).trim(), 'InnoDB');
+    assert.equal(
+      (await h.sh(p, SQL("select engine from information_schema.tables where table_name='t'"))).trim(),
+      'InnoDB',
+    );
     second = p;
   });
 

@@ -52,7 +52,7 @@ describe('apps: PostgreSQL 15 initdb on a 9P bind mount', function () {
       ),
     );
     await h.time('start', () => h.sh(p, START));
-    await h.sh(p, SQL("create table t as select g as k, md5(g::text) as v from generate_series(1, 1000) g"));
+    await h.sh(p, SQL('create table t as select g as k, md5(g::text) as v from generate_series(1, 1000) g'));
     await h.sh(p, STOP);
     await h.removePod(p);
     assert.equal(readFileSync(join(dir, 'pg/PG_VERSION'), 'utf8').trim(), '15');

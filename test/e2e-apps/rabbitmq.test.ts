@@ -58,7 +58,10 @@ describe('apps: RabbitMQ with its message store on a 9P bind mount', function ()
     wrote = true;
     const mnesia = join(dir, 'rabbitmq/mnesia/rabbit@localhost');
     assert.ok(existsSync(mnesia), 'no Mnesia directory on the host');
-    assert.ok(readdirSync(mnesia).some((f) => f.startsWith('msg_stores')), 'no message store on the host');
+    assert.ok(
+      readdirSync(mnesia).some((f) => f.startsWith('msg_stores')),
+      'no message store on the host',
+    );
   });
 
   it('a new pod has every message', async function () {

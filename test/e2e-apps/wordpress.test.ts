@@ -15,7 +15,7 @@ const START =
   `setsid mariadbd --user=mysql --datadir=/data/mysql --socket=${SOCK} --skip-networking ` +
   `--innodb-use-native-aio=0 --log-error=/data/mysql/error.log </dev/null >/dev/null 2>&1 & ` +
   `for i in $(seq 600); do mariadb-admin --socket=${SOCK} ping >/dev/null 2>&1 && break; sleep 0.5; done && ` +
-  `apache2ctl start && for i in $(seq 300); do curl -fs -o /dev/null http://localhost/wp-includes/version.php && exit 0; sleep 0.5; done; exit 1`;
+  `mkdir -p /run/lock && apache2ctl start && for i in $(seq 300); do curl -fs -o /dev/null http://localhost/wp-includes/version.php && exit 0; sleep 0.5; done; exit 1`;
 const STOP =
   `apache2ctl stop; while [ -e /run/apache2/apache2.pid ]; do sleep 0.2; done; ` +
   `mariadb-admin --socket=${SOCK} shutdown && while [ -e /data/mysql/*.pid ]; do sleep 0.2; done`;
@@ -77,16 +77,14 @@ describe('apps: WordPress (Apache + PHP + MariaDB, one container) with its data 
       ),
     );
     assert.equal(install.trim(), '200');
-    const out = await h.time('post + upload', () =>
-      h.sh(
-        p,
-        WP(`post '${TITLE}' 'Stored on a 9P bind mount.'`),
-      ),
-    );
+    const out = await h.time('post + upload', () => h.sh(p, WP(`post '${TITLE}' 'Stored on a 9P bind mount.'`)));
     [postId, upload] = out.trim().split(' ') as [string, string];
     assert.match(postId, /^\d+$/);
-    const page = await h.sh(p, `curl -fsS 'http://localhost/?p=${postId}'`);
-    assert.ok(page.includes(TITLE), page.slice(0, 2000));
+    const page = await h.sh(
+      p,
+      `curl -sSL -w '\\nHTTP %{http_code} %{url_effective}\\n' 'http://localhost/?p=${postId}'`,
+    );
+    assert.ok(page.includes(TITLE), page.slice(-2000));
     await h.time('stop', () => h.sh(p, STOP));
     await h.removePod(p);
     const rel = upload.replace('http://localhost/wp-content/', '');
@@ -98,8 +96,11 @@ describe('apps: WordPress (Apache + PHP + MariaDB, one container) with its data 
     assert.ok(postId, 'the first test did not post');
     const p = await pod();
     await h.time('start (2nd pod)', () => h.sh(p, START));
-    const page = await h.sh(p, `curl -fsS 'http://localhost/?p=${postId}'`);
-    assert.ok(page.includes(TITLE), page.slice(0, 2000));
+    const page = await h.sh(
+      p,
+      `curl -sSL -w '\\nHTTP %{http_code} %{url_effective}\\n' 'http://localhost/?p=${postId}'`,
+    );
+    assert.ok(page.includes(TITLE), page.slice(-2000));
     assert.equal(await h.sh(p, `curl -fsS '${upload}'`), 'uploaded through 9P\n');
     assert.equal((await h.sh(p, WP('option blogname'))).trim(), 'LCOW');
     await h.sh(p, STOP);

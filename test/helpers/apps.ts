@@ -148,7 +148,10 @@ export class AppHarness {
     const args = ['run', '-d', '--runtime', RUNTIME, '--annotation', `${SANDBOX_ID}=${id}`];
     if (opts.memoryMiB) args.push('--annotation', `${MEMORY_ANNOTATION}=${opts.memoryMiB}`);
     for (const m of mounts)
-      args.push('--mount', `type=bind,src=${m.src},dst=${m.dst},options=${['rbind', 'rw', ...(m.extra ?? [])].join(':')}`);
+      args.push(
+        '--mount',
+        `type=bind,src=${m.src},dst=${m.dst},options=${['rbind', 'rw', ...(m.extra ?? [])].join(':')}`,
+      );
     for (const dst of opts.tmpfs ?? []) args.push('--mount', `type=tmpfs,src=tmpfs,dst=${dst},options=mode=1777`);
     args.push(image, id, 'sleep', 'infinity');
     this.pods.add(id);
@@ -169,7 +172,11 @@ export class AppHarness {
   /** exec that must exit 0; returns stdout. */
   async sh(pod: string, script: string, timeoutMs = 300_000): Promise<string> {
     const r = await this.exec(pod, script, timeoutMs);
-    assert.equal(r.code, 0, `in ${pod}: ${script}\nexit ${r.code}\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr.slice(-3000)}`);
+    assert.equal(
+      r.code,
+      0,
+      `in ${pod}: ${script}\nexit ${r.code}\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr.slice(-3000)}`,
+    );
     return r.stdout;
   }
 
@@ -208,10 +215,7 @@ export class AppHarness {
     }
     assert.deepEqual(leftovers(), []);
     const pods = Array.from({ length: this.podSeq }, (_, i) => `${this.app}-${i + 1}-${process.pid}`);
-    assert.ok(
-      await waitFor(() => pods.every((p) => qemuPids(p).length === 0), 20_000),
-      'a QEMU UVM was left running',
-    );
+    assert.ok(await waitFor(() => pods.every((p) => qemuPids(p).length === 0), 20_000), 'a QEMU UVM was left running');
     assert.ok(await waitFor(() => shimPids(this.ns).length === 0, 20_000), 'a shim was left running');
     const stateRoot = `/run/lcow/${this.ns}`;
     if (existsSync(stateRoot)) {

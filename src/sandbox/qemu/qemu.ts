@@ -307,7 +307,13 @@ export class QemuSandbox implements Sandbox {
       );
     try {
       const share = await e.ready;
-      this.log.debug('share added', { share: id, hostPath, guestPath: share.guestPath, readOnly: opts.readOnly, cache });
+      this.log.debug('share added', {
+        share: id,
+        hostPath,
+        guestPath: share.guestPath,
+        readOnly: opts.readOnly,
+        cache,
+      });
       return share;
     } catch (err) {
       this.shares.delete(id);

@@ -62,7 +62,7 @@ describe('apps: PostgreSQL 15 with its data directory on a 9P bind mount', funct
     await h.sh(
       p,
       SQL(
-        "create table known(k int primary key, v text); insert into known select g, md5(g::text) from generate_series(1,500) g",
+        'create table known(k int primary key, v text); insert into known select g, md5(g::text) from generate_series(1,500) g',
       ),
     );
     expected = (await h.sh(p, SQL(KNOWN_DIGEST))).trim();

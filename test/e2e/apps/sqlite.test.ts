@@ -62,11 +62,18 @@ describe('apps: SQLite 3 WAL with its database on a 9P bind mount', function () 
     const p = await pod();
     second = p; // reused by the next test (one boot less)
     const mounts = await h.sh(p, 'cat /proc/mounts');
-    const opts = (dst: string): string => mounts.split('\n').find((l) => l.split(' ')[1] === dst)?.split(' ')[3] ?? '';
+    const opts = (dst: string): string =>
+      mounts
+        .split('\n')
+        .find((l) => l.split(' ')[1] === dst)
+        ?.split(' ')[3] ?? '';
     assert.match(opts('/data'), /(^|,)mmap(,|$)/, mounts);
     assert.doesNotMatch(opts('/nommap'), /(^|,)(mmap|loose|fscache)(,|$)/, mounts);
     // Without the shared mmap SQLite's WAL cannot work: the failure LCOW users see on Microsoft's 9P shares.
-    const r = await h.exec(p, sqlite('/nommap/x.db', 'pragma journal_mode=wal; create table t(x); insert into t values(1);'));
+    const r = await h.exec(
+      p,
+      sqlite('/nommap/x.db', 'pragma journal_mode=wal; create table t(x); insert into t values(1);'),
+    );
     assert.notEqual(r.code, 0, r.stdout);
     assert.match(r.stderr, /disk I\/O error/);
   });
