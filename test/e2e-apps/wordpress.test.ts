@@ -56,7 +56,11 @@ describe('apps: WordPress (Apache + PHP + MariaDB, one container) with its data 
     await h.time('database', () =>
       h.sh(
         p,
+        // wp-content on the share, as in the usual WordPress deployments; the themes and plugins Debian ships
+        // are linked in (WordPress renders an empty page without a theme).
         'mkdir -p /data/mysql /data/wp-content/uploads && chown mysql:mysql /data/mysql && ' +
+          'ln -s /usr/share/wordpress/wp-content/themes /data/wp-content/themes && ' +
+          'ln -s /usr/share/wordpress/wp-content/plugins /data/wp-content/plugins && ' +
           'chown -R www-data:www-data /data/wp-content && ' +
           'mariadb-install-db --user=mysql --datadir=/data/mysql --skip-test-db >/dev/null',
       ),
