@@ -8,10 +8,10 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 # Debian packages the tests and the demo need. The guest kernel (linux-image-amd64) is fetched
 # as a .deb by hack/ when the guest image is built, not installed on the host.
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
-  protobuf-compiler libprotobuf-dev socat binutils inotify-tools \
+  protobuf-compiler libprotobuf-dev socat binutils inotify-tools mmdebstrap \
   containernetworking-plugins iptables util-linux
 
-.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo windows
+.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e e2e-apps bench demo windows
 
 all: build
 
@@ -87,6 +87,11 @@ guest: setup-deb build
 
 e2e: setup build guest
 	$(MOCHA) --timeout 600000 'dist/test/e2e/**/*.test.js'
+
+# Applications with their data on 9P bind mounts in UVMs (docs/applications.md): the CI subset under
+# test/e2e/apps (also in `make test`) and the rest under test/e2e-apps. Images: hack/apps (cached).
+e2e-apps: setup build guest
+	$(MOCHA) --timeout 1800000 'dist/test/e2e/apps/*.test.js' 'dist/test/e2e-apps/*.test.js'
 
 # Private containerd, our runtime with no sandbox configured (the QEMU UVM is the default), one `ctr run`.
 demo: setup build guest

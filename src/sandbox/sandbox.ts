@@ -49,6 +49,8 @@ export interface ShareOptions {
   readOnly: boolean;
   /** Default 'host-directory' (the strict model). */
   role?: ShareRole;
+  /** Guest cache mode; undefined: the backend's default (runtime config `share_cache`). */
+  cache?: ShareCache;
 }
 
 export interface Share {
@@ -70,6 +72,15 @@ export interface PreparedRootfs {
   rootfs: RootfsMount[];
   release(): Promise<void>;
 }
+
+/**
+ * How the guest caches a 9P share (the v9fs `cache=` mount option). `none`: every read and write goes to the
+ * server, no shared writable mmap. `mmap`: reads and writes still go to the server, but the guest keeps pages
+ * for mmap so MAP_SHARED|PROT_WRITE works (SQLite WAL's -shm, LMDB); see docs/applications.md for what that
+ * means when host processes write the same files.
+ */
+export type ShareCache = 'none' | 'mmap';
+export const SHARE_CACHE_MODES: readonly ShareCache[] = ['none', 'mmap'];
 
 export interface SandboxStats {
   pid: number;

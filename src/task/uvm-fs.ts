@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
-import type { Sandbox } from '../sandbox/index.js';
+import { SHARE_CACHE_MODES, type Sandbox, type ShareCache } from '../sandbox/index.js';
 import type { Logger } from '../util/log.js';
 import { mkdirWithMode } from '../util/private-fs.js';
 
@@ -38,6 +38,27 @@ export interface PreparedFs {
   hostRootfs?: string;
   /** Holder directories of single-file bind mounts: <holder>/<file name> is a bind mount of the file. */
   fileHolders: string[];
+}
+
+/** The OCI mount option that picks a bind mount's guest cache mode (x-: not a kernel option; removed here). */
+export const CACHE_OPTION = 'x-lcow.cache=';
+
+/** Splits `x-lcow.cache=MODE` off a mount's options; throws on an unknown mode or a repeated option. */
+export function takeCacheOption(options: string[]): { cache?: ShareCache; rest: string[] } {
+  const rest: string[] = [];
+  let cache: ShareCache | undefined;
+  for (const o of options) {
+    if (!o.startsWith(CACHE_OPTION)) {
+      rest.push(o);
+      continue;
+    }
+    const v = o.slice(CACHE_OPTION.length);
+    if (!SHARE_CACHE_MODES.includes(v as ShareCache))
+      throw new Error(`mount option ${o}: the cache mode must be one of ${SHARE_CACHE_MODES.join(', ')}`);
+    if (cache !== undefined) throw new Error(`mount option ${CACHE_OPTION} given twice`);
+    cache = v as ShareCache;
+  }
+  return { cache, rest };
 }
 
 function run(cmd: string, args: string[]): Promise<void> {

@@ -13,6 +13,7 @@ const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./p9-kernel.js'),
   () => import('./p9-kernel.js').then((m) => ({ suite: m.transportSuite })),
   () => import('./cri.js'),
+  () => import('./apps.js'),
 ];
 
 async function main(): Promise<number> {

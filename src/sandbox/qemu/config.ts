@@ -8,6 +8,7 @@ import type { Logger } from '../../util/log.js';
 import { mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
 import { parseShareSecurity, type ShareSecurity } from '../../p9/security.js';
 import { configPicker, defaultGuestDir, positiveInt as num, uvmSizing } from '../sizing.js';
+import { SHARE_CACHE_MODES, type ShareCache } from '../sandbox.js';
 
 export { CPU_ANNOTATION, MEMORY_ANNOTATION, defaultGuestDir } from '../sizing.js';
 /** The guest's address on QEMU user networking (eth0); the agent listens there, QEMU's hostfwd targets it. */
@@ -40,6 +41,12 @@ export interface QemuConfig {
    */
   rootfsShareSecurity: ShareSecurity;
   hostShareSecurity: ShareSecurity;
+  /**
+   * The guest's v9fs cache mode for shares that do not ask for one (config `share_cache`, default `mmap`:
+   * writable shared mmap works, reads and writes stay uncached). A bind mount chooses its own with the OCI
+   * mount option `x-lcow.cache=none|mmap` (task/uvm-fs.ts).
+   */
+  shareCache: ShareCache;
 }
 
 /**
@@ -51,6 +58,9 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
   const guestDir = typeof pick('guest_dir') === 'string' ? (pick('guest_dir') as string) : defaultGuestDir();
   const accelRaw = (process.env.LCOW_QEMU_ACCEL || (pick('accel') as string | undefined) || '').trim();
   const { memoryMiB, cpus } = uvmSizing(pick, annotations, { memoryMiB: 1024, cpus: 0 });
+  const shareCache = pick('share_cache') ?? 'mmap';
+  if (!SHARE_CACHE_MODES.includes(shareCache as ShareCache))
+    throw new Error(`share_cache must be one of ${SHARE_CACHE_MODES.join(', ')}, not ${JSON.stringify(shareCache)}`);
   return {
     binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
     kernel: (pick('kernel') as string | undefined) ?? join(guestDir, 'vmlinuz'),
@@ -63,6 +73,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     freePageReporting: pick('free_page_reporting') !== false,
     rootfsShareSecurity: parseShareSecurity(pick('rootfs_share_security') ?? 'passthrough-existing'),
     hostShareSecurity: parseShareSecurity(pick('host_share_security') ?? 'mapped'),
+    shareCache: shareCache as ShareCache,
   };
 }
 

@@ -347,7 +347,8 @@ export class QemuSandbox implements Sandbox {
   private async addShareNow(hostPath: string, opts: ShareOptions): Promise<Share> {
     if (!this.agent) throw new Error('sandbox not booted');
     const security = opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareSecurity : this.cfg.hostShareSecurity;
-    const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${hostPath}`;
+    const cache = opts.cache ?? this.cfg.shareCache;
+    const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${cache}:${hostPath}`;
     const existing = this.sharesByKey.get(key);
     if (existing) {
       existing.refs++;
@@ -388,7 +389,7 @@ export class QemuSandbox implements Sandbox {
         readOnly: opts.readOnly,
         aname: id,
         token: e.token,
-        options: { msize: '262144' },
+        options: { msize: '262144', cache },
       })
       .then(
         async (r) => {
@@ -410,6 +411,7 @@ export class QemuSandbox implements Sandbox {
         guestPath: share.guestPath,
         readOnly: opts.readOnly,
         security,
+        cache,
       });
       return share;
     } catch (err) {
