@@ -34,7 +34,9 @@ export interface SandboxStats {
   rssBytes: number;
 }
 
-export type SandboxExitReason = { kind: 'stopped' } | { kind: 'crashed'; code: number | null; signal: string | null };
+export type SandboxExitReason =
+  | { kind: 'stopped' }
+  | { kind: 'crashed'; code: number | null; signal: string | null; detail?: string };
 
 /** What `delete` needs to clean a sandbox up when the shim that owned it is dead. JSON-serialisable. */
 export interface SandboxRecord {
@@ -54,9 +56,15 @@ export interface Sandbox {
   addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share>;
   removeShare(shareId: string): Promise<void>;
   stats(): Promise<SandboxStats[]>;
-  /** graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. */
+  /**
+   * graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. Resolves
+   * once the sandbox is gone, its exit callbacks ran and its host state is removed.
+   */
   stop(mode: 'graceful' | 'force'): Promise<void>;
-  /** Called once when the sandbox ends for any reason (including stop()). */
+  /**
+   * Called once when the sandbox ends for any reason (including stop()), after its host side is torn down;
+   * also when registered after the end. Same behaviour in every backend: see lifecycle.ts.
+   */
   onExit(cb: (reason: SandboxExitReason) => void): void;
   record(): SandboxRecord;
 }

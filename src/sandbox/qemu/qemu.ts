@@ -29,6 +29,7 @@ import type {
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
+import { SandboxLifecycle } from '../lifecycle.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 
 const SHARE_TOKEN_LENGTH = 16;
@@ -69,16 +70,19 @@ export class QemuSandbox implements Sandbox {
   private readonly sharesByKey = new Map<string, ShareEntry>();
   private shareSeq = 0;
   private readonly hostMounts = new Set<string>();
-  private exitCbs: Array<(r: SandboxExitReason) => void> = [];
   private exitReason: SandboxExitReason | undefined;
   private exited: Promise<void> | undefined;
-  private stopping = false;
+  // -- lifecycle (src/sandbox/lifecycle.ts): phases and the one exit notification shared with other backends.
+  private readonly life: SandboxLifecycle;
+  /** Why the shim ended a VM it did not mean to stop (e.g. its agent connection dropped). */
+  private crashDetail: string | undefined;
   private consoleTail: string[] = [];
   private readonly log: Logger;
 
   constructor(private readonly opts: QemuSandboxOptions) {
     this.log = opts.logger.with({ sandbox: opts.id, backend: 'qemu' });
     this.cfg = qemuConfig(opts.runtimeConfig ?? {}, opts.annotations);
+    this.life = new SandboxLifecycle(this.log);
   }
 
   get qmpSocket(): string {
@@ -90,6 +94,7 @@ export class QemuSandbox implements Sandbox {
   }
 
   async boot(): Promise<BootedSandbox> {
+    this.life.boot();
     const t0 = Date.now();
     const dir = this.opts.stateDir;
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -168,6 +173,8 @@ export class QemuSandbox implements Sandbox {
         throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
       }
       await this.agent.getInfo({}, { timeoutMs: 30_000 });
+      this.watchAgentConnection();
+      this.life.ready();
       this.timings.ready = Date.now() - t0;
       this.log.info('UVM ready', { accel: this.accel, ms: this.timings.ready, pid: this.child!.pid });
     } catch (err) {
@@ -186,8 +193,23 @@ export class QemuSandbox implements Sandbox {
   /** Set when QEMU exited during boot because it could not bind a forwarded host port (boot() retries). */
   private portClash = false;
 
+  /** Without its control connection the pod is unusable: losing it ends the VM (a crash, not a stop). */
+  private watchAgentConnection(): void {
+    this.client!.onClose(() => {
+      if (this.life.phase !== 'ready') return;
+      this.crashDetail = 'agent connection lost';
+      this.log.error('agent connection lost; killing the UVM');
+      this.child?.kill('SIGKILL');
+    });
+  }
+
   private spawnQemu(args: string[]): ChildProcess {
-    const child = spawn(this.cfg.binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // setpriv --pdeathsig: QEMU dies with the shim, so a SIGKILLed shim never leaves a VM running (containerd's
+    // `delete` then only removes state); the pid stays QEMU's own (setpriv execs it).
+    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', this.cfg.binary, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     this.child = child;
     this.consoleTail = [];
     const onLine = (stream: string) => (line: string) => {
@@ -207,16 +229,16 @@ export class QemuSandbox implements Sandbox {
         setImmediate(() => {
           if (
             this.timings.connected === undefined &&
-            !this.stopping &&
+            !this.life.stopRequested &&
             this.consoleTail.some((l) => l.includes('Could not set up host forwarding rule'))
           ) {
             this.portClash = true;
             this.exitReason = { kind: 'crashed', code, signal };
             return resolve();
           }
-          this.exitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
+          this.exitReason = this.life.stopRequested ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
           this.teardownHostSide();
-          for (const cb of this.exitCbs.splice(0)) cb(this.exitReason);
+          this.life.ended({ code, signal, ...(this.crashDetail ? { detail: this.crashDetail } : {}) });
           resolve();
         });
       };
@@ -344,8 +366,7 @@ export class QemuSandbox implements Sandbox {
   }
 
   onExit(cb: (reason: SandboxExitReason) => void): void {
-    if (this.exitReason) cb(this.exitReason);
-    else this.exitCbs.push(cb);
+    this.life.onExit(cb);
   }
 
   record(): SandboxRecord {
@@ -368,7 +389,7 @@ export class QemuSandbox implements Sandbox {
   }
 
   async stop(mode: 'graceful' | 'force'): Promise<void> {
-    this.stopping = true;
+    this.life.stop();
     const child = this.child;
     const running = (): boolean => !!child && child.exitCode === null && child.signalCode === null;
     if (child && running()) {
@@ -385,8 +406,14 @@ export class QemuSandbox implements Sandbox {
         }
       }
       if (running()) child.kill('SIGKILL');
-      await this.exited;
-    } else this.teardownHostSide();
+    }
+    await this.exited;
+    // Never spawned, or ended by a port clash during boot (no exit notification then): end it here.
+    if (this.life.phase !== 'gone') {
+      this.teardownHostSide();
+      this.life.ended({ code: null, signal: null });
+    }
+    await this.life.gone;
     await cleanupQemuSandbox(this.record());
   }
 }
