@@ -35,8 +35,7 @@ export interface SandboxStats {
 }
 
 export type SandboxExitReason =
-  | { kind: 'stopped' }
-  | { kind: 'crashed'; code: number | null; signal: string | null; detail?: string };
+  { kind: 'stopped' } | { kind: 'crashed'; code: number | null; signal: string | null; detail?: string };
 
 /** What `delete` needs to clean a sandbox up when the shim that owned it is dead. JSON-serialisable. */
 export interface SandboxRecord {

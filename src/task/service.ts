@@ -313,8 +313,7 @@ export class TaskService {
     const annotations = spec.annotations ?? {};
     const podId = annotations[GROUP_ANNOTATION] || annotations[SANDBOX_ID_ANNOTATION] || req.id;
     validateId('sandbox id', podId);
-    if (this.pod?.tasks.has(req.id) || this.creating.has(req.id))
-      throw alreadyExists(`task ${req.id} already exists`);
+    if (this.pod?.tasks.has(req.id) || this.creating.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
     this.creating.add(req.id);
     try {
       const pod = await this.podFor(podId, spec, req.bundle);

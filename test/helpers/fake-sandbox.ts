@@ -102,8 +102,7 @@ export class FakeAgent {
   /** Every call received, in order (method and container/exec ids). */
   readonly calls: Array<{ method: AgentMethod; containerId?: string; execId?: string; signal?: number }> = [];
   /** Per-call fault; the default answers at once. */
-  script: (method: AgentMethod, req: { containerId?: string; execId?: string }) => Fault | undefined = () =>
-    undefined;
+  script: (method: AgentMethod, req: { containerId?: string; execId?: string }) => Fault | undefined = () => undefined;
   /** Delay between a fatal signal and the process's exit. */
   exitDelayMs = 0;
   /** Runs when a process started, before Start is answered (e.g. to make it exit first). */
@@ -137,7 +136,7 @@ export class FakeAgent {
     if (p.execId === '') for (const e of c.execs.values()) e.end(137);
   }
 
-  private container(id: string): FakeContainer {
+  container(id: string): FakeContainer {
     const c = this.containers.get(id);
     if (!c) throw new TtrpcError(Code.NOT_FOUND, `container ${id} not found`);
     return c;
@@ -221,115 +220,119 @@ export class FakeAgent {
   }
 
   serve(server: TtrpcServer): void {
-    const a = this;
-    const ok = {};
-    server.registerService(AgentDesc, {
-      async getInfo(req, ctx) {
-        await a.enter('getInfo', req as never, ctx);
-        return { version: 'fake', pid: process.pid, cgroupVersion: 2, kernel: 'fake', runcVersion: 'none' };
-      },
-      async addShare(req, ctx) {
-        await a.enter('addShare', req as never, ctx);
-        return { guestPath: `/fake/shares/${req.shareId}` };
-      },
-      async removeShare(req, ctx) {
-        await a.enter('removeShare', req as never, ctx);
-        return ok;
-      },
-      async createContainer(req, ctx) {
-        await a.enter('createContainer', req as never, ctx);
-        return a.createContainer(req.containerId);
-      },
-      async startProcess(req, ctx) {
-        await a.enter('startProcess', req as never, ctx);
-        const pid = a.startProcess(req.containerId, req.execId);
-        await a.onStarted?.(a.container(req.containerId).process(req.execId));
-        return { pid };
-      },
-      async execProcess(req, ctx) {
-        await a.enter('execProcess', req as never, ctx);
-        a.execProcess(req.containerId, req.execId);
-        return ok;
-      },
-      async signalProcess(req, ctx) {
-        await a.enter('signalProcess', req as never, ctx);
-        a.signalProcess(req.containerId, req.execId, req.signal);
-        return ok;
-      },
-      async waitProcess(req, ctx) {
-        await a.enter('waitProcess', req as never, ctx);
-        const p = a.container(req.containerId).process(req.execId);
-        const lost = new Promise<never>((_, reject) =>
-          ctx.signal.addEventListener('abort', () => reject(new TtrpcError(Code.UNAVAILABLE, 'lost')), {
-            once: true,
-          }),
-        );
-        lost.catch(() => undefined);
-        const e = await Promise.race([p.exited, lost]);
-        return { exitStatus: e.status, exitedAt: timestampFromDate(e.at) };
-      },
-      async resizePty(req, ctx) {
-        await a.enter('resizePty', req as never, ctx);
-        const p = a.container(req.containerId).process(req.execId);
-        if (p.status === 'exited') throw new TtrpcError(Code.NOT_FOUND, 'process already finished');
-        return ok;
-      },
-      async closeStdin(req, ctx) {
-        await a.enter('closeStdin', req as never, ctx);
-        return ok;
-      },
-      async pauseContainer(req, ctx) {
-        await a.enter('pauseContainer', req as never, ctx);
-        a.container(req.containerId).paused = true;
-        return ok;
-      },
-      async resumeContainer(req, ctx) {
-        await a.enter('resumeContainer', req as never, ctx);
-        a.container(req.containerId).paused = false;
-        return ok;
-      },
-      async updateContainer(req, ctx) {
-        await a.enter('updateContainer', req as never, ctx);
-        a.container(req.containerId);
-        return ok;
-      },
-      async containerStats(req, ctx) {
-        await a.enter('containerStats', req as never, ctx);
-        a.container(req.containerId);
-        return { cgroupVersion: 2 };
-      },
-      async listProcesses(req, ctx) {
-        await a.enter('listProcesses', req as never, ctx);
-        const c = a.container(req.containerId);
-        return {
-          processes: [c.init, ...c.execs.values()]
-            .filter((p) => p.status === 'running')
-            .map((p) => ({ pid: p.pid, execId: p.execId })),
-        };
-      },
-      async deleteProcess(req, ctx) {
-        await a.enter('deleteProcess', req as never, ctx);
-        a.container(req.containerId).execs.delete(req.execId);
-        return ok;
-      },
-      async deleteContainer(req, ctx) {
-        await a.enter('deleteContainer', req as never, ctx);
-        a.deleteContainer(req.containerId);
-        return ok;
-      },
-      async readOutput() {
-        // The unit tests give processes no stdio: nothing to relay.
-      },
-      async subscribeEvents(_req, out) {
-        await new Promise<void>((resolve) => out.signal.addEventListener('abort', () => resolve(), { once: true }));
-      },
-      async shutdown(req, ctx) {
-        await a.enter('shutdown', req as never, ctx);
-        for (const id of [...a.containers.keys()]) a.deleteContainer(id);
-        return ok;
-      },
-    });
+    serveFakeAgent(this, server);
   }
+}
+
+/** The fake agent's ttrpc service: each method passes the fault script and gates, then applies the model. */
+function serveFakeAgent(a: FakeAgent, server: TtrpcServer): void {
+  const ok = {};
+  server.registerService(AgentDesc, {
+    async getInfo(req, ctx) {
+      await a.enter('getInfo', req as never, ctx);
+      return { version: 'fake', pid: process.pid, cgroupVersion: 2, kernel: 'fake', runcVersion: 'none' };
+    },
+    async addShare(req, ctx) {
+      await a.enter('addShare', req as never, ctx);
+      return { guestPath: `/fake/shares/${req.shareId}` };
+    },
+    async removeShare(req, ctx) {
+      await a.enter('removeShare', req as never, ctx);
+      return ok;
+    },
+    async createContainer(req, ctx) {
+      await a.enter('createContainer', req as never, ctx);
+      return a.createContainer(req.containerId);
+    },
+    async startProcess(req, ctx) {
+      await a.enter('startProcess', req as never, ctx);
+      const pid = a.startProcess(req.containerId, req.execId);
+      await a.onStarted?.(a.container(req.containerId).process(req.execId));
+      return { pid };
+    },
+    async execProcess(req, ctx) {
+      await a.enter('execProcess', req as never, ctx);
+      a.execProcess(req.containerId, req.execId);
+      return ok;
+    },
+    async signalProcess(req, ctx) {
+      await a.enter('signalProcess', req as never, ctx);
+      a.signalProcess(req.containerId, req.execId, req.signal);
+      return ok;
+    },
+    async waitProcess(req, ctx) {
+      await a.enter('waitProcess', req as never, ctx);
+      const p = a.container(req.containerId).process(req.execId);
+      const lost = new Promise<never>((_, reject) =>
+        ctx.signal.addEventListener('abort', () => reject(new TtrpcError(Code.UNAVAILABLE, 'lost')), {
+          once: true,
+        }),
+      );
+      lost.catch(() => undefined);
+      const e = await Promise.race([p.exited, lost]);
+      return { exitStatus: e.status, exitedAt: timestampFromDate(e.at) };
+    },
+    async resizePty(req, ctx) {
+      await a.enter('resizePty', req as never, ctx);
+      const p = a.container(req.containerId).process(req.execId);
+      if (p.status === 'exited') throw new TtrpcError(Code.NOT_FOUND, 'process already finished');
+      return ok;
+    },
+    async closeStdin(req, ctx) {
+      await a.enter('closeStdin', req as never, ctx);
+      return ok;
+    },
+    async pauseContainer(req, ctx) {
+      await a.enter('pauseContainer', req as never, ctx);
+      a.container(req.containerId).paused = true;
+      return ok;
+    },
+    async resumeContainer(req, ctx) {
+      await a.enter('resumeContainer', req as never, ctx);
+      a.container(req.containerId).paused = false;
+      return ok;
+    },
+    async updateContainer(req, ctx) {
+      await a.enter('updateContainer', req as never, ctx);
+      a.container(req.containerId);
+      return ok;
+    },
+    async containerStats(req, ctx) {
+      await a.enter('containerStats', req as never, ctx);
+      a.container(req.containerId);
+      return { cgroupVersion: 2 };
+    },
+    async listProcesses(req, ctx) {
+      await a.enter('listProcesses', req as never, ctx);
+      const c = a.container(req.containerId);
+      return {
+        processes: [c.init, ...c.execs.values()]
+          .filter((p) => p.status === 'running')
+          .map((p) => ({ pid: p.pid, execId: p.execId })),
+      };
+    },
+    async deleteProcess(req, ctx) {
+      await a.enter('deleteProcess', req as never, ctx);
+      a.container(req.containerId).execs.delete(req.execId);
+      return ok;
+    },
+    async deleteContainer(req, ctx) {
+      await a.enter('deleteContainer', req as never, ctx);
+      a.deleteContainer(req.containerId);
+      return ok;
+    },
+    async readOutput() {
+      // The unit tests give processes no stdio: nothing to relay.
+    },
+    async subscribeEvents(_req, out) {
+      await new Promise<void>((resolve) => out.signal.addEventListener('abort', () => resolve(), { once: true }));
+    },
+    async shutdown(req, ctx) {
+      await a.enter('shutdown', req as never, ctx);
+      for (const id of [...a.containers.keys()]) a.deleteContainer(id);
+      return ok;
+    },
+  });
 }
 
 /** The fake sandbox: boots by starting the fake agent's ttrpc server; crash() and stop() end it. */
