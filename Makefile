@@ -10,7 +10,7 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
   protobuf-compiler libprotobuf-dev socat binutils
 
-.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo
+.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo stress
 
 all: build
 
@@ -67,6 +67,11 @@ test: setup build lint guest
 
 bench: setup build
 	node dist/test/bench/run.js
+
+# The full-size churn (make test runs it small): 200 process-backend pods, 40 QEMU pods (20 in a row, 20 four
+# at a time), each with a container churned in a long-lived anchor pod; before/after table on stderr.
+stress: setup build guest
+	LCOW_CHURN=full $(MOCHA) --timeout 7200000 'dist/test/integration/shim/churn.test.js' 'dist/test/e2e/uvm/churn.test.js'
 
 # The QEMU backend finds the guest image at <install dir>/build/guest (or LCOW_GUEST_DIR / guest_dir in the TOML).
 install: build guest

@@ -206,7 +206,10 @@ export class TaskService {
       return pod;
     }
     if (!this.podBooting) {
-      const booting = this.bootPod(podId, spec, bundle);
+      const booting = this.bootPod(podId, spec, bundle).catch((err: unknown) => {
+        this.log.error('the sandbox did not boot', { pod: podId, error: err });
+        throw err;
+      });
       this.podBooting = booting;
       booting.then(
         () => (this.podBooting = undefined),
@@ -331,12 +334,13 @@ export class TaskService {
   ): Promise<MessageInitShape<typeof v2.CreateTaskResponseSchema>> {
     const log = this.log.with({ pod: pod.id, container: req.id });
     const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
-    const stdio = await StdioRelay.open(paths, { id: req.id, namespace: this.opts.namespace }, log);
     const task = new Task(req.id, req.bundle, pod, log);
-    const init = new Proc(task, '', paths, stdio);
-    task.init = init;
+    let stdio: StdioRelay | undefined;
     let containerCreated = false;
     try {
+      // The client's fifos may be gone already (e.g. ctr died with containerd while the UVM booted).
+      stdio = await StdioRelay.open(paths, { id: req.id, namespace: this.opts.namespace }, log);
+      task.init = new Proc(task, '', paths, stdio);
       const rootfs = await this.prepareRootfs(pod, task, req.rootfs, spec);
       const size = spec.process?.consoleSize;
       const r = await pod.agent.createContainer({
@@ -353,18 +357,20 @@ export class TaskService {
         },
       });
       containerCreated = true;
-      init.pid = r.pid;
+      task.init.pid = r.pid;
       await this.writeRecord(req.bundle, pod.id, pod.sandbox, pod.tasks.size === 0);
       if (pod.gone) throw failedPrecondition(`the sandbox of pod ${pod.id} ended during Create`);
     } catch (err) {
       log.warn('create failed', { error: err });
-      stdio.close();
-      if (containerCreated || !isDeadlineExceeded(err))
+      stdio?.close();
+      if (containerCreated || (stdio && !isDeadlineExceeded(err)))
         await pod.agent.deleteContainer({ containerId: req.id }).catch(() => undefined);
       await this.releaseFs(task);
+      // A pod whose only task failed to be created has no reason to keep its sandbox.
       if (pod.tasks.size === 0 && this.creating.size <= 1) await this.stopPod(pod);
       throw err;
     }
+    const init = task.init;
     pod.tasks.set(req.id, task);
     stdio.attach(pod.agent, req.id, '');
     this.publish('/tasks/create', ev.TaskCreateSchema, {

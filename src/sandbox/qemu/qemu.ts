@@ -301,16 +301,19 @@ export class QemuSandbox implements Sandbox {
     const dialed = this.connectShare(e, () => rpcOver);
     dialed.catch(() => undefined);
     e.ready = this.agent
-      .addShare({
-        shareId: id,
-        kind: '9p',
-        source: hostPath,
-        target: '',
-        readOnly: opts.readOnly,
-        aname: id,
-        token: e.token,
-        options: { msize: '262144' },
-      })
+      .addShare(
+        {
+          shareId: id,
+          kind: '9p',
+          source: hostPath,
+          target: '',
+          readOnly: opts.readOnly,
+          aname: id,
+          token: e.token,
+          options: { msize: '262144' },
+        },
+        { timeoutMs: 60_000 },
+      ) // every agent call has a deadline (a wedged guest must not hang Create)
       .then(
         async (r) => {
           rpcOver = 'AddShare done';

@@ -159,13 +159,17 @@ describe('e2e faults: QEMU UVM with a real containerd', function () {
   let cdFdsA = 0;
 
   it('containerd SIGKILLed and restarted while a pod boots: the pod survives, is listed and starts', async () => {
-    const run = cd.spawnCtr(['run', '-d', '--runtime', RUNTIME, ...inPod(A), image, A, 'sleep', '3600']);
+    // No stdio, as CRI creates a pod's sandbox container: nothing of the dead client is needed to finish Create.
+    const run = cd.spawnCtr(['run', '-d', '--null-io', '--runtime', RUNTIME, ...inPod(A), image, A, 'sleep', '3600']);
     const runExit = new Promise<number | null>((r) => run.on('exit', (code) => r(code)));
     assert.ok(await waitFor(() => qemuPids((p) => p === A).length === 1, 60_000), 'the UVM never started');
     await cd.restart();
     await runExit; // ctr lost containerd mid-Create
     // The shim finishes the Create on its own; the restarted containerd reloads it and lists the task.
-    assert.ok(await waitFor(async () => (await taskStatus(A)) === 'CREATED', 120_000), await taskStatus(A));
+    assert.ok(
+      await waitFor(async () => (await taskStatus(A)) === 'CREATED', 120_000),
+      `${await taskStatus(A)}\n${(await cd.ctr(['task', 'ls'])).stdout}\n${cd.log().slice(-6000)}`,
+    );
     rememberSocket(A);
     // ctr cannot start an existing task (`task start` creates one): start it as containerd would, over ttrpc.
     const { task, client } = await taskClient(cd, A);
@@ -197,10 +201,12 @@ describe('e2e faults: QEMU UVM with a real containerd', function () {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0777', 'lcow-fault-tmpfs', small]);
     try {
       writeFileSync(join(small, 'keep'), 'kept before the disk filled\n');
-      const r = await runDetached(A, B, ['sleep', '3600'], [
-        '--mount',
-        `type=bind,src=${small},dst=/data,options=rbind:rw`,
-      ]);
+      const r = await runDetached(
+        A,
+        B,
+        ['sleep', '3600'],
+        ['--mount', `type=bind,src=${small},dst=/data,options=rbind:rw`],
+      );
       assert.equal(r.code, 0, r.stderr);
       const fill = await exec(B, 'fill', 'dd if=/dev/zero of=/data/fill bs=64k conv=fsync 2>&1; echo rc=$?');
       assert.match(fill.stdout, /No space left on device/, fill.stdout + fill.stderr);
@@ -338,12 +344,12 @@ describe('e2e faults: QEMU UVM with a real containerd', function () {
       // Each record is written and fsync'ed; only then is it acknowledged on stdout (relayed to a host file).
       const writer =
         'i=0; while :; do i=$((i+1)); echo "rec $i" | dd of=/data/log oflag=append conv=notrunc,fsync 2>/dev/null || exit 9; echo "ack $i"; done';
-      const r = await runDetached(C, C, ['sh', '-c', writer], [
-        '--mount',
-        `type=bind,src=${data},dst=/data,options=rbind:rw`,
-        '--log-uri',
-        `file://${out}`,
-      ]);
+      const r = await runDetached(
+        C,
+        C,
+        ['sh', '-c', writer],
+        ['--mount', `type=bind,src=${data},dst=/data,options=rbind:rw`, '--log-uri', `file://${out}`],
+      );
       assert.equal(r.code, 0, r.stderr);
       rememberSocket(C);
       const acks = (): number[] =>
@@ -381,14 +387,24 @@ describe('e2e faults: QEMU UVM with a real containerd', function () {
       assert.equal(r.code, 0, r.stderr);
       rememberSocket(P);
       const t0 = Date.now();
-      const k = await runDetached(P, K, ['sh', '-c', killer], ['--privileged', ...extra]);
+      const kLog = join(work, `${tag}-killer.log`);
+      const k = await runDetached(
+        P,
+        K,
+        ['sh', '-c', killer],
+        ['--privileged', '--log-uri', `file://${kLog}`, ...extra],
+      );
       assert.equal(k.code, 0, k.stderr);
       const stopped = await waitFor(
         async () => (await taskStatus(P)) === 'STOPPED' && (await taskStatus(K)) === 'STOPPED',
         NOTICE_MS,
       );
       noticedMs = Date.now() - t0;
-      assert.ok(stopped, `tasks still ${await taskStatus(P)} / ${await taskStatus(K)} after ${NOTICE_MS} ms`);
+      assert.ok(
+        stopped,
+        `tasks still ${await taskStatus(P)} / ${await taskStatus(K)} after ${NOTICE_MS} ms; killer said: ` +
+          (existsSync(kLog) ? readFileSync(kLog, 'utf8') : '(nothing)'),
+      );
       assert.ok(await waitFor(() => ev.exits.filter((e) => e.container === P).length > 0, 10_000));
       assert.deepEqual(
         ev.exits.filter((e) => e.container === P),
@@ -411,8 +427,9 @@ describe('e2e faults: QEMU UVM with a real containerd', function () {
   it('the agent killed inside the guest: the shim notices within a bound and reports every task exited', async () => {
     const ms = await guestFault(
       'agent-kill',
-      // In the guest's own pid namespace: the agent is the node process there.
-      'sleep 1; busybox pkill -9 -f lcow-agent; sleep 60',
+      // In the guest's own pid namespace the agent is visible: find it by its script (the bracket keeps this
+      // shell's own command line from matching).
+      'sleep 1; for p in /proc/[0-9]*; do grep -q lcow-agent[.]js $p/cmdline 2>/dev/null && kill -9 ${p#/proc/} && echo killed ${p#/proc/}; done; sleep 60',
       ['--with-ns', 'pid:/proc/1/ns/pid'],
     );
     process.stderr.write(`      agent killed: every task reported exited after ${ms} ms\n`);

@@ -2,6 +2,9 @@
 // is held until the test releases it). Ordering is asserted on the published events' sequence numbers and on
 // the calls the fake agent received, never on time.
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import * as v2 from '../../../src/gen/containerd/task/v2/shim_pb.js';
 import { Status } from '../../../src/gen/containerd/types/task/task_pb.js';
 import { Code, TtrpcError } from '../../../src/ttrpc/index.js';
 import { Harness, outcome, pending, settle, shortDeadlines } from './harness.js';
@@ -253,6 +256,18 @@ describe('Task service: interleavings (fake sandbox)', function () {
     await h.start(T);
     assert.equal(h.fakes.length, 2);
     assert.equal(h.state(T).status, Status.RUNNING);
+  });
+
+  it("a pod's first Create failing after the boot (its stdio fifos are gone) stops the sandbox it booted", async () => {
+    h = Harness.create();
+    const bundle = h.bundle(T);
+    const req = create(v2.CreateTaskRequestSchema, { id: T, bundle, stdout: join(h.dir, 'no-such-fifo') });
+    assert.equal(await outcome(h.svc.create(req)), 'UNKNOWN');
+    assert.equal(h.fakes.length, 1);
+    assert.equal(h.fake.ended, true, 'no task: no sandbox');
+    assert.deepEqual(h.events, []);
+    await h.create(T);
+    assert.equal(h.fakes.length, 2);
   });
 
   it('the last Delete stops the sandbox; Shutdown exits only with no task; a new Create boots anew', async () => {
