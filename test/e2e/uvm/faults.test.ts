@@ -242,12 +242,21 @@ describe('e2e faults: QEMU UVM with a real containerd', function () {
     const path = socketPath(readFileSync(join(bundleDir(cd, A), 'address'), 'utf8').trim());
     const shim = shimPidOf(A);
     const fds0 = fdCount(shim);
-    const open = (): Promise<net.Socket> =>
-      new Promise((res, rej) => {
-        const s = net.connect(path);
-        s.once('connect', () => res(s));
-        s.once('error', rej);
-      });
+    // A full accept queue answers connect() with EAGAIN (the kernel's backpressure, not the shim's): retry.
+    const open = async (): Promise<net.Socket> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await new Promise<net.Socket>((res, rej) => {
+            const s = net.connect(path);
+            s.once('connect', () => res(s));
+            s.once('error', rej);
+          });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || attempt > 100) throw err;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    };
     const closed = (s: net.Socket, ms: number): Promise<boolean> =>
       new Promise((res) => {
         if (s.destroyed) return res(true);
