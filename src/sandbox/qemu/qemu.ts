@@ -196,10 +196,11 @@ export class QemuSandbox implements Sandbox {
   /** Without its control connection the pod is unusable: losing it ends the VM (a crash, not a stop). */
   private watchAgentConnection(): void {
     this.client!.onClose(() => {
-      if (this.life.phase !== 'ready') return;
+      const child = this.child;
+      if (this.life.phase !== 'ready' || !child || child.exitCode !== null || child.signalCode !== null) return;
       this.crashDetail = 'agent connection lost';
       this.log.error('agent connection lost; killing the UVM');
-      this.child?.kill('SIGKILL');
+      child.kill('SIGKILL');
     });
   }
 
