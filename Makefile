@@ -11,7 +11,7 @@ DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz
   protobuf-compiler libprotobuf-dev socat binutils inotify-tools mmdebstrap \
   containernetworking-plugins iptables util-linux
 
-.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e e2e-apps bench demo windows
+.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e e2e-apps bench demo windows stress
 
 all: build
 
@@ -69,6 +69,11 @@ test: setup build lint guest
 
 bench: setup build
 	node dist/test/bench/run.js
+
+# The full-size churn (make test runs it small): 200 process-backend pods, 40 QEMU pods (20 in a row, 20 four
+# at a time), each with a container churned in a long-lived anchor pod; before/after table on stderr.
+stress: setup build guest
+	LCOW_CHURN=full $(MOCHA) --timeout 7200000 'dist/test/integration/shim/churn.test.js' 'dist/test/e2e/uvm/churn.test.js'
 
 # The QEMU backend finds the guest image at <install dir>/build/guest (or LCOW_GUEST_DIR / guest_dir in the TOML).
 install: build guest

@@ -87,7 +87,8 @@ export interface SandboxStats {
   rssBytes: number;
 }
 
-export type SandboxExitReason = { kind: 'stopped' } | { kind: 'crashed'; code: number | null; signal: string | null };
+export type SandboxExitReason =
+  { kind: 'stopped' } | { kind: 'crashed'; code: number | null; signal: string | null; detail?: string };
 
 /** What `delete` needs to clean a sandbox up when the shim that owned it is dead. JSON-serialisable. */
 export interface SandboxRecord {
@@ -117,7 +118,10 @@ export interface Sandbox {
    */
   prepareRootfs?(containerId: string, mounts: RootfsMount[]): Promise<PreparedRootfs | undefined>;
   stats(): Promise<SandboxStats[]>;
-  /** graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. */
+  /**
+   * graceful: ask the guest to stop, then force after a grace period; force: kill now. Idempotent. Resolves
+   * once the sandbox is gone, its exit callbacks ran and its host state is removed.
+   */
   stop(mode: 'graceful' | 'force'): Promise<void>;
   /**
    * VM backends: carries the pod network CNI built in the host network namespace at `netnsPath` into the guest;
@@ -126,7 +130,10 @@ export interface Sandbox {
    * are (the process backend). Rejects with a message naming what was found when the CNI result cannot be mapped.
    */
   attachNetwork?(netnsPath: string): Promise<string>;
-  /** Called once when the sandbox ends for any reason (including stop()). */
+  /**
+   * Called once when the sandbox ends for any reason (including stop()), after its host side is torn down;
+   * also when registered after the end. Same behaviour in every backend: see lifecycle.ts.
+   */
   onExit(cb: (reason: SandboxExitReason) => void): void;
   record(): SandboxRecord;
 }

@@ -87,6 +87,37 @@ function runcDelete(root: string, id: string): Promise<void> {
   });
 }
 
+/** Whether something accepts connections on the bundle's shim socket (a live shim serves it). */
+async function socketServed(bundle: string): Promise<boolean> {
+  try {
+    const address = (await readFile(join(bundle, 'address'), 'utf8')).trim();
+    return address.startsWith('unix://') && (await canConnect(address.slice('unix://'.length), 2000));
+  } catch {
+    return false;
+  }
+}
+
+/** Mount points at or under `dir`, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
+async function mountsUnder(dir: string): Promise<string[]> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const out: string[] = [];
+  for (const line of info.split('\n')) {
+    const field = line.split(' ')[4];
+    if (!field) continue;
+    const mp = field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (mp === dir || mp.startsWith(`${dir}/`)) out.push(mp);
+  }
+  return out.sort((a, b) => b.length - a.length);
+}
+
+function umount(path: string): Promise<void> {
+  return new Promise((resolve) => {
+    const c = spawn('umount', ['-l', path], { stdio: 'ignore' });
+    c.on('error', () => resolve());
+    c.on('close', () => resolve());
+  });
+}
+
 export async function deleteAction(
   flags: ShimFlags,
   platform: NodeJS.Platform = process.platform,
@@ -99,25 +130,29 @@ export async function deleteAction(
   } catch {
     rec = undefined;
   }
-  if (rec) {
-    status = 137;
-    if (await shimAlive(rec.shimPid, bundle, platform)) {
-      // Usually the shim already deleted it (Delete runs before Shutdown): only then is runc skipped.
-      const root = join(rec.sandbox.stateDir, 'runc');
-      if (rec.sandbox.backend === 'process' && existsSync(join(root, flags.id))) await runcDelete(root, flags.id);
-    } else {
-      // The serving shim is dead: its socket file stays behind unless we remove it.
-      try {
-        const address = (await readFile(join(bundle, 'address'), 'utf8')).trim();
-        if (address.startsWith('unix:///run/containerd/s/')) await unlink(address.slice('unix://'.length));
-      } catch {
-        // no address or already gone
-      }
+  if (rec) status = 137;
+  const alive = rec ? await shimAlive(rec.shimPid, bundle, platform) : await socketServed(bundle);
+  if (alive && rec) {
+    // Usually the shim already deleted it (Delete runs before Shutdown): only then is runc skipped.
+    const root = join(rec.sandbox.stateDir, 'runc');
+    if (rec.sandbox.backend === 'process' && existsSync(join(root, flags.id))) await runcDelete(root, flags.id);
+  } else if (!alive) {
+    // The serving shim is dead: its socket file stays behind unless we remove it.
+    try {
+      const address = (await readFile(join(bundle, 'address'), 'utf8')).trim();
+      if (address.startsWith('unix:///run/containerd/s/')) await unlink(address.slice('unix://'.length));
+    } catch {
+      // no address or already gone
+    }
+    if (rec) {
       const { cleanupSandboxRecord } = await import('../sandbox/index.js');
       await cleanupSandboxRecord(rec.sandbox).catch((err: unknown) => {
         process.stderr.write(`sandbox cleanup: ${String(err)}\n`);
       });
     }
+    // What the dead shim mounted under the bundle and had not recorded yet (it died mid-Create): the rootfs,
+    // single-file holders. containerd removes the bundle next and must not meet a mount there.
+    for (const m of await mountsUnder(bundle)) await umount(m);
   }
   return encodeDeleteResponse(0, status, new Date());
 }

@@ -5,6 +5,7 @@ import { constants, existsSync, openSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { stateRootFor } from '../task/record.js';
+import { createSandbox } from '../sandbox/index.js';
 import { TaskService } from '../task/service.js';
 import { createTaskServer } from '../task/server.js';
 import { Logger, parseLogLevel, type LogSink } from '../util/log.js';
@@ -89,7 +90,7 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     namespace: flags.namespace,
     logger: log,
     publisher,
-    sandboxBackend: backend,
+    createSandbox: (o) => createSandbox(backend, o),
     runtimeConfig: opts.config,
     stateRoot,
     hostCgroupVersion: existsSync('/sys/fs/cgroup/cgroup.controllers') ? 2 : 1,

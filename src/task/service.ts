@@ -1,7 +1,12 @@
-// The Task service (containerd.task.v2.Task): Pod -> Task -> Proc state machines on the host side; the work
-// happens in the guest agent through the Sandbox interface. One shim serves one pod: the first Create boots
-// the sandbox, later Creates with the same group (io.kubernetes.cri.sandbox-id / io.containerd.runc.v2.group)
-// join it.
+// The Task service (containerd.task.v2.Task). One shim serves one pod: the first Create boots the pod's sandbox
+// (CRI: the sandbox container's Create), later Creates with the same group (io.kubernetes.cri.sandbox-id /
+// io.containerd.runc.v2.group) join it. The work happens in the guest agent; the service keeps the state that
+// containerd sees, moved only through state.ts (one transition function) under a per-process lock.
+//
+// Invariants (tested in test/unit/task): a process is in exactly one state; its exit is published at most once
+// and never lost (every started process that ends gets one TaskExit, after its TaskStart); Wait returns once
+// the exit is recorded; Init's TaskExit comes after its execs'. Every agent call has a deadline; when Kill or
+// Delete miss one, the sandbox is stopped, which ends every process in it.
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { create, toBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
@@ -11,12 +16,19 @@ import * as ev from '../gen/containerd/events/task_pb.js';
 import { ProcessDetailsSchema } from '../gen/containerd/runc/options_pb.js';
 import type * as v2 from '../gen/containerd/task/v2/shim_pb.js';
 import { Status } from '../gen/containerd/types/task/task_pb.js';
-import { createSandbox, type PreparedRootfs, type Sandbox } from '../sandbox/index.js';
+import type { Sandbox, SandboxExitReason, SandboxOptions } from '../sandbox/index.js';
 import { instrumentClient } from '../telemetry/client.js';
 import { withSpan } from '../telemetry/index.js';
-import { createClient, type ServiceClient } from '../ttrpc/index.js';
+import { createClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 import { writePrivateFile } from '../util/private-fs.js';
+import {
+  DEFAULT_AGENT_DEADLINES,
+  isDeadlineExceeded,
+  withDeadlines,
+  type AgentClient,
+  type AgentDeadlines,
+} from './agent-client.js';
 import {
   alreadyExists,
   failedPrecondition,
@@ -26,21 +38,23 @@ import {
   unimplemented,
   validateId,
 } from './errors.js';
+import { Pod, Proc, Task } from './model.js';
 import { SANDBOX_RECORD_FILE, SHIM_VERSION } from './record.js';
+import { allows, isLive, type ProcEvent } from './state.js';
 import { StdioRelay, type StdioPaths } from './stdio.js';
 import type { PodHooks, PodView } from './pod-hooks.js';
-
-export { SANDBOX_RECORD_FILE, SHIM_VERSION };
+import { carryPodNetwork, hostNetnsPath, refuseHostNetwork, type SpecWithNamespaces } from './pod-network.js';
 import {
   mountsRootfsOnHost,
   prepareContainerFs,
   releaseContainerFs,
   shareBindMounts,
+  type OciSpecLike,
   type PreparedFs,
 } from './uvm-fs.js';
-import { carryPodNetwork, hostNetnsPath, refuseHostNetwork, type SpecWithNamespaces } from './pod-network.js';
 
-export type AgentClient = ServiceClient<(typeof AgentDesc)['method']>;
+export { SANDBOX_RECORD_FILE, SHIM_VERSION };
+export type { AgentClient };
 
 export const SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 export const GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
@@ -50,12 +64,14 @@ export interface EventPublisher {
   publish(topic: string, typeName: string, payload: Uint8Array): void;
 }
 
+/** Makes (does not boot) the sandbox of a pod: the configured backend in the shim, a fake in unit tests. */
+export type SandboxFactory = (opts: SandboxOptions) => Promise<Sandbox>;
+
 export interface TaskServiceOptions {
   namespace: string;
   logger: Logger;
   publisher: EventPublisher;
-  /** Explicitly configured backend ('process'), or undefined. */
-  sandboxBackend: string | undefined;
+  createSandbox: SandboxFactory;
   /** Root for sandbox state dirs (e.g. /run/lcow/<ns>). */
   stateRoot: string;
   /** The runtime config TOML (UVM sizing...), passed to the sandbox backend. */
@@ -64,84 +80,45 @@ export interface TaskServiceOptions {
   hostCgroupVersion: 1 | 2;
   /** Called when Shutdown decided the shim may exit (after the reply is sent). */
   onShutdown: () => void;
+  /** Deadlines of the agent calls (tests shorten them). */
+  agentDeadlines?: AgentDeadlines;
+  /** Bounds on waiting for exits and output during Delete and exit reporting (default 10 s / 5 s). */
+  exitWaitMs?: number;
+  drainWaitMs?: number;
   /** Operations (logs, admin endpoint, metrics, guest spans): told about each pod's life. */
   hooks?: PodHooks;
 }
 
-type ProcState = 'created' | 'running' | 'exited';
-
-class Proc {
-  state: ProcState = 'created';
-  pid = 0;
-  exitStatus = 255;
-  exitedAt: Date | undefined;
-  readonly exited: Promise<void>;
-  private resolveExited!: () => void;
-  startInFlight: Promise<unknown> | undefined;
-
-  constructor(
-    readonly task: Task,
-    readonly execId: string,
-    readonly paths: StdioPaths,
-    readonly stdio: StdioRelay,
-  ) {
-    this.exited = new Promise((r) => (this.resolveExited = r));
-  }
-
-  get id(): string {
-    return this.execId || this.task.id;
-  }
-
-  setExited(status: number, at: Date): void {
-    if (this.state === 'exited') return;
-    this.state = 'exited';
-    this.exitStatus = status;
-    this.exitedAt = at;
-    this.resolveExited();
-  }
+/** The parts of the OCI spec the service reads (the rest passes through to the agent). */
+interface BundleSpec extends OciSpecLike, SpecWithNamespaces {
+  annotations?: Record<string, string>;
+  process?: { consoleSize?: { height?: number; width?: number } };
 }
 
-class Task {
-  readonly execs = new Map<string, Proc>();
-  paused = false;
-  init!: Proc;
-  constructor(
-    readonly id: string,
-    readonly bundle: string,
-    readonly pod: Pod,
-    readonly log: Logger,
-  ) {}
-}
-
-class Pod {
-  readonly tasks = new Map<string, Task>();
-  constructor(
-    readonly id: string,
-    readonly sandbox: Sandbox,
-    readonly agent: AgentClient,
-    readonly pids: number[],
-  ) {}
-}
-
-/** VM sandboxes: each task's host rootfs mount and shares. */
-const containerFs = new Map<Task, PreparedFs>();
-/** Root filesystems a backend attached itself (Sandbox.prepareRootfs). */
-const backendRootfs = new Map<Task, PreparedRootfs>();
+type RootfsMount = { type: string; source: string; target: string; options: string[] };
 
 const ts = (d: Date | undefined): Timestamp | undefined => (d ? timestampFromDate(d) : undefined);
+const SIGKILL = 9;
 
 export class TaskService {
   private pod: Pod | undefined;
   private podBooting: Promise<Pod> | undefined;
+  /** Task ids whose Create is in flight: taken (AlreadyExists), not yet visible to other RPCs. */
+  private readonly creating = new Set<string>();
   private readonly log: Logger;
+  private readonly exitWaitMs: number;
+  private readonly drainWaitMs: number;
   private shuttingDown = false;
 
   constructor(private readonly opts: TaskServiceOptions) {
     this.log = opts.logger;
+    this.exitWaitMs = opts.exitWaitMs ?? 10_000;
+    this.drainWaitMs = opts.drainWaitMs ?? 5_000;
   }
 
+  /** Tasks created or being created: Shutdown exits the shim only at zero. */
   get taskCount(): number {
-    return this.pod?.tasks.size ?? 0;
+    return (this.pod?.tasks.size ?? 0) + this.creating.size;
   }
 
   private publish<D extends DescMessage>(topic: string, schema: D, init: MessageInitShape<D>): void {
@@ -163,49 +140,133 @@ export class TaskService {
     return p;
   }
 
+  // ---- exits: the one place a process leaves the live states ----
+
+  /**
+   * Records that `p` ended with `status` (event 'exit', or 'kill'/'startFailed' for an exec that never ran)
+   * and publishes TaskExit if a start was published for it. Synchronous: nothing can interleave between the
+   * state move and the event. Returns false when `p` had already ended (the exit is reported once).
+   */
+  private finish(p: Proc, status: number, at: Date, event: ProcEvent = 'exit'): boolean {
+    if (!allows(p, event)) return false;
+    const publish = p.kind === 'init' || p.started;
+    p.exitStatus = status;
+    p.exitedAt = at;
+    if (publish)
+      this.publish('/tasks/exit', ev.TaskExitSchema, {
+        containerId: p.task.id,
+        id: p.id,
+        pid: p.pid,
+        exitStatus: status,
+        exitedAt: ts(at),
+      });
+    p.move(event); // resolves the exit latch: Wait returns after the event went out
+    p.task.log.info('process exited', { exec: p.execId, pid: p.pid, status, published: publish });
+    return true;
+  }
+
+  /** An exit seen from outside Start (agent wait, sandbox gone): recorded only after Start's outcome. */
+  private async recordExit(p: Proc, status: number, at: Date): Promise<void> {
+    for (let s = p.starting; s; s = p.starting === s ? undefined : p.starting) await s.catch(() => undefined);
+    this.finish(p, status, at);
+  }
+
+  /** The exit watcher: agent WaitProcess, then output drained, then (init) execs gone, then TaskExit. */
+  private watch(p: Proc): void {
+    const task = p.task;
+    void (async () => {
+      let status = 255;
+      let at = new Date();
+      try {
+        const r = await task.pod.agent.waitProcess({ containerId: task.id, execId: p.execId });
+        status = r.exitStatus;
+        if (r.exitedAt) at = timestampDate(r.exitedAt);
+      } catch (err) {
+        task.log.warn('wait failed', { exec: p.execId, error: err });
+      }
+      await withTimeout(p.stdio.outputDone(), this.drainWaitMs);
+      // The container is gone: its execs die with its pid namespace; their exits go first.
+      if (p.kind === 'init')
+        await withTimeout(Promise.all([...task.execs.values()].map((e) => e.exited)), this.drainWaitMs);
+      await this.recordExit(p, status, at);
+    })();
+  }
+
   // ---- pod / sandbox ----
 
-  private async getPod(groupId: string, annotations: Record<string, string>, podNetns?: string): Promise<Pod> {
-    if (this.pod) {
-      if (this.pod.id !== groupId)
-        throw failedPrecondition(`this shim serves pod ${this.pod.id}; cannot create a task of pod ${groupId}`);
-      return this.pod;
+  /**
+   * What the pod's sandbox is made from: the first task's spec (CRI: the sandbox container). Hooks that need
+   * the sandbox container's spec (e.g. its network namespace) belong here.
+   */
+  private sandboxOptions(podId: string, spec: BundleSpec): SandboxOptions {
+    const annotations = spec.annotations ?? {};
+    return {
+      id: podId,
+      stateDir: join(this.opts.stateRoot, podId),
+      logger: this.log,
+      annotations,
+      // CNI's network namespace (pod-network.ts): a VM backend checks it can carry it before booting.
+      podNetns: hostNetnsPath(spec),
+      runtimeConfig: this.opts.runtimeConfig,
+      guestLog: this.opts.hooks?.podStarting(podId, annotations).guestLog,
+    };
+  }
+
+  /** The pod a new task of group `podId` joins; boots its sandbox for the pod's first task. */
+  private async podFor(podId: string, spec: BundleSpec, bundle: string): Promise<Pod> {
+    if (this.pod?.stopping) await this.pod.stopping; // its last task was deleted: the next task boots anew
+    const pod = this.pod;
+    if (pod) {
+      if (pod.id !== podId)
+        throw failedPrecondition(`this shim serves pod ${pod.id}; cannot create a task of pod ${podId}`);
+      if (pod.gone) throw failedPrecondition(`the sandbox of pod ${pod.id} is gone; delete its tasks first`);
+      return pod;
     }
     if (!this.podBooting) {
-      const hooks = this.opts.hooks;
-      this.podBooting = (async () => {
-        const sandbox = await createSandbox(this.opts.sandboxBackend, {
-          id: groupId,
-          stateDir: join(this.opts.stateRoot, groupId),
-          logger: this.log,
-          annotations,
-          podNetns,
-          runtimeConfig: this.opts.runtimeConfig,
-          guestLog: hooks?.podStarting(groupId, annotations).guestLog,
-        });
-        if (!sandbox.isolated) this.log.warn('sandbox is not VM-isolated', { backend: sandbox.backend, pod: groupId });
-        const booted = await withSpan('sandbox boot', { 'lcow.backend': sandbox.backend }, () => sandbox.boot());
-        // Agent calls are timed (metrics) and, when tracing, CLIENT spans carrying the trace into the guest.
-        const agent = instrumentClient(AgentDesc, createClient(AgentDesc, booted.agent), {
-          background: ['WaitProcess'],
-        });
-        await agent.getInfo({}, { timeoutMs: 10_000 });
-        const pod = new Pod(groupId, sandbox, agent, booted.pids);
-        sandbox.onExit((reason) => {
-          hooks?.sandboxExited(groupId, reason);
-          this.sandboxExited(pod, reason.kind);
-        });
-        this.subscribeAgentEvents(pod);
-        this.pod = pod;
-        await hooks?.podReady(pod);
-        return pod;
-      })();
-      this.podBooting.catch(() => {
-        this.podBooting = undefined;
-        if (!this.pod) this.opts.hooks?.podStopped(groupId);
+      const booting = this.bootPod(podId, spec, bundle).catch((err: unknown) => {
+        this.log.error('the sandbox did not boot', { pod: podId, error: err });
+        throw err;
       });
+      this.podBooting = booting;
+      booting.then(
+        () => (this.podBooting = undefined),
+        () => {
+          this.podBooting = undefined;
+          if (!this.pod) this.opts.hooks?.podStopped(podId);
+        },
+      );
     }
     return this.podBooting;
+  }
+
+  private async bootPod(podId: string, spec: BundleSpec, bundle: string): Promise<Pod> {
+    const sandbox = await this.opts.createSandbox(this.sandboxOptions(podId, spec));
+    if (!sandbox.isolated) this.log.warn('sandbox is not VM-isolated', { backend: sandbox.backend, pod: podId });
+    else refuseHostNetwork(spec, spec.annotations ?? {}); // before a VM boots (pod-network.ts)
+    // Recorded before the boot: if the shim dies while booting, `delete` still finds the state to remove.
+    await this.writeRecord(bundle, podId, sandbox, true);
+    const booted = await withSpan('sandbox boot', { 'lcow.backend': sandbox.backend }, () => sandbox.boot());
+    // Agent calls are timed (metrics) and, when tracing, CLIENT spans carrying the trace into the guest; every
+    // one has a deadline (agent-client.ts).
+    const agent = withDeadlines(
+      instrumentClient(AgentDesc, createClient(AgentDesc, booted.agent), { background: ['WaitProcess'] }),
+      this.opts.agentDeadlines ?? DEFAULT_AGENT_DEADLINES,
+    );
+    try {
+      await agent.getInfo({});
+    } catch (err) {
+      await sandbox.stop('force');
+      throw err;
+    }
+    const pod = new Pod(podId, sandbox, agent, booted.pids);
+    sandbox.onExit((reason) => {
+      this.opts.hooks?.sandboxExited(podId, reason);
+      void this.sandboxEnded(pod, reason);
+    });
+    this.subscribeAgentEvents(pod);
+    this.pod = pod;
+    await this.opts.hooks?.podReady(pod);
+    return pod;
   }
 
   /** The agent's asynchronous events (OOM kills) become containerd events for the life of the pod. */
@@ -220,40 +281,54 @@ export class TaskService {
           }
         }
       } catch (err) {
-        if (this.pod === pod) this.log.debug('agent event stream ended', { pod: pod.id, error: err });
+        if (!pod.gone) this.log.debug('agent event stream ended', { pod: pod.id, error: err });
       }
     })();
   }
 
-  private sandboxExited(pod: Pod, kind: string): void {
-    if (kind === 'stopped') return;
-    this.log.error('sandbox exited unexpectedly', { pod: pod.id, kind });
-    for (const t of pod.tasks.values()) {
-      for (const p of [t.init, ...t.execs.values()]) {
-        if (p.state !== 'exited') {
-          p.setExited(255, new Date());
-          this.publish('/tasks/exit', ev.TaskExitSchema, {
-            containerId: t.id,
-            id: p.id,
-            pid: p.pid,
-            exitStatus: 255,
-            exitedAt: ts(p.exitedAt),
-          });
-        }
-      }
-    }
+  /** The sandbox is gone (for any reason): every process in it has ended; execs are reported before init. */
+  private async sandboxEnded(pod: Pod, reason: SandboxExitReason): Promise<void> {
+    pod.gone = true;
+    const live = [...pod.tasks.values()].flatMap((t) => t.procs).filter((p) => isLive(p.state));
+    if (reason.kind === 'crashed') this.log.error('sandbox ended unexpectedly', { pod: pod.id, ...reason });
+    else if (live.length > 0) this.log.warn('sandbox stopped with live processes', { pod: pod.id, n: live.length });
+    const at = new Date();
+    await Promise.all(live.filter((p) => p.kind === 'exec').map((p) => this.recordExit(p, 255, at)));
+    await Promise.all(live.filter((p) => p.kind === 'init').map((p) => this.recordExit(p, 255, at)));
   }
 
-  private async writeRecord(bundle: string, pod: Pod, owner: boolean): Promise<void> {
+  /**
+   * The agent missed a deadline where the caller cannot be left hanging (Kill, Delete): stop the sandbox.
+   * Every process in it then ends (sandboxEnded), which is what Kill asked for and what Delete needs.
+   */
+  private async agentUnresponsive(pod: Pod, call: string): Promise<void> {
+    this.log.error('the agent missed a deadline; stopping the sandbox', { pod: pod.id, call });
+    await pod.sandbox
+      .stop('force')
+      .catch((err: unknown) => this.log.warn('sandbox stop failed', { pod: pod.id, error: err }));
+  }
+
+  private async writeRecord(bundle: string, podId: string, sandbox: Sandbox, owner: boolean): Promise<void> {
     const rec = {
       shimPid: process.pid,
       namespace: this.opts.namespace,
-      pod: pod.id,
+      pod: podId,
       owner,
-      sandbox: pod.sandbox.record(),
+      sandbox: sandbox.record(),
     };
     // 0600 whatever the umask: it names the VM's pid, its state dir and host mounts.
     writePrivateFile(join(bundle, SANDBOX_RECORD_FILE), JSON.stringify(rec));
+  }
+
+  private async stopPod(pod: Pod): Promise<void> {
+    if (this.pod !== pod) return;
+    pod.stopping ??= (async () => {
+      this.log.info('stopping sandbox', { pod: pod.id });
+      await pod.sandbox.stop('graceful').catch((err: unknown) => this.log.warn('sandbox stop failed', { error: err }));
+      if (this.pod === pod) this.pod = undefined;
+      this.opts.hooks?.podStopped(pod.id);
+    })();
+    await pod.stopping;
   }
 
   // ---- RPCs ----
@@ -263,56 +338,38 @@ export class TaskService {
     if (!isAbsolute(req.bundle) || req.bundle.includes('\0')) throw invalidArgument('bundle must be an absolute path');
     if (req.checkpoint || req.parentCheckpoint) throw unimplemented('checkpoint/restore is not supported by lcow');
     if (this.shuttingDown) throw failedPrecondition('shim is shutting down');
-    let spec: SpecWithNamespaces & {
-      annotations?: Record<string, string>;
-      root?: { path?: string; readonly?: boolean };
-      process?: { consoleSize?: { height?: number; width?: number } };
-    };
-    try {
-      spec = JSON.parse(await readFile(join(req.bundle, 'config.json'), 'utf8')) as typeof spec;
-    } catch (err) {
-      throw invalidArgument(`cannot read the bundle's config.json: ${(err as Error).message}`);
-    }
+    const spec = await readBundleSpec(req.bundle);
     const annotations = spec.annotations ?? {};
-    const groupId = annotations[GROUP_ANNOTATION] || annotations[SANDBOX_ID_ANNOTATION] || req.id;
-    validateId('sandbox id', groupId);
-    if (this.pod?.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
-    const log = this.log.with({ pod: groupId, container: req.id });
-    if (this.opts.sandboxBackend !== 'process') refuseHostNetwork(spec, annotations); // before a VM boots
-    const pod = await this.getPod(groupId, annotations, hostNetnsPath(spec));
-    if (pod.tasks.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
-
-    const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
-    const stdio = await StdioRelay.open(paths, { id: req.id, namespace: this.opts.namespace }, log);
-    const task = new Task(req.id, req.bundle, pod, log);
-    const init = new Proc(task, '', paths, stdio);
-    task.init = init;
-    pod.tasks.set(req.id, task);
+    const podId = annotations[GROUP_ANNOTATION] || annotations[SANDBOX_ID_ANNOTATION] || req.id;
+    validateId('sandbox id', podId);
+    if (this.pod?.tasks.has(req.id) || this.creating.has(req.id)) throw alreadyExists(`task ${req.id} already exists`);
+    this.creating.add(req.id);
     try {
+      const pod = await this.podFor(podId, spec, req.bundle);
+      return await this.createTask(pod, req, spec);
+    } finally {
+      this.creating.delete(req.id);
+    }
+  }
+
+  /** Create's second half, in the pod: rootfs and mounts, stdio, the agent's container, the exit watcher. */
+  private async createTask(
+    pod: Pod,
+    req: v2.CreateTaskRequest,
+    spec: BundleSpec,
+  ): Promise<MessageInitShape<typeof v2.CreateTaskResponseSchema>> {
+    const log = this.log.with({ pod: pod.id, container: req.id });
+    const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
+    const task = new Task(req.id, req.bundle, pod, log);
+    let stdio: StdioRelay | undefined;
+    let containerCreated = false;
+    try {
+      // The client's fifos may be gone already (e.g. ctr died with containerd while the UVM booted).
+      stdio = await StdioRelay.open(paths, { id: req.id, namespace: this.opts.namespace }, log);
+      task.init = new Proc(task, '', paths, stdio);
+      if (pod.sandbox.isolated) refuseHostNetwork(spec, spec.annotations ?? {});
       await carryPodNetwork(pod.sandbox, spec); // pod-network.ts: the CNI netns, carried into the VM
-      // Rootfs: either mounts for the agent to perform, or the bundle's rootfs directory shared as is.
-      const rootfs: Array<{ type: string; source: string; target: string; options: string[] }> = [];
-      const attached = await pod.sandbox.prepareRootfs?.(req.id, req.rootfs);
-      if (attached) {
-        // The backend attached the rootfs itself (hcs: VHD layers over SCSI); the agent stacks them. The
-        // spec's bind mounts are shared as with any VM sandbox.
-        backendRootfs.set(task, attached);
-        rootfs.push(...attached.rootfs);
-        const fsState: PreparedFs = { shareIds: [], fileHolders: [] };
-        containerFs.set(task, fsState);
-        await shareBindMounts(pod.sandbox, spec, fsState);
-      } else if (mountsRootfsOnHost(pod.sandbox)) {
-        // VM sandbox: rootfs mounted on the host and shared whole, bind mounts shared (uvm-fs.ts).
-        const fsState = await prepareContainerFs(pod.sandbox, req.bundle, spec, req.rootfs, log);
-        containerFs.set(task, fsState);
-      } else for (const m of req.rootfs) rootfs.push(await this.shareMount(pod, m));
-      if (rootfs.length === 0 && !containerFs.has(task) && !backendRootfs.has(task)) {
-        const hostRoot = isAbsolute(spec.root?.path ?? 'rootfs')
-          ? spec.root!.path!
-          : join(req.bundle, spec.root?.path ?? 'rootfs');
-        const share = await pod.sandbox.addShare(hostRoot, { readOnly: spec.root?.readonly ?? false });
-        spec.root = { ...(spec.root ?? {}), path: share.guestPath };
-      }
+      const rootfs = await this.prepareRootfs(pod, task, req.rootfs, spec);
       const size = spec.process?.consoleSize;
       const r = await pod.agent.createContainer({
         containerId: req.id,
@@ -327,19 +384,23 @@ export class TaskService {
           height: size?.height ?? 0,
         },
       });
-      init.pid = r.pid;
-      stdio.attach(pod.agent, req.id, '');
-      this.watch(task, init);
-      await this.writeRecord(req.bundle, pod, pod.tasks.size === 1);
+      containerCreated = true;
+      task.init.pid = r.pid;
+      await this.writeRecord(req.bundle, pod.id, pod.sandbox, pod.tasks.size === 0);
+      if (pod.gone) throw failedPrecondition(`the sandbox of pod ${pod.id} ended during Create`);
     } catch (err) {
       log.warn('create failed', { error: err });
-      stdio.close();
-      pod.tasks.delete(req.id);
-      await pod.agent.deleteContainer({ containerId: req.id }).catch(() => undefined);
+      stdio?.close();
+      if (containerCreated || (stdio && !isDeadlineExceeded(err)))
+        await pod.agent.deleteContainer({ containerId: req.id }).catch(() => undefined);
       await this.releaseFs(task);
-      if (pod.tasks.size === 0) await this.stopPod(pod);
+      // A pod whose only task failed to be created has no reason to keep its sandbox.
+      if (pod.tasks.size === 0 && this.creating.size <= 1) await this.stopPod(pod);
       throw err;
     }
+    const init = task.init;
+    pod.tasks.set(req.id, task);
+    stdio.attach(pod.agent, req.id, '');
     this.publish('/tasks/create', ev.TaskCreateSchema, {
       containerId: req.id,
       bundle: req.bundle,
@@ -348,15 +409,45 @@ export class TaskService {
       checkpoint: req.checkpoint,
       pid: init.pid,
     });
+    this.watch(init);
     log.info('task created', { pid: init.pid });
     return { pid: init.pid };
   }
 
+  /**
+   * The container's root and mounts as the guest sees them. VM sandboxes: the rootfs is mounted on the host
+   * and shared whole, bind mounts shared (uvm-fs.ts). Otherwise the rootfs mounts go to the agent with their
+   * host paths shared, or the bundle's rootfs directory is shared as is. Rewrites `spec` for the guest.
+   */
+  private async prepareRootfs(pod: Pod, task: Task, mounts: RootfsMount[], spec: BundleSpec): Promise<RootfsMount[]> {
+    const attached = await pod.sandbox.prepareRootfs?.(task.id, mounts);
+    if (attached) {
+      // The backend attached the rootfs itself (hcs: VHD layers over SCSI); the agent stacks them. The spec's
+      // bind mounts are shared as with any VM sandbox.
+      task.attachedRootfs = attached;
+      const fsState: PreparedFs = { shareIds: [], fileHolders: [] };
+      task.fs = fsState;
+      await shareBindMounts(pod.sandbox, spec, fsState);
+      return attached.rootfs;
+    }
+    if (mountsRootfsOnHost(pod.sandbox)) {
+      task.fs = await prepareContainerFs(pod.sandbox, task.bundle, spec, mounts, task.log);
+      return [];
+    }
+    const rootfs: RootfsMount[] = [];
+    for (const m of mounts) rootfs.push(await this.shareMount(pod, m));
+    if (rootfs.length === 0) {
+      const p = spec.root?.path ?? 'rootfs';
+      const share = await pod.sandbox.addShare(isAbsolute(p) ? p : join(task.bundle, p), {
+        readOnly: spec.root?.readonly ?? false,
+      });
+      spec.root = { ...(spec.root ?? {}), path: share.guestPath };
+    }
+    return rootfs;
+  }
+
   /** Host paths inside a rootfs mount become guest paths through the sandbox's shares. */
-  private async shareMount(
-    pod: Pod,
-    m: { type: string; source: string; target: string; options: string[] },
-  ): Promise<{ type: string; source: string; target: string; options: string[] }> {
+  private async shareMount(pod: Pod, m: RootfsMount): Promise<RootfsMount> {
     const share = async (p: string): Promise<string> => (await pod.sandbox.addShare(p, { readOnly: false })).guestPath;
     const options: string[] = [];
     for (const o of m.options) {
@@ -376,136 +467,132 @@ export class TaskService {
     return { type: m.type, source, target: m.target, options };
   }
 
-  /** The exit watcher: agent WaitProcess, then output drained, then (init) execs gone, then TaskExit. */
-  private watch(task: Task, p: Proc): void {
-    const agent = task.pod.agent;
-    void (async () => {
-      let status = 255;
-      let at = new Date();
-      try {
-        const r = await agent.waitProcess({ containerId: task.id, execId: p.execId });
-        status = r.exitStatus;
-        if (r.exitedAt) at = timestampDate(r.exitedAt);
-      } catch (err) {
-        task.log.warn('wait failed', { exec: p.execId, error: err });
-      }
-      await withTimeout(p.stdio.outputDone(), 5000);
-      if (p.startInFlight) await p.startInFlight.catch(() => undefined);
-      if (p.execId === '') {
-        // The container is gone: its execs die with its pid namespace; report them first.
-        await withTimeout(
-          Promise.all([...task.execs.values()].map((e) => (e.state === 'running' ? e.exited : undefined))),
-          5000,
-        );
-      }
-      if (p.state === 'exited') return;
-      p.setExited(status, at);
-      task.log.info('process exited', { exec: p.execId, pid: p.pid, status });
-      this.publish('/tasks/exit', ev.TaskExitSchema, {
-        containerId: task.id,
-        id: p.id,
-        pid: p.pid,
-        exitStatus: status,
-        exitedAt: ts(at),
-      });
-    })();
+  private async releaseFs(task: Task): Promise<void> {
+    const attached = task.attachedRootfs;
+    task.attachedRootfs = undefined;
+    await attached?.release().catch((err: unknown) => task.log.warn('releasing the rootfs failed', { error: err }));
+    const fsState = task.fs;
+    task.fs = undefined;
+    if (fsState) await releaseContainerFs(task.pod.sandbox, fsState, task.log);
   }
 
   async start(req: v2.StartRequest): Promise<MessageInitShape<typeof v2.StartResponseSchema>> {
     const p = this.proc(req.id, req.execId);
-    const task = p.task;
-    if (p.state !== 'created' || p.startInFlight)
-      throw failedPrecondition(`process ${p.id} is ${p.state}: it must be created to start`);
-    const run = (async () => {
-      // An exec's stdio is attached at Start (its stdin fifo is opened then; see StdioRelay.openStdin).
-      if (p.execId !== '') p.stdio.attach(task.pod.agent, task.id, p.execId);
-      const r = await task.pod.agent.startProcess({ containerId: task.id, execId: p.execId });
-      p.pid = r.pid;
-      p.state = 'running';
-      // Published before the exit watcher can publish the exit (it awaits startInFlight).
-      if (p.execId === '') this.publish('/tasks/start', ev.TaskStartSchema, { containerId: task.id, pid: p.pid });
-      else
-        this.publish('/tasks/exec-started', ev.TaskExecStartedSchema, {
-          containerId: task.id,
-          execId: p.execId,
-          pid: p.pid,
-        });
-    })();
-    p.startInFlight = run;
-    try {
-      await run;
-    } catch (err) {
-      if (p.execId !== '') p.setExited(1, new Date());
-      p.startInFlight = undefined;
-      throw err;
-    }
-    if (p.execId !== '') this.watch(task, p);
-    task.log.info('process started', { exec: p.execId, pid: p.pid });
-    return { pid: p.pid };
+    return p.lock.run(async () => {
+      p.check('start');
+      const task = p.task;
+      const run = (async () => {
+        // An exec's stdio is attached at Start (its stdin fifo is opened then; see StdioRelay.openStdin).
+        if (p.kind === 'exec') p.stdio.attach(task.pod.agent, task.id, p.execId);
+        const r = await task.pod.agent.startProcess({ containerId: task.id, execId: p.execId });
+        p.pid = r.pid;
+        p.move('start');
+        p.started = true;
+        // Published before any exit of this process can be (recordExit waits for `starting`).
+        if (p.kind === 'init') this.publish('/tasks/start', ev.TaskStartSchema, { containerId: task.id, pid: p.pid });
+        else
+          this.publish('/tasks/exec-started', ev.TaskExecStartedSchema, {
+            containerId: task.id,
+            execId: p.execId,
+            pid: p.pid,
+          });
+      })();
+      p.starting = run;
+      try {
+        await run;
+      } catch (err) {
+        // A failed exec start is an exit with status 1 (no TaskExit: nothing started). A failed init start
+        // leaves the task created: containerd deletes it, which kills whatever runc left.
+        if (p.kind === 'exec') this.finish(p, 1, new Date(), 'startFailed');
+        throw err;
+      } finally {
+        p.starting = undefined;
+      }
+      if (p.kind === 'exec') this.watch(p);
+      task.log.info('process started', { exec: p.execId, pid: p.pid });
+      return { pid: p.pid };
+    });
   }
 
   async delete(req: v2.DeleteRequest): Promise<MessageInitShape<typeof v2.DeleteResponseSchema>> {
     const p = this.proc(req.id, req.execId);
-    const task = p.task;
-    const agent = task.pod.agent;
-    if (p.execId !== '') {
-      if (p.state === 'running') throw failedPrecondition(`exec ${p.execId} is running; kill it first`);
-      if (p.state === 'created') p.setExited(0, new Date());
-      await agent.deleteProcess({ containerId: task.id, execId: p.execId }).catch(() => undefined);
-      p.stdio.close();
-      task.execs.delete(p.execId);
+    return p.lock.run(async () => {
+      p.check('delete');
+      if (p.kind === 'exec') await this.deleteExec(p);
+      else await this.deleteTask(p);
       return { pid: p.pid, exitStatus: p.exitStatus, exitedAt: ts(p.exitedAt) };
-    }
-    if (p.state === 'running') throw failedPrecondition(`task ${task.id} is running; kill it first`);
+    });
+  }
+
+  private async deleteExec(p: Proc): Promise<void> {
+    const task = p.task;
     if (p.state === 'created') {
-      await agent.signalProcess({ containerId: task.id, execId: '', signal: 9, all: true }).catch(() => undefined);
-      await withTimeout(p.exited, 10_000);
+      p.exitStatus = 0; // hcsshim's ForceExit(0) of a never-started exec; no TaskExit
+      p.exitedAt = new Date();
+    }
+    try {
+      await task.pod.agent.deleteProcess({ containerId: task.id, execId: p.execId });
+    } catch (err) {
+      if (isDeadlineExceeded(err)) await this.agentUnresponsive(task.pod, 'DeleteProcess');
+      else task.log.debug('agent delete process', { exec: p.execId, error: err });
+    }
+    p.stdio.close();
+    task.execs.delete(p.execId);
+    p.move('delete');
+  }
+
+  private async deleteTask(init: Proc): Promise<void> {
+    const task = init.task;
+    const pod = task.pod;
+    if (init.state === 'created' && !pod.gone) {
+      // Never started: kill what runc created, then wait for the watcher to see it go.
+      try {
+        await pod.agent.signalProcess({ containerId: task.id, execId: '', signal: SIGKILL, all: true });
+      } catch (err) {
+        if (isDeadlineExceeded(err)) await this.agentUnresponsive(pod, 'SignalProcess');
+        else task.log.debug('kill before delete', { error: err });
+      }
+      await withTimeout(init.exited, this.exitWaitMs);
+    }
+    // Execs end with the container: never-started ones silently (status 0), running ones with their TaskExit.
+    for (const e of task.execs.values()) if (e.state === 'created') this.finish(e, 0, new Date(), 'kill');
+    await withTimeout(Promise.all(task.procs.map((q) => q.exited)), this.drainWaitMs);
+    const at = new Date();
+    for (const q of task.procs) if (isLive(q.state)) this.finish(q, 255, at);
+    if (!pod.gone) {
+      try {
+        await pod.agent.deleteContainer({ containerId: task.id });
+      } catch (err) {
+        if (isDeadlineExceeded(err)) await this.agentUnresponsive(pod, 'DeleteContainer');
+        else task.log.warn('agent delete failed', { error: err });
+      }
     }
     for (const e of task.execs.values()) {
-      if (e.state !== 'exited') e.setExited(e.state === 'created' ? 0 : 255, new Date());
       e.stdio.close();
+      e.move('delete');
     }
-    await agent.deleteContainer({ containerId: task.id }).catch((err: unknown) => {
-      task.log.warn('agent delete failed', { error: err });
-    });
-    p.stdio.close();
+    task.execs.clear();
+    init.stdio.close();
     await this.releaseFs(task);
-    task.pod.tasks.delete(task.id);
+    pod.tasks.delete(task.id);
+    init.move('delete');
     this.publish('/tasks/delete', ev.TaskDeleteSchema, {
       containerId: task.id,
-      pid: p.pid,
-      exitStatus: p.exitStatus,
-      exitedAt: ts(p.exitedAt),
+      pid: init.pid,
+      exitStatus: init.exitStatus,
+      exitedAt: ts(init.exitedAt),
       id: task.id,
     });
     task.log.info('task deleted');
-    if (task.pod.tasks.size === 0) await this.stopPod(task.pod);
-    return { pid: p.pid, exitStatus: p.exitStatus, exitedAt: ts(p.exitedAt) };
-  }
-
-  private async releaseFs(task: Task): Promise<void> {
-    const attached = backendRootfs.get(task);
-    backendRootfs.delete(task);
-    await attached?.release().catch((err: unknown) => task.log.warn('releasing the rootfs failed', { error: err }));
-    const fsState = containerFs.get(task);
-    containerFs.delete(task);
-    if (fsState) await releaseContainerFs(task.pod.sandbox, fsState, task.log);
-  }
-
-  private async stopPod(pod: Pod): Promise<void> {
-    if (this.pod !== pod && this.pod !== undefined) return;
-    this.log.info('stopping sandbox', { pod: pod.id });
-    await pod.sandbox.stop('graceful').catch((err: unknown) => this.log.warn('sandbox stop failed', { error: err }));
-    this.pod = undefined;
-    this.podBooting = undefined;
-    this.opts.hooks?.podStopped(pod.id);
+    if (pod.tasks.size === 0 && this.creating.size === 0) await this.stopPod(pod);
   }
 
   async exec(req: v2.ExecProcessRequest): Promise<void> {
     const task = this.task(req.id);
     validateId('exec id', req.execId);
-    if (task.execs.has(req.execId)) throw alreadyExists(`exec process ${req.execId} already exists`);
-    if (task.init.state !== 'running') throw failedPrecondition(`task ${task.id} is not running`);
+    if (task.execs.has(req.execId) || task.addingExecs.has(req.execId))
+      throw alreadyExists(`exec process ${req.execId} already exists`);
+    task.init.check('exec');
     if (!req.spec || req.spec.value.length === 0) throw invalidArgument('exec spec is missing');
     if (req.spec.value.length > 1 << 20) throw invalidArgument('exec spec is too large');
     let proc: { consoleSize?: { width?: number; height?: number } };
@@ -516,46 +603,49 @@ export class TaskService {
     }
     const paths: StdioPaths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
     const log = task.log.with({ exec: req.execId });
-    const stdio = await StdioRelay.open(paths, { id: task.id, namespace: this.opts.namespace }, log, {
-      deferStdin: true,
-    });
-    const p = new Proc(task, req.execId, paths, stdio);
-    task.execs.set(req.execId, p);
+    task.addingExecs.add(req.execId);
     try {
-      await task.pod.agent.execProcess({
-        containerId: task.id,
-        execId: req.execId,
-        processJson: req.spec.value,
-        stdio: {
-          terminal: req.terminal,
-          stdin: stdio.wantsStdin,
-          stdout: stdio.wantsStdout,
-          stderr: stdio.wantsStderr,
-          width: proc.consoleSize?.width ?? 0,
-          height: proc.consoleSize?.height ?? 0,
-        },
+      const stdio = await StdioRelay.open(paths, { id: task.id, namespace: this.opts.namespace }, log, {
+        deferStdin: true,
       });
-    } catch (err) {
-      stdio.close();
-      task.execs.delete(req.execId);
-      throw err;
+      try {
+        await task.pod.agent.execProcess({
+          containerId: task.id,
+          execId: req.execId,
+          processJson: req.spec.value,
+          stdio: {
+            terminal: req.terminal,
+            stdin: stdio.wantsStdin,
+            stdout: stdio.wantsStdout,
+            stderr: stdio.wantsStderr,
+            width: proc.consoleSize?.width ?? 0,
+            height: proc.consoleSize?.height ?? 0,
+          },
+        });
+        if (!task.pod.tasks.has(task.id) || !isLive(task.init.state))
+          throw failedPrecondition(`task ${task.id} ended while the exec was being added`);
+      } catch (err) {
+        stdio.close();
+        throw err;
+      }
+      task.execs.set(req.execId, new Proc(task, req.execId, paths, stdio));
+    } finally {
+      task.addingExecs.delete(req.execId);
     }
     this.publish('/tasks/exec-added', ev.TaskExecAddedSchema, { containerId: task.id, execId: req.execId });
   }
 
   state(req: v2.StateRequest): MessageInitShape<typeof v2.StateResponseSchema> {
     const p = this.proc(req.id, req.execId);
-    let status: Status;
-    switch (p.state) {
-      case 'created':
-        status = Status.CREATED;
-        break;
-      case 'running':
-        status = p.execId === '' && p.task.paused ? Status.PAUSED : Status.RUNNING;
-        break;
-      default:
-        status = Status.STOPPED;
-    }
+    p.check('state');
+    const status = {
+      created: Status.CREATED,
+      running: Status.RUNNING,
+      paused: Status.PAUSED,
+      exited: Status.STOPPED,
+      deleted: Status.STOPPED,
+    }[p.state];
+    const exited = p.state === 'exited';
     return {
       id: p.id,
       bundle: p.task.bundle,
@@ -565,8 +655,8 @@ export class TaskService {
       stdout: p.paths.stdout,
       stderr: p.paths.stderr,
       terminal: p.paths.terminal,
-      exitStatus: p.state === 'exited' ? p.exitStatus : 255,
-      exitedAt: p.state === 'exited' ? ts(p.exitedAt) : undefined,
+      exitStatus: exited ? p.exitStatus : 255,
+      exitedAt: exited ? ts(p.exitedAt) : undefined,
       execId: p.execId,
     };
   }
@@ -574,22 +664,32 @@ export class TaskService {
   async kill(req: v2.KillRequest): Promise<void> {
     const p = this.proc(req.id, req.execId);
     if (req.signal === 0 || req.signal > 64) throw invalidArgument(`invalid signal ${req.signal}`);
-    if (p.state === 'exited') throw notFound(`process ${p.id} already finished`);
-    if (p.execId !== '' && p.state === 'created') {
-      // Never started: no TaskExit (no TaskExecStarted was published either).
-      p.setExited(1, new Date());
-      return;
-    }
-    await p.task.pod.agent.signalProcess({
-      containerId: p.task.id,
-      execId: p.execId,
-      signal: req.signal,
-      all: req.all,
+    await p.lock.run(async () => {
+      p.check('kill');
+      // Never started (an exec still created): it ends here with status 1 and no TaskExit (hcsshim's rule).
+      if (p.kind === 'exec' && p.state === 'created') {
+        this.finish(p, 1, new Date(), 'kill');
+        return;
+      }
+      const pod = p.task.pod;
+      try {
+        await pod.agent.signalProcess({
+          containerId: p.task.id,
+          execId: p.execId,
+          signal: req.signal,
+          all: req.all,
+        });
+      } catch (err) {
+        if (!isDeadlineExceeded(err)) throw err;
+        await this.agentUnresponsive(pod, 'SignalProcess');
+        await withTimeout(p.exited, this.exitWaitMs);
+      }
     });
   }
 
   async wait(req: v2.WaitRequest): Promise<MessageInitShape<typeof v2.WaitResponseSchema>> {
     const p = this.proc(req.id, req.execId);
+    p.check('wait');
     await p.exited;
     return { exitStatus: p.exitStatus, exitedAt: ts(p.exitedAt) };
   }
@@ -599,7 +699,7 @@ export class TaskService {
     const processes: Array<
       MessageInitShape<typeof v2.PidsResponseSchema>['processes'] extends (infer E)[] | undefined ? E : never
     > = [];
-    if (t.init.state === 'running') {
+    if ((t.init.state === 'running' || t.init.state === 'paused') && !t.pod.gone) {
       const r = await t.pod.agent.listProcesses({ containerId: t.id }).catch(() => ({ processes: [] }));
       for (const e of r.processes) {
         const info = e.execId
@@ -621,48 +721,62 @@ export class TaskService {
     const p = this.proc(req.id, req.execId);
     if (req.width > 0xffff || req.height > 0xffff) throw invalidArgument('console size out of range');
     if (!p.paths.terminal) throw failedPrecondition(`process ${p.id} has no terminal`);
-    if (p.state === 'exited') throw notFound(`process ${p.id} already finished`);
-    await p.task.pod.agent.resizePty({
-      containerId: p.task.id,
-      execId: p.execId,
-      width: req.width,
-      height: req.height,
+    await p.lock.run(async () => {
+      p.check('resizePty');
+      await p.task.pod.agent.resizePty({
+        containerId: p.task.id,
+        execId: p.execId,
+        width: req.width,
+        height: req.height,
+      });
     });
   }
 
   async closeIO(req: v2.CloseIORequest): Promise<void> {
     const p = this.proc(req.id, req.execId);
-    p.task.log.debug('close io', { exec: p.execId, stdin: req.stdin });
-    if (req.stdin) p.stdio.closeStdin();
+    await p.lock.run(async () => {
+      p.check('closeIO');
+      p.task.log.debug('close io', { exec: p.execId, stdin: req.stdin });
+      if (req.stdin) p.stdio.closeStdin();
+    });
   }
 
   async pause(req: v2.PauseRequest): Promise<void> {
     const t = this.task(req.id);
-    if (t.init.state !== 'running') throw failedPrecondition(`task ${t.id} is not running`);
-    await t.pod.agent.pauseContainer({ containerId: t.id });
-    t.paused = true;
-    this.publish('/tasks/paused', ev.TaskPausedSchema, { containerId: t.id });
+    await t.init.lock.run(async () => {
+      t.init.check('pause');
+      await t.pod.agent.pauseContainer({ containerId: t.id });
+      if (!allows(t.init, 'pause')) return; // it exited meanwhile: the exit is what counts
+      t.init.move('pause');
+      this.publish('/tasks/paused', ev.TaskPausedSchema, { containerId: t.id });
+    });
   }
 
   async resume(req: v2.ResumeRequest): Promise<void> {
     const t = this.task(req.id);
-    if (!t.paused) throw failedPrecondition(`task ${t.id} is not paused`);
-    await t.pod.agent.resumeContainer({ containerId: t.id });
-    t.paused = false;
-    this.publish('/tasks/resumed', ev.TaskResumedSchema, { containerId: t.id });
+    await t.init.lock.run(async () => {
+      t.init.check('resume');
+      await t.pod.agent.resumeContainer({ containerId: t.id });
+      if (!allows(t.init, 'resume')) return;
+      t.init.move('resume');
+      this.publish('/tasks/resumed', ev.TaskResumedSchema, { containerId: t.id });
+    });
   }
 
   async update(req: v2.UpdateTaskRequest): Promise<void> {
     const t = this.task(req.id);
     if (!req.resources || req.resources.value.length === 0) throw invalidArgument('resources are missing');
     if (req.resources.value.length > 1 << 20) throw invalidArgument('resources are too large');
-    if (t.init.state !== 'running') throw failedPrecondition(`task ${t.id} is not running`);
-    await t.pod.agent.updateContainer({ containerId: t.id, resourcesJson: req.resources.value });
+    const resources = req.resources.value;
+    await t.init.lock.run(async () => {
+      t.init.check('update');
+      await t.pod.agent.updateContainer({ containerId: t.id, resourcesJson: resources });
+    });
   }
 
   async stats(req: v2.StatsRequest): Promise<MessageInitShape<typeof v2.StatsResponseSchema>> {
     const t = this.task(req.id);
-    if (t.init.state === 'exited') throw notFound(`task ${t.id} is not running`);
+    t.init.check('stats');
     const r = await t.pod.agent.containerStats({ containerId: t.id, cgroupVersion: this.opts.hostCgroupVersion });
     return { stats: r.metrics };
   }
@@ -694,7 +808,7 @@ export class TaskService {
       processes: [t.init, ...t.execs.values()].map((p) => ({
         execId: p.execId,
         pid: p.pid,
-        state: p.state === 'running' && p.execId === '' && t.paused ? ('paused' as const) : p.state,
+        state: p.state === 'deleted' ? ('exited' as const) : p.state,
         exitStatus: p.exitStatus,
         exitedAt: p.exitedAt,
       })),
@@ -704,11 +818,19 @@ export class TaskService {
 
   /** Tears everything down (SIGTERM to the shim). */
   async close(): Promise<void> {
-    const pod = this.pod;
+    const pod = this.pod ?? (await this.podBooting?.catch(() => undefined));
     if (pod) {
-      for (const t of pod.tasks.values()) for (const p of [t.init, ...t.execs.values()]) p.stdio.close();
+      for (const t of pod.tasks.values()) for (const p of t.procs) p.stdio.close();
       await this.stopPod(pod);
     }
+  }
+}
+
+async function readBundleSpec(bundle: string): Promise<BundleSpec> {
+  try {
+    return JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as BundleSpec;
+  } catch (err) {
+    throw invalidArgument(`cannot read the bundle's config.json: ${(err as Error).message}`);
   }
 }
 

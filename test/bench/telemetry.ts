@@ -69,7 +69,7 @@ function taskService(): TaskService {
     namespace: 'bench',
     logger: silentLogger,
     publisher: { publish: () => undefined },
-    sandboxBackend: undefined,
+    createSandbox: () => Promise.reject(new Error('no sandbox in this bench')),
     stateRoot: '/nonexistent',
     hostCgroupVersion: 2,
     onShutdown: () => undefined,

@@ -17,6 +17,7 @@ import type {
   Share,
   ShareOptions,
 } from '../sandbox.js';
+import { SandboxLifecycle } from '../lifecycle.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 
 export class ProcessSandbox implements Sandbox {
@@ -26,14 +27,13 @@ export class ProcessSandbox implements Sandbox {
   private child: ChildProcess | undefined;
   private client: TtrpcClient | undefined;
   private startTime = '';
-  private exitCbs: Array<(r: SandboxExitReason) => void> = [];
-  private exited: Promise<void> | undefined;
-  private stopping = false;
   private shareSeq = 0;
   private readonly log: Logger;
+  private readonly life: SandboxLifecycle;
 
   constructor(private readonly opts: SandboxOptions) {
     this.log = opts.logger.with({ sandbox: opts.id, backend: 'process' });
+    this.life = new SandboxLifecycle(this.log);
   }
 
   get socketPath(): string {
@@ -41,6 +41,7 @@ export class ProcessSandbox implements Sandbox {
   }
 
   async boot(): Promise<BootedSandbox> {
+    this.life.boot();
     this.log.warn('sandbox backend "process": containers are NOT VM-isolated (development backend)');
     const agent = takePrespawnedAgent(this.opts.stateDir) ?? spawnAgent(this.opts.stateDir);
     const child = agent.child;
@@ -50,20 +51,41 @@ export class ProcessSandbox implements Sandbox {
       this.log.debug('agent', { line });
       this.opts.guestLog?.agent(line);
     });
-    this.exited = new Promise((resolve) => {
-      const onExit = (code: number | null, signal: string | null): void => {
-        this.log.info('agent exited', { code, signal });
-        const reason: SandboxExitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
-        for (const cb of this.exitCbs.splice(0)) cb(reason);
-        resolve();
-      };
-      if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
-      else child.once('exit', onExit);
-    });
-    await agent.ready;
-    this.startTime = (await processStartTime(child.pid!)) ?? '';
-    this.client = await TtrpcClient.connect(agent.socketPath);
+    let detail: string | undefined;
+    const onExit = (code: number | null, signal: string | null): void => {
+      this.log.info('agent exited', { code, signal });
+      this.client?.close();
+      this.life.ended({ code, signal, ...(detail ? { detail } : {}) });
+    };
+    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+    else child.once('exit', onExit);
+    try {
+      await agent.ready;
+      this.startTime = (await processStartTime(child.pid!)) ?? '';
+      this.client = await TtrpcClient.connect(agent.socketPath);
+      // Without its control connection the sandbox is useless: losing it is the sandbox's end.
+      this.client.onClose(() => {
+        if (this.life.phase !== 'ready') return;
+        detail = 'agent connection lost';
+        this.log.error('agent connection lost; killing the agent');
+        this.killAgent('SIGKILL');
+      });
+      this.life.ready();
+    } catch (err) {
+      await this.stop('force');
+      throw err;
+    }
     return { agent: this.client, pids: [child.pid!] };
+  }
+
+  private killAgent(signal: NodeJS.Signals): void {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    try {
+      process.kill(-child.pid!, signal);
+    } catch {
+      child.kill(signal);
+    }
   }
 
   async addShare(hostPath: string, _opts: ShareOptions): Promise<Share> {
@@ -81,7 +103,7 @@ export class ProcessSandbox implements Sandbox {
   }
 
   onExit(cb: (reason: SandboxExitReason) => void): void {
-    this.exitCbs.push(cb);
+    this.life.onExit(cb);
   }
 
   record(): SandboxRecord {
@@ -94,15 +116,16 @@ export class ProcessSandbox implements Sandbox {
   }
 
   async stop(mode: 'graceful' | 'force'): Promise<void> {
-    this.stopping = true;
+    this.life.stop();
     this.client?.close();
     const child = this.child;
     if (child && child.exitCode === null && child.signalCode === null) {
       child.kill(mode === 'graceful' ? 'SIGTERM' : 'SIGKILL');
-      const timer = setTimeout(() => child.kill('SIGKILL'), mode === 'graceful' ? 5000 : 0);
-      await this.exited;
+      const timer = setTimeout(() => this.killAgent('SIGKILL'), mode === 'graceful' ? 5000 : 0);
+      await this.life.gone;
       clearTimeout(timer);
-    }
+    } else if (!child) this.life.ended({ code: null, signal: null });
+    await this.life.gone;
     await cleanupProcessSandbox(this.record());
   }
 }

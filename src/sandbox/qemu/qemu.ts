@@ -40,6 +40,7 @@ import type {
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
+import { SandboxLifecycle } from '../lifecycle.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 import { P9Metrics } from '../../telemetry/p9-metrics.js';
 import { instrumentClient } from '../../telemetry/client.js';
@@ -100,10 +101,12 @@ export class QemuSandbox implements Sandbox {
   private readonly sharesByKey = new Map<string, ShareEntry>();
   private shareSeq = 0;
   private readonly hostMounts = new Set<string>();
-  private exitCbs: Array<(r: SandboxExitReason) => void> = [];
   private exitReason: SandboxExitReason | undefined;
   private exited: Promise<void> | undefined;
-  private stopping = false;
+  // -- lifecycle (src/sandbox/lifecycle.ts): phases and the one exit notification shared with other backends.
+  private readonly life: SandboxLifecycle;
+  /** Why the shim ended a VM it did not mean to stop (e.g. its agent connection dropped). */
+  private crashDetail: string | undefined;
   private consoleTail: string[] = [];
   private readonly log: Logger;
   /** Boot phases for traces and metrics (telemetry only). */
@@ -112,6 +115,7 @@ export class QemuSandbox implements Sandbox {
   constructor(private readonly opts: QemuSandboxOptions) {
     this.log = opts.logger.with({ sandbox: opts.id, backend: 'qemu' });
     this.cfg = qemuConfig(opts.runtimeConfig ?? {}, opts.annotations);
+    this.life = new SandboxLifecycle(this.log);
   }
 
   get qmpSocket(): string {
@@ -123,6 +127,7 @@ export class QemuSandbox implements Sandbox {
   }
 
   async boot(): Promise<BootedSandbox> {
+    this.life.boot();
     const t0 = Date.now();
     // A CNI result we cannot carry into the VM fails here, before QEMU starts (podnet.ts names what it found).
     if (this.opts.podNetns) await inspectPodNetns(this.opts.podNetns);
@@ -227,6 +232,8 @@ export class QemuSandbox implements Sandbox {
           );
       }
       await this.agent.getInfo({}, { timeoutMs: 30_000 });
+      this.watchAgentConnection();
+      this.life.ready();
       this.timings.ready = Date.now() - t0;
       this.phases.ready();
       this.phases.report({ accel: this.accel });
@@ -264,8 +271,24 @@ export class QemuSandbox implements Sandbox {
     }
   }
 
+  /** Without its control connection the pod is unusable: losing it ends the VM (a crash, not a stop). */
+  private watchAgentConnection(): void {
+    this.client!.onClose(() => {
+      const child = this.child;
+      if (this.life.phase !== 'ready' || !child || child.exitCode !== null || child.signalCode !== null) return;
+      this.crashDetail = 'agent connection lost';
+      this.log.error('agent connection lost; killing the UVM');
+      child.kill('SIGKILL');
+    });
+  }
+
   private spawnQemu(args: string[]): ChildProcess {
-    const child = spawn(this.cfg.binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    // setpriv --pdeathsig: QEMU dies with the shim, so a SIGKILLed shim never leaves a VM running (containerd's
+    // `delete` then only removes state); the pid stays QEMU's own (setpriv execs it).
+    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', this.cfg.binary, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     this.child = child;
     this.consoleTail = [];
     const onLine = (stream: string) => (line: string) => {
@@ -292,16 +315,16 @@ export class QemuSandbox implements Sandbox {
           }
           if (
             this.timings.connected === undefined &&
-            !this.stopping &&
+            !this.life.stopRequested &&
             this.consoleTail.some((l) => l.includes('Could not set up host forwarding rule'))
           ) {
             this.portClash = true;
             this.exitReason = { kind: 'crashed', code, signal };
             return resolve();
           }
-          this.exitReason = this.stopping ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
+          this.exitReason = this.life.stopRequested ? { kind: 'stopped' } : { kind: 'crashed', code, signal };
           this.teardownHostSide();
-          for (const cb of this.exitCbs.splice(0)) cb(this.exitReason);
+          this.life.ended({ code, signal, ...(this.crashDetail ? { detail: this.crashDetail } : {}) });
           resolve();
         });
       };
@@ -381,16 +404,19 @@ export class QemuSandbox implements Sandbox {
     const dialed = this.connectShare(e, () => rpcOver);
     dialed.catch(() => undefined);
     e.ready = this.agent
-      .addShare({
-        shareId: id,
-        kind: '9p',
-        source: hostPath,
-        target: '',
-        readOnly: opts.readOnly,
-        aname: id,
-        token: e.token,
-        options: { msize: '262144', cache },
-      })
+      .addShare(
+        {
+          shareId: id,
+          kind: '9p',
+          source: hostPath,
+          target: '',
+          readOnly: opts.readOnly,
+          aname: id,
+          token: e.token,
+          options: { msize: '262144', cache },
+        },
+        { timeoutMs: 60_000 },
+      ) // every agent call has a deadline (a wedged guest must not hang Create)
       .then(
         async (r) => {
           rpcOver = 'AddShare done';
@@ -495,8 +521,7 @@ export class QemuSandbox implements Sandbox {
   }
 
   onExit(cb: (reason: SandboxExitReason) => void): void {
-    if (this.exitReason) cb(this.exitReason);
-    else this.exitCbs.push(cb);
+    this.life.onExit(cb);
   }
 
   record(): SandboxRecord {
@@ -520,7 +545,7 @@ export class QemuSandbox implements Sandbox {
   }
 
   async stop(mode: 'graceful' | 'force'): Promise<void> {
-    this.stopping = true;
+    this.life.stop();
     const child = this.child;
     const running = (): boolean => !!child && child.exitCode === null && child.signalCode === null;
     if (child && running()) {
@@ -537,8 +562,14 @@ export class QemuSandbox implements Sandbox {
         }
       }
       if (running()) child.kill('SIGKILL');
-      await this.exited;
-    } else this.teardownHostSide();
+    }
+    await this.exited;
+    // Never spawned, or ended by a port clash during boot (no exit notification then): end it here.
+    if (this.life.phase !== 'gone') {
+      this.teardownHostSide();
+      this.life.ended({ code: null, signal: null });
+    }
+    await this.life.gone;
     await cleanupQemuSandbox(this.record());
   }
 }

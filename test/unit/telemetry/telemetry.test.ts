@@ -77,7 +77,7 @@ describe('telemetry', () => {
       namespace: 'ns',
       logger: silentLogger,
       publisher: { publish: () => undefined },
-      sandboxBackend: undefined,
+      createSandbox: () => Promise.reject(new Error('no sandbox in this test')),
       stateRoot: '/nonexistent',
       hostCgroupVersion: 1,
       onShutdown: () => undefined,
