@@ -142,13 +142,16 @@ export async function shareBindMounts(
     const isBind = m.type === 'bind' || opts.includes('bind') || opts.includes('rbind');
     if (!isBind || !m.source || !isAbsolute(m.source)) continue;
     const readOnly = opts.includes('ro');
+    // x-lcow.cache=MODE picks the guest's cache mode for this share; runc must not see it.
+    const { cache, rest } = takeCacheOption(opts);
+    if (m.options) m.options = rest;
     const st = await stat(m.source);
     if (!st.isDirectory() && !holdFile)
       throw new Error(
         `single-file bind mount ${m.source}: the ${sandbox.backend} sandbox cannot share a single file yet`,
       );
     const dir = st.isDirectory() ? m.source : await holdFile!(m.source, readOnly);
-    const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory' });
+    const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory', cache });
     prepared.shareIds.push(share.shareId);
     m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
   }

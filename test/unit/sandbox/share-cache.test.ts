@@ -2,7 +2,11 @@
 // x-lcow.cache=MODE (removed before the spec reaches runc).
 import assert from 'node:assert/strict';
 import { qemuConfig } from '../../../src/sandbox/qemu/config.js';
-import { takeCacheOption } from '../../../src/task/uvm-fs.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Sandbox, ShareOptions } from '../../../src/sandbox/index.js';
+import { shareBindMounts, takeCacheOption } from '../../../src/task/uvm-fs.js';
 
 describe('sandbox: share cache mode', () => {
   it('defaults to mmap; share_cache (top level or [qemu]) picks none; anything else is refused', () => {
@@ -23,5 +27,37 @@ describe('sandbox: share cache mode', () => {
     assert.throws(() => takeCacheOption(['x-lcow.cache=loose']), /cache mode must be one of none, mmap/);
     assert.throws(() => takeCacheOption(['x-lcow.cache=']), /cache mode/);
     assert.throws(() => takeCacheOption(['x-lcow.cache=none', 'x-lcow.cache=mmap']), /given twice/);
+  });
+
+  it('a bind mount with x-lcow.cache=none is shared with that mode; runc never sees the option', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lcow-share-cache-'));
+    try {
+      const asked: ShareOptions[] = [];
+      const sandbox = {
+        backend: 'recording',
+        addShare: async (_path: string, o: ShareOptions) => {
+          asked.push(o);
+          return { shareId: `s${asked.length}`, guestPath: `/g/s${asked.length}` };
+        },
+      } as unknown as Sandbox;
+      const spec = {
+        mounts: [
+          { destination: '/a', type: 'bind', source: dir, options: ['rbind', 'x-lcow.cache=none', 'rw'] },
+          { destination: '/b', type: 'bind', source: dir, options: ['rbind', 'ro'] },
+        ],
+      };
+      await shareBindMounts(sandbox, spec, { shareIds: [], fileHolders: [] });
+      assert.deepEqual(
+        asked.map((o) => [o.cache, o.readOnly, o.role]),
+        [
+          ['none', false, 'host-directory'],
+          [undefined, true, 'host-directory'],
+        ],
+      );
+      assert.deepEqual(spec.mounts[0]!.options, ['rbind', 'rw']);
+      assert.equal(spec.mounts[0]!.source, '/g/s1');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
