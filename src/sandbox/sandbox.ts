@@ -44,6 +44,11 @@ export interface ShareOptions {
   readOnly: boolean;
   /** Default 'host-directory' (the strict model). */
   role?: ShareRole;
+  /**
+   * Host changes under the directory should reach inotify watchers in the guest (bind mounts; backends that
+   * support it and whose config leaves it on: docs/share-notify.md).
+   */
+  notify?: boolean;
 }
 
 export interface Share {

@@ -97,7 +97,8 @@ export async function prepareContainerFs(
       const readOnly = opts.includes('ro');
       const st = await stat(m.source);
       const dir = st.isDirectory() ? m.source : await holdSingleFile(sandbox, bundle, m.source, readOnly, prepared);
-      const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory' });
+      // Host edits to a bind-mounted directory wake inotify watchers in the container (docs/share-notify.md).
+      const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory', notify: st.isDirectory() });
       prepared.shareIds.push(share.shareId);
       m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
     }
