@@ -44,6 +44,8 @@ export interface ReplayResult {
   replayed: number;
   failed: number;
   errors: string[];
+  /** Directories the worker pinned right after creating them: [path, O_PATH fd] (fds are per process). */
+  pins?: Array<[string, number]>;
 }
 
 /** A relative share path: '/'-separated plain names ('' is the root). */
@@ -123,7 +125,7 @@ function replayWorkerMain(load: (id: string) => any): void {
     }
   };
 
-  const replay = (rootFd: number, ch: any): void => {
+  const replay = (rootFd: number, ch: any, pins: Array<[string, number]>): void => {
     const [parent, name] = split(ch.path);
     if (name === '') {
       // The share root itself: only an attribute change makes sense.
@@ -134,7 +136,13 @@ function replayWorkerMain(load: (id: string) => any): void {
     try {
       switch (ch.kind) {
         case 'create':
-          if (ch.type === 'dir') ok(f.mkdirat(dirFd, name, 0o755), 'mkdir');
+          if (ch.type === 'dir') {
+            ok(f.mkdirat(dirFd, name, 0o755), 'mkdir');
+            // Pin it at once: a watcher woken by this mkdir adds its watch right away, and the dentry v9fs just
+            // made is dropped as soon as nothing holds it (share-replay.ts, directory pins).
+            const pin = Number(f.openat(dirFd, name, O_PATH_ | O.DIRECTORY | O.NOFOLLOW | O_CLOEXEC_, 0));
+            if (pin >= 0) pins.push([ch.path, pin]);
+          }
           else if (ch.type === 'symlink') ok(f.symlinkat('.', dirFd, name), 'symlink');
           else if (ch.type === 'other') ok(f.mknodat(dirFd, name, 0o010644, 0), 'mknod');
           else {
@@ -173,13 +181,13 @@ function replayWorkerMain(load: (id: string) => any): void {
   };
 
   parentPort.on('message', (m: any) => {
-    const res = { id: m.id, replayed: 0, failed: 0, errors: [] as string[] };
+    const res = { id: m.id, replayed: 0, failed: 0, errors: [] as string[], pins: [] as Array<[string, number]> };
     let rootFd = -1;
     try {
       rootFd = ok(f.openat(AT_FDCWD, m.root, O_PATH_ | O.DIRECTORY | O_CLOEXEC_, 0), 'open share');
       for (const ch of m.changes) {
         try {
-          replay(rootFd, ch);
+          replay(rootFd, ch, res.pins);
           res.replayed++;
         } catch (e: any) {
           res.failed++;
@@ -218,7 +226,7 @@ function workerFor(uid: number, log: Logger): WorkerHandle {
   worker.on('message', (m: ReplayResult & { id: number }) => {
     const w = handle.waiters.get(m.id);
     handle.waiters.delete(m.id);
-    w?.({ replayed: m.replayed, failed: m.failed, errors: m.errors });
+    w?.({ replayed: m.replayed, failed: m.failed, errors: m.errors, pins: m.pins });
   });
   const failAll = (why: string): void => {
     workers.delete(uid);
@@ -319,6 +327,10 @@ export class ShareReplayer {
         h.worker.postMessage({ id, root: this.mountPath, changes });
       });
       // Keep the pins in step with the directories the guest now knows.
+      for (const [path, fd] of res.pins ?? []) {
+        if (this.pins.has(path) || this.pins.size >= this.pinDirs || this.closed) closeSync(fd);
+        else this.pins.set(path, fd);
+      }
       for (const ch of changes) {
         if (!ch.dir) continue;
         if (ch.kind === 'delete') this.unpinBelow(ch.path);

@@ -97,14 +97,39 @@ const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** Builds (or reuses) the OCI layout tar; returns its path. */
 export function buildImageArchive(cacheDir = '/var/tmp/lcow-test-images'): string {
+  return buildArchive(TEST_IMAGE, [], cacheDir);
+}
+
+/** A file added to the busybox image: its path in the image, content and mode. */
+interface ExtraFile {
+  path: string;
+  data: Buffer;
+  mode: number;
+}
+
+function buildArchive(imageName: string, extra: ExtraFile[], cacheDir: string): string {
   const bb = readFileSync(BUSYBOX);
-  const key = sha(Buffer.concat([bb, Buffer.from(BUILDER_VERSION + APPLETS.join(',') + TEST_IMAGE)])).slice(0, 16);
-  const out = join(cacheDir, `busybox-${key}.tar`);
+  const key = sha(
+    Buffer.concat([bb, Buffer.from(BUILDER_VERSION + APPLETS.join(',') + imageName), ...extra.map((e) => e.data)]),
+  ).slice(0, 16);
+  const out = join(cacheDir, `${imageName.replace(/[^a-z0-9]+/g, '-')}-${key}.tar`);
   if (existsSync(out)) return out;
   mkdirSync(cacheDir, { recursive: true });
 
   const layer = new TarWriter();
   for (const d of DIRS) layer.dir(d);
+  const extraDirs = new Set<string>();
+  for (const e of extra) {
+    const parts = e.path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (!DIRS.includes(d) && !extraDirs.has(d)) {
+        extraDirs.add(d);
+        layer.dir(d);
+      }
+    }
+  }
+  for (const e of extra) layer.file(e.path, e.data, e.mode);
   layer.file('bin/busybox', bb, 0o755);
   for (const a of APPLETS) layer.symlink(`bin/${a}`, 'busybox');
   layer.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
@@ -147,7 +172,7 @@ export function buildImageArchive(cacheDir = '/var/tmp/lcow-test-images'): strin
           digest: `sha256:${sha(manifest)}`,
           size: manifest.length,
           platform: { architecture: 'amd64', os: 'linux' },
-          annotations: { 'io.containerd.image.name': TEST_IMAGE, 'org.opencontainers.image.ref.name': 'latest' },
+          annotations: { 'io.containerd.image.name': imageName, 'org.opencontainers.image.ref.name': 'latest' },
         },
       ],
     }),
@@ -168,4 +193,21 @@ export async function importTestImage(address: string, ns = 'default', ctrBin = 
   const archive = buildImageArchive();
   await execFileP(ctrBin, ['--address', address, '--namespace', ns, 'images', 'import', archive]);
   return TEST_IMAGE;
+}
+
+export const INOTIFY_IMAGE = 'localhost/lcow-test/inotify:latest';
+
+/**
+ * The busybox image plus Debian's inotifywait (package inotify-tools) with the shared libraries it loads, copied
+ * from this host (`ldd`): a real inotify client in a container, built without a registry.
+ */
+export async function importInotifyImage(address: string, ns = 'default', ctrBin = 'ctr'): Promise<string> {
+  const bin = '/usr/bin/inotifywait';
+  const { stdout } = await execFileP('ldd', [bin]);
+  const libs = [...stdout.matchAll(/(\/\S+\.so[.\d]*)/g)].map((m) => m[1]!);
+  const extra: ExtraFile[] = [{ path: 'bin/inotifywait', data: readFileSync(bin), mode: 0o755 }];
+  for (const lib of new Set(libs)) extra.push({ path: lib.slice(1), data: readFileSync(lib), mode: 0o755 });
+  const archive = buildArchive(INOTIFY_IMAGE, extra, '/var/tmp/lcow-test-images');
+  await execFileP(ctrBin, ['--address', address, '--namespace', ns, 'images', 'import', archive]);
+  return INOTIFY_IMAGE;
 }
