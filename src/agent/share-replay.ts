@@ -142,8 +142,7 @@ function replayWorkerMain(load: (id: string) => any): void {
             // made is dropped as soon as nothing holds it (share-replay.ts, directory pins).
             const pin = Number(f.openat(dirFd, name, O_PATH_ | O.DIRECTORY | O.NOFOLLOW | O_CLOEXEC_, 0));
             if (pin >= 0) pins.push([ch.path, pin]);
-          }
-          else if (ch.type === 'symlink') ok(f.symlinkat('.', dirFd, name), 'symlink');
+          } else if (ch.type === 'symlink') ok(f.symlinkat('.', dirFd, name), 'symlink');
           else if (ch.type === 'other') ok(f.mknodat(dirFd, name, 0o010644, 0), 'mknod');
           else {
             try {
