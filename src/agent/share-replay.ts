@@ -93,7 +93,7 @@ function replayWorkerMain(load: (id: string) => any): void {
   // This thread only: keep the file capabilities with a non-root fsuid, then take the replay uid.
   ok(f.prctl(28 /* PR_SET_SECUREBITS */, 0x4 /* SECBIT_NO_SETUID_FIXUP */, 0, 0, 0), 'PR_SET_SECUREBITS');
   f.setfsuid(workerData.uid);
-  if (Number(f.setfsuid(0xffffffff)) !== workerData.uid) throw new Error('setfsuid did not take');
+  if (Number(f.setfsuid(0xffffffff)) >>> 0 !== workerData.uid) throw new Error('setfsuid did not take');
 
   const O = { WRONLY: 1, CREAT: 0o100, EXCL: 0o200, NONBLOCK: 0o4000, DIRECTORY: 0o200000, NOFOLLOW: 0o400000 };
   const O_PATH_ = 0o10000000;
@@ -325,6 +325,7 @@ export class ShareReplayer {
         h.waiters.set(id, resolve);
         h.worker.postMessage({ id, root: this.mountPath, changes });
       });
+      if (res.failed < 0) throw new Error(`replay worker failed: ${res.errors.join('; ')}`);
       // Keep the pins in step with the directories the guest now knows.
       for (const [path, fd] of res.pins ?? []) {
         if (this.pins.has(path) || this.pins.size >= this.pinDirs || this.closed) closeSync(fd);

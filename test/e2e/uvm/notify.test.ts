@@ -145,6 +145,18 @@ describe('e2e: host changes under a bind mount wake inotify in the container (sh
     assert.ok(ready, `inotifywait did not start: ${err}\n${cd.log().slice(-3000)}`);
   });
 
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed' && cd)
+      console.log(
+        cd
+          .log()
+          .split('\n')
+          .filter((l) => /notify|replay|share/i.test(l))
+          .slice(-40)
+          .join('\n'),
+      );
+  });
+
   after(async function () {
     if (unavailable) return;
     if (cd) {

@@ -120,3 +120,53 @@ describe('share notify: host watcher (fanotify)', function () {
     }
   });
 });
+
+describe('share notify: the agent replay worker (setfsuid thread)', function () {
+  this.timeout(30_000);
+  before(function () {
+    requirePrerequisite(this, process.getuid?.() === 0 ? undefined : 'setfsuid needs root');
+  });
+
+  it('replays each kind of change below the root with the replay fsuid and pins new directories', async () => {
+    const { ShareReplayer } = await import('../../../src/agent/share-replay.js');
+    const { lstatSync, readdirSync } = await import('node:fs');
+    // Here the "mount" is a plain host directory, so the replays really happen: this checks the worker's
+    // operations and credentials; the 9P server's replay tree (test/unit/p9/replay.test.ts) is what makes them
+    // no-ops on a share.
+    const d = mkdtempSync(join(tmpdir(), 'lcow-replay-'));
+    mkdirSync(join(d, 'sub'));
+    writeFileSync(join(d, 'old'), 'x');
+    writeFileSync(join(d, 'm'), 'abc');
+    const uid = 4294901760;
+    const r = new ShareReplayer(d, uid, 100, silentLogger);
+    try {
+      await r.pinTree();
+      assert.equal(r.pinned, 2);
+      const res = await r.replay([
+        { kind: 'create', path: 'sub/new', dir: false, type: 'file', content: true },
+        { kind: 'create', path: 'nd', dir: true, type: 'dir' },
+        { kind: 'modify', path: 'm', dir: false },
+        { kind: 'attrib', path: 'm', dir: false },
+        { kind: 'rename', path: 'old', to: 'sub/renamed', dir: false },
+        { kind: 'delete', path: 'sub/renamed', dir: false },
+        { kind: 'delete', path: 'no/such', dir: false },
+      ]);
+      assert.equal(res.replayed, 6);
+      assert.equal(res.failed, 1);
+      assert.deepEqual(readdirSync(d).sort(), ['m', 'nd', 'sub']);
+      assert.equal(lstatSync(join(d, 'sub/new')).uid, uid, 'created with the replay fsuid');
+      assert.equal(r.pinned, 3, 'the new directory is pinned');
+      // Never out of the root: a symlink in the path is refused (openat2 RESOLVE_NO_SYMLINKS).
+      const outside = mkdtempSync(join(tmpdir(), 'lcow-replay-out-'));
+      const { symlinkSync, existsSync } = await import('node:fs');
+      symlinkSync(outside, join(d, 'link'));
+      const bad = await r.replay([{ kind: 'create', path: 'link/escaped', dir: false, type: 'file' }]);
+      assert.equal(bad.failed, 1);
+      assert.equal(existsSync(join(outside, 'escaped')), false);
+      rmSync(outside, { recursive: true });
+    } finally {
+      r.close();
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
