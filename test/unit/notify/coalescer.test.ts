@@ -87,3 +87,12 @@ describe('share notify coalescer', () => {
     assert.equal(q.full, false);
   });
 });
+
+describe('share notify: replay paths from the shim (agent side)', () => {
+  it('accepts only plain relative paths', async () => {
+    const { validSharePath } = await import('../../../src/agent/share-replay.js');
+    for (const ok of ['', 'a', 'a/b.txt', 'dir with space/ü']) assert.equal(validSharePath(ok), true, ok);
+    for (const bad of ['/etc', 'a/../b', '..', './a', 'a//b', 'a/', 'a\0b', 'x'.repeat(256)])
+      assert.equal(validSharePath(bad), false, bad);
+  });
+});
