@@ -99,6 +99,7 @@ function replaceFid(s: Session, fresh: Fid): void {
 function replayAttach(s: Session, msg: Tattach): RMessage {
   const reply = attach(s, msg);
   s.fids.get(msg.fid).replay = true;
+  replaySessions.add(s);
   return reply;
 }
 
@@ -237,23 +238,23 @@ const replayHandlers: Partial<Record<number, (s: Session, msg: any) => OpResult>
 };
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
-/** The fid fields a request names (the first one decides; a request mixing trees is refused). */
-function namedFids(msg: TMessage): number[] {
-  const m = msg as unknown as Record<string, number>;
-  const out: number[] = [];
-  for (const k of ['fid', 'dfid', 'olddirfid', 'newdirfid', 'dirfid']) if (typeof m[k] === 'number') out.push(m[k]);
-  return out;
-}
-
 function hasReplayTree(s: Session): boolean {
   const e = s.exports;
   return e.length === 1 ? e[0]!.replay !== null : e.some((x) => x.replay !== null);
 }
 
+/** Sessions that attached a replay tree: only their requests need the per-fid test. */
+const replaySessions = new WeakSet<Session>();
+
+const FID_FIELDS = ['fid', 'dfid', 'olddirfid', 'newdirfid', 'dirfid'] as const;
+
+/** Whether the request names replay fids (a request mixing both trees is refused). No allocation. */
 function inReplayTree(s: Session, msg: TMessage): boolean {
+  const m = msg as unknown as Record<string, unknown>;
   let replay: boolean | undefined;
-  for (const id of namedFids(msg)) {
-    if (!s.fids.has(id)) continue; // unknown fids: the handler answers EBADF
+  for (const k of FID_FIELDS) {
+    const id = m[k];
+    if (typeof id !== 'number' || !s.fids.has(id)) continue; // unknown fids: the handler answers EBADF
     const r = s.fids.get(id).replay;
     if (replay !== undefined && replay !== r) throw new P9Error(Errno.EXDEV, 'request mixes the replay tree');
     replay = r;
@@ -263,8 +264,8 @@ function inReplayTree(s: Session, msg: TMessage): boolean {
 
 /**
  * Wraps a dispatch table: Tattach with an export's replay uid starts a replay tree, and any request naming a
- * replay fid goes to the replay handlers above (EPERM for the others). Exports without a replay tree cost one
- * field test per request.
+ * replay fid goes to the replay handlers above (EPERM for the others). A connection that never attached a
+ * replay tree costs one WeakSet lookup per request.
  */
 export function withReplay(handlers: Readonly<Record<number, Handler>>): Readonly<Record<number, Handler>> {
   const wrapped: Record<number, Handler> = {};
@@ -281,7 +282,7 @@ export function withReplay(handlers: Readonly<Record<number, Handler>>): Readonl
     }
     const replay = replayHandlers[type];
     wrapped[type] = (s, msg, req) => {
-      if (!hasReplayTree(s) || !inReplayTree(s, msg)) return base(s, msg, req);
+      if (!replaySessions.has(s) || !inReplayTree(s, msg)) return base(s, msg, req);
       if (replay === undefined) throw new P9Error(Errno.EPERM, 'not available in the replay tree');
       return replay(s, msg);
     };
