@@ -255,7 +255,10 @@ export class ShareReplayer {
     readonly uid: number,
     readonly pinDirs: number,
     private readonly log: Logger,
-  ) {}
+  ) {
+    // Started now, not at the first change: the thread and koffi take ~0.6 s to load under TCG.
+    workerFor(uid, log);
+  }
 
   get pinned(): number {
     return this.pins.size;
