@@ -220,7 +220,6 @@ function workerFor(uid: number, log: Logger): WorkerHandle {
     eval: true,
     workerData: { koffi: require.resolve('koffi'), uid },
   });
-  worker.unref();
   const handle: WorkerHandle = { worker, waiters: new Map(), nextId: 1 };
   worker.on('message', (m: ReplayResult & { id: number }) => {
     const w = handle.waiters.get(m.id);
@@ -237,6 +236,8 @@ function workerFor(uid: number, log: Logger): WorkerHandle {
     failAll(err.message);
   });
   worker.on('exit', () => failAll('replay worker exited'));
+  // After the listeners: adding a 'message' listener refs the worker's port again.
+  worker.unref();
   workers.set(uid, handle);
   h = handle;
   return h;
@@ -324,9 +325,13 @@ export class ShareReplayer {
     try {
       const h = workerFor(this.uid, this.log);
       const id = h.nextId++;
+      // Referenced only while a batch is in flight: an idle worker never keeps the process alive.
+      h.worker.ref();
       const res = await new Promise<ReplayResult>((resolve) => {
         h.waiters.set(id, resolve);
         h.worker.postMessage({ id, root: this.mountPath, changes });
+      }).finally(() => {
+        if (h.waiters.size === 0) h.worker.unref();
       });
       if (res.failed < 0) throw new Error(`replay worker failed: ${res.errors.join('; ')}`);
       // Keep the pins in step with the directories the guest now knows.

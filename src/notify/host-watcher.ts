@@ -1,6 +1,6 @@
 // Watches host directory trees (the shares' host directories) for changes made by host processes.
 //
-// One fanotify group per shim process (fanotify.ts), polled every `pollMs` while any tree is watched. Each
+// One fanotify group per shim process (fanotify.ts), read as events arrive while any tree is watched. Each
 // directory of a tree gets an inode mark (like inotify: no whole-filesystem marks), found by an asynchronous
 // breadth-first walk that never follows symlinks and stops at `maxDirs` directories per tree. Events are
 // mapped from the directory's file handle back to (tree, relative path), and directories created, moved or
@@ -88,7 +88,6 @@ export class HostWatcher {
   private fan: Fanotify | undefined;
   private readonly dirs = new Map<string, DirRef[]>();
   private readonly trees = new Set<TreeWatch>();
-  private timer: NodeJS.Timeout | undefined;
   private readonly pollMs: number;
   private readonly ownPid: number;
 
@@ -108,10 +107,12 @@ export class HostWatcher {
 
   /** Starts watching `root`; resolves once every directory (up to maxDirs) is marked. */
   async watch(root: string, opts: TreeOptions): Promise<TreeWatch> {
-    this.fan ??= new Fanotify();
+    if (!this.fan) {
+      this.fan = new Fanotify();
+      this.fan.start((events) => this.dispatch(events), this.pollMs);
+    }
     const tree = new TreeWatch(this, root, opts);
     this.trees.add(tree);
-    this.schedule();
     try {
       tree.ready = this.addTree(tree, '', false);
       await tree.ready;
@@ -127,45 +128,16 @@ export class HostWatcher {
     for (const [path, key] of tree.keys) this.unref(key, tree, path);
     tree.keys.clear();
     if (this.trees.size === 0) {
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = undefined;
       this.fan?.close();
       this.fan = undefined;
       if (shared === this) shared = undefined;
     }
   }
 
-  /** Reads now (a tree made room). */
+  /** A tree made room: read again unless another one is still full. */
   kick(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    setImmediate(() => this.poll());
-  }
-
-  private schedule(): void {
-    if (this.timer || this.trees.size === 0) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.poll();
-    }, this.pollMs);
-    this.timer.unref();
-  }
-
-  private poll(): void {
-    const fan = this.fan;
-    if (!fan) return;
-    // While a tree's consumer is full, events stay in the kernel's queue (16,384 by default, then an overflow).
-    for (let i = 0; i < 16 && ![...this.trees].some((t) => t.blocked); i++) {
-      let events: FanEvent[];
-      try {
-        events = fan.read();
-      } catch {
-        break;
-      }
-      if (events.length === 0) break;
-      this.dispatch(events);
-    }
-    this.schedule();
+    for (const t of this.trees) if (t.blocked) return;
+    this.fan?.resume();
   }
 
   private dispatch(events: FanEvent[]): void {
@@ -190,6 +162,8 @@ export class HostWatcher {
       if (tree.closed) continue;
       if (!tree.opts.onChanges(changes)) tree.blocked = true;
     }
+    // While a tree's consumer is full, events stay in the kernel's queue (16,384 by default, then an overflow).
+    for (const t of this.trees) if (t.blocked) this.fan?.pause();
   }
 
   private refsOf(key: string | undefined): DirRef[] {
