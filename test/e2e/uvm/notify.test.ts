@@ -97,6 +97,7 @@ describe('e2e: host changes under a bind mount wake inotify in the container (sh
   this.timeout(600_000);
   let cd: PrivateContainerd;
   let hostDir: string;
+  let roDir: string;
   let watcher: ChildProcessWithoutNullStreams | undefined;
   /** inotifywait's lines with the time the test saw each one. */
   const lines: Array<{ at: number; text: string }> = [];
@@ -122,14 +123,16 @@ describe('e2e: host changes under a bind mount wake inotify in the container (sh
     mkdirSync(join(hostDir, 'sub/deep'), { recursive: true });
     mkdirSync(join(hostDir, 'burst'));
     writeFileSync(join(hostDir, 'existing.txt'), 'before the container\n');
+    roDir = mkdtempSync(join(tmpdir(), 'lcow-e2e-notify-ro-'));
     watcher = spawn(
       'ctr',
       [
         ...['--address', cd.address, '--namespace', NS, 'run', '--rm', '--runtime', RUNTIME],
         ...['--mount', `type=bind,src=${hostDir},dst=/data,options=rbind:rw`],
+        ...['--mount', `type=bind,src=${roDir},dst=/ro,options=rbind:ro`],
         image,
         POD,
-        ...['inotifywait', '-m', '-r', '--format', '%e %w%f', '/data'],
+        ...['inotifywait', '-m', '-r', '--format', '%e %w%f', '/data', '/ro'],
       ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
@@ -177,6 +180,7 @@ describe('e2e: host changes under a bind mount wake inotify in the container (sh
     }
     await cd?.stop();
     if (hostDir) rmSync(hostDir, { recursive: true, force: true });
+    if (roDir) rmSync(roDir, { recursive: true, force: true });
     rmSync(`/var/log/lcow/${NS}`, { recursive: true, force: true });
     const stateRoot = `/run/lcow/${NS}`;
     if (existsSync(stateRoot)) {
@@ -214,6 +218,18 @@ describe('e2e: host changes under a bind mount wake inotify in the container (sh
       /^CREATE \/data\/sub\/deep\/newdir\/inner\.txt$/,
     );
     for (const [label, ms] of Object.entries(latencies)) assert.ok(ms < 1000, `${label}: ${ms} ms`);
+  });
+
+  it('a read-only bind mount gets the events too and stays read-only in the container', async function () {
+    await expectEvent('create (ro mount)', () => writeFileSync(join(roDir, 'conf'), 'v=1\n'), /^CREATE \/ro\/conf$/);
+    await expectEvent('modify (ro mount)', () => appendFileSync(join(roDir, 'conf'), 'v=2\n'), /^MODIFY \/ro\/conf$/);
+    const e = await cd.ctr([
+      ...['task', 'exec', '--exec-id', 'ro1', POD, 'sh', '-c'],
+      'cat /ro/conf; (echo x >> /ro/conf) 2>/dev/null && echo WRITABLE || echo read-only',
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+    assert.equal(e.stdout, 'v=1\nv=2\nread-only\n');
+    assert.equal(readFileSync(join(roDir, 'conf'), 'utf8'), 'v=1\nv=2\n');
   });
 
   it("the host files are byte-identical to what the host wrote; the guest's own writes are not echoed", async function () {
