@@ -1,5 +1,6 @@
 // The guest agent's logic, independent of ttrpc: containers and processes through runc, stdio, shares.
 // The ttrpc binding (server.ts) only decodes requests and maps AgentError codes.
+import { MAX_BATCH, ShareReplayer, validSharePath, type ReplayChange } from './share-replay.js';
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -130,7 +131,7 @@ export interface OomListener {
 export class Agent {
   readonly runc: Runc;
   private readonly containers = new Map<string, AgentContainer>();
-  private readonly shares = new Map<string, { path: string; mounted: boolean }>();
+  private readonly shares = new Map<string, { path: string; mounted: boolean; replayer?: ShareReplayer }>();
   private readonly log: Logger;
   private readonly reaper: Reaper;
   private readonly drainTimeoutMs: number;
@@ -181,6 +182,8 @@ export class Agent {
     aname?: string;
     token?: Uint8Array;
     options?: Record<string, string>;
+    notifyUid?: number;
+    notifyPinDirs?: number;
   }): Promise<string> {
     checkId('share id', req.shareId);
     if (this.shares.has(req.shareId)) throw new AgentError('AlreadyExists', `share ${req.shareId} exists`);
@@ -188,18 +191,27 @@ export class Agent {
       if (!this.opts.mount9p) throw new AgentError('FailedPrecondition', 'this agent has no 9P transport');
       const target = req.target || join(this.opts.stateDir, 'shares', req.shareId);
       if (!target.startsWith('/')) throw new AgentError('InvalidArgument', 'share target must be absolute');
+      const notifyUid = req.notifyUid ?? 0;
+      if (notifyUid === 0xffffffff) throw new AgentError('InvalidArgument', 'invalid replay uid');
       try {
         await this.opts.mount9p({
           target,
           aname: req.aname ?? '',
           token: req.token ?? new Uint8Array(),
-          readOnly: req.readOnly,
+          // With host change replay the superblock stays writable so that replays can run (the server keeps the
+          // share read-only, and runc's bind mount into the container is read-only as the spec says).
+          readOnly: req.readOnly && notifyUid === 0,
           options: req.options ?? {},
         });
       } catch (err) {
         throw new AgentError('Internal', (err as Error).message);
       }
-      this.shares.set(req.shareId, { path: target, mounted: true });
+      let replayer: ShareReplayer | undefined;
+      if (notifyUid > 0) {
+        replayer = new ShareReplayer(target, notifyUid, Math.min(req.notifyPinDirs ?? 0, 1 << 20), this.log);
+        replayer.pinTree().catch((err: unknown) => this.log.warn('pinning share directories failed', { error: err }));
+      }
+      this.shares.set(req.shareId, { path: target, mounted: true, replayer });
       return target;
     }
     if (req.kind === 'scsi') {
@@ -231,8 +243,27 @@ export class Agent {
   async removeShare(shareId: string): Promise<void> {
     const s = this.shares.get(shareId);
     if (!s) throw new AgentError('NotFound', `share ${shareId} not found`);
+    s.replayer?.close();
     if (s.mounted) await (this.opts.unmount ? this.opts.unmount(s.path) : runCmd('umount', ['-l', s.path]));
     this.shares.delete(shareId);
+  }
+
+  /** Replays host changes under a share through its mount (share-replay.ts). */
+  async replayShareChanges(shareId: string, changes: ReplayChange[]): Promise<{ replayed: number; failed: number }> {
+    const s = this.shares.get(shareId);
+    if (!s) throw new AgentError('NotFound', `share ${shareId} not found`);
+    if (!s.replayer) throw new AgentError('FailedPrecondition', `share ${shareId} has no host change replay`);
+    if (changes.length > MAX_BATCH) throw new AgentError('InvalidArgument', `at most ${MAX_BATCH} changes per batch`);
+    for (const c of changes) {
+      if (!validSharePath(c.path) || (c.kind === 'rename' && (c.to === undefined || !validSharePath(c.to))))
+        throw new AgentError('InvalidArgument', `invalid share path ${JSON.stringify(c.path)}`);
+    }
+    try {
+      const r = await s.replayer.replay(changes);
+      return { replayed: r.replayed, failed: Math.max(0, r.failed) };
+    } catch (err) {
+      throw new AgentError('FailedPrecondition', (err as Error).message);
+    }
   }
 
   // ---- containers ----

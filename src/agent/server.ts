@@ -5,7 +5,8 @@ import { Agent, AgentError } from './agent.js';
 import type { PodNetwork } from './network.js';
 import type { StdioWanted } from './procio.js';
 import { cgroupVersion, metricsAny } from './stats.js';
-import { Agent as AgentService, OutputStream, type StdioSpec } from '../gen/agent/v1/agent_pb.js';
+import { Agent as AgentService, OutputStream, ShareChange_Kind, type StdioSpec } from '../gen/agent/v1/agent_pb.js';
+import type { ReplayKind } from './share-replay.js';
 import { Code, TtrpcError, TtrpcServer } from '../ttrpc/index.js';
 import { traceServiceImpl } from '../telemetry/index.js';
 import { flushGuestSpans, serveSpanStream } from '../telemetry/guest-spans.js';
@@ -59,6 +60,14 @@ function stdioWanted(s: StdioSpec | undefined): StdioWanted {
   };
 }
 
+const REPLAY_KINDS: Record<number, ReplayKind> = {
+  [ShareChange_Kind.CREATE]: 'create',
+  [ShareChange_Kind.DELETE]: 'delete',
+  [ShareChange_Kind.MODIFY]: 'modify',
+  [ShareChange_Kind.ATTRIB]: 'attrib',
+  [ShareChange_Kind.RENAME]: 'rename',
+};
+
 export function createAgentServer(
   agent: Agent,
   log: Logger,
@@ -86,6 +95,19 @@ export function createAgentServer(
       async removeShare(req) {
         await agent.removeShare(req.shareId);
         return {};
+      },
+      async replayShareChanges(req) {
+        return agent.replayShareChanges(
+          req.shareId,
+          req.changes.map((c) => ({
+            kind: REPLAY_KINDS[c.kind] ?? 'attrib',
+            path: c.path,
+            to: c.to,
+            dir: c.dir,
+            content: c.content,
+            type: c.type,
+          })),
+        );
       },
       async createContainer(req) {
         const r = await agent.createContainer({

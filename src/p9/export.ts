@@ -6,6 +6,7 @@ import type { LockTable } from './locks.js';
 import type { MetadataStore } from './metadata.js';
 import { UserXattrStore } from './metadata-xattr.js';
 import { QidMapper } from './qid.js';
+import { ReplayPlan } from './replay-plan.js';
 import { SharePolicy, parseShareSecurity, type ShareSecurity } from './security.js';
 import { O, close, fstatx, openat, AT_FDCWD, S_IFDIR, S_IFMT, type StatX } from '../util/syscalls.js';
 
@@ -21,6 +22,17 @@ export interface ExportConfig {
   security?: ShareSecurity;
   /** Where guest metadata is kept; default: user.lcow.* xattrs (Linux). */
   metadata?: MetadataStore;
+  /**
+   * Host change replay (ops/replay.ts): attaches with this uid form the replay tree, whose operations are
+   * acknowledged without touching the host. Absent: no replay tree (that uid is an ordinary uid).
+   */
+  replay?: { uid: number; maxPlanEntries?: number };
+}
+
+/** An export's replay tree: the attach uid that selects it and the plan the host side sets per batch. */
+export interface ReplayTree {
+  readonly uid: number;
+  readonly plan: ReplayPlan;
 }
 
 export class ExportRoot {
@@ -28,6 +40,7 @@ export class ExportRoot {
   readonly rootStat: StatX;
   readonly qids = new QidMapper();
   readonly policy: SharePolicy;
+  readonly replay: ReplayTree | null;
 
   constructor(
     readonly name: string,
@@ -36,7 +49,11 @@ export class ExportRoot {
     readonly locks: LockTable,
     security: ShareSecurity = 'mapped',
     metadata: MetadataStore = new UserXattrStore(),
+    replay?: ExportConfig['replay'],
   ) {
+    if (replay && !(Number.isInteger(replay.uid) && replay.uid > 0 && replay.uid < 0xffffffff))
+      throw new Error(`export ${name}: the replay uid must be an integer in 1..4294967294`);
+    this.replay = replay ? { uid: replay.uid, plan: new ReplayPlan(replay.maxPlanEntries) } : null;
     this.policy = new SharePolicy(parseShareSecurity(security), metadata);
     this.rootFd = openat(AT_FDCWD, path, O.PATH | O.DIRECTORY);
     this.rootStat = fstatx(this.rootFd);

@@ -29,6 +29,8 @@ export class Fid {
   xattr: XattrState | null = null;
   /** Lock owners (lock-table keys) that took locks through this fid; released on clunk. */
   lockOwners: Set<string> | null = null;
+  /** In the replay tree (ops/replay.ts): nothing done through it reaches the host. */
+  replay = false;
 
   constructor(
     readonly id: number,

@@ -61,7 +61,7 @@ export class P9Server {
         maxWaitersPerFile: limits.maxLockWaitersPerFile,
       });
       for (const e of opts.exports) {
-        opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks, e.security, e.metadata));
+        opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks, e.security, e.metadata, e.replay));
       }
     } catch (err) {
       for (const r of opened) r.close();
@@ -125,7 +125,8 @@ export class P9Server {
   }
 }
 
-export type { ExportConfig } from './export.js';
+export type { ExportConfig, ReplayTree } from './export.js';
+export { ReplayPlan } from './replay-plan.js';
 export type { P9Observer, P9RequestEvent } from './observer.js';
 export type { ShareSecurity } from './security.js';
 export { SHARE_SECURITY_MODELS } from './security.js';

@@ -51,6 +51,11 @@ export interface ShareOptions {
   role?: ShareRole;
   /** Guest cache mode; undefined: the backend's default (runtime config `share_cache`). */
   cache?: ShareCache;
+  /**
+   * Host changes under the directory should reach inotify watchers in the guest (bind mounts; backends that
+   * support it and whose config leaves it on: docs/share-notify.md).
+   */
+  notify?: boolean;
 }
 
 export interface Share {

@@ -36,6 +36,8 @@ export const DEFAULT_AGENT_DEADLINES: AgentDeadlines = {
   execInUvm: 610_000,
   // PCI hotplug of the pod NIC, then addresses and routes: slow under TCG.
   configureNetwork: 60_000,
+  // A batch of at most 256 host changes replayed on the container's mount (share-notify).
+  replayShareChanges: 30_000,
 };
 
 /** `client` with a deadline on every unary call that has none (a caller's own timeoutMs wins). */

@@ -151,7 +151,8 @@ export async function shareBindMounts(
         `single-file bind mount ${m.source}: the ${sandbox.backend} sandbox cannot share a single file yet`,
       );
     const dir = st.isDirectory() ? m.source : await holdFile!(m.source, readOnly);
-    const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory', cache });
+    // Host edits to a bind-mounted directory wake inotify watchers in the container (docs/share-notify.md).
+    const share = await sandbox.addShare(dir, { readOnly, role: 'host-directory', cache, notify: st.isDirectory() });
     prepared.shareIds.push(share.shareId);
     m.source = st.isDirectory() ? share.guestPath : join(share.guestPath, basename(m.source));
   }

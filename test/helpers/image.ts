@@ -181,15 +181,34 @@ function buildOciArchive(img: ImageContent, cacheDir: string): string {
 
 const CACHE_DIR = '/var/tmp/lcow-test-images';
 
-/** Builds (or reuses) the busybox image's OCI layout tar; returns its path. */
-export function buildImageArchive(cacheDir = CACHE_DIR): string {
+/** A file added to the busybox image: its path in the image, content and mode. */
+interface ExtraFile {
+  path: string;
+  data: Buffer;
+  mode: number;
+}
+
+/** The busybox image (and variants with `extra` files); returns the OCI layout tar's path. */
+function buildBusyboxArchive(name: string, extra: ExtraFile[], cacheDir: string): string {
   const bb = readFileSync(BUSYBOX);
   return buildOciArchive(
     {
-      name: TEST_IMAGE,
-      key: Buffer.concat([bb, Buffer.from(APPLETS.join(','))]),
+      name,
+      key: Buffer.concat([bb, Buffer.from(APPLETS.join(',')), ...extra.flatMap((e) => [Buffer.from(e.path), e.data])]),
       layer: (layer) => {
+        const dirs = new Set(DIRS);
         for (const d of DIRS) layer.dir(d);
+        for (const e of extra) {
+          const parts = e.path.split('/');
+          for (let i = 1; i < parts.length; i++) {
+            const d = parts.slice(0, i).join('/');
+            if (!dirs.has(d)) {
+              dirs.add(d);
+              layer.dir(d);
+            }
+          }
+        }
+        for (const e of extra) layer.file(e.path, e.data, e.mode);
         layer.file('bin/busybox', bb, 0o755);
         for (const a of APPLETS) layer.symlink(`bin/${a}`, 'busybox');
         layer.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
@@ -199,6 +218,28 @@ export function buildImageArchive(cacheDir = CACHE_DIR): string {
     },
     cacheDir,
   );
+}
+
+/** Builds (or reuses) the busybox image's OCI layout tar; returns its path. */
+export function buildImageArchive(cacheDir = CACHE_DIR): string {
+  return buildBusyboxArchive(TEST_IMAGE, [], cacheDir);
+}
+
+export const INOTIFY_IMAGE = 'localhost/lcow-test/inotify:latest';
+
+/**
+ * The busybox image plus Debian's inotifywait (package inotify-tools) with the shared libraries it loads, copied
+ * from this host (`ldd`): a real inotify client in a container, built without a registry.
+ */
+export async function importInotifyImage(address: string, ns = 'default', ctrBin = 'ctr'): Promise<string> {
+  const bin = '/usr/bin/inotifywait';
+  const { stdout } = await execFileP('ldd', [bin]);
+  const libs = [...stdout.matchAll(/(\/\S+\.so[.\d]*)/g)].map((m) => m[1]!);
+  const extra: ExtraFile[] = [{ path: 'bin/inotifywait', data: readFileSync(bin), mode: 0o755 }];
+  for (const lib of new Set(libs)) extra.push({ path: lib.slice(1), data: readFileSync(lib), mode: 0o755 });
+  const archive = buildBusyboxArchive(INOTIFY_IMAGE, extra, CACHE_DIR);
+  await execFileP(ctrBin, ['--address', address, '--namespace', ns, 'images', 'import', archive]);
+  return INOTIFY_IMAGE;
 }
 
 export const PAUSE_IMAGE = 'localhost/lcow-test/pause:1';

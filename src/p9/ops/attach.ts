@@ -26,7 +26,7 @@ export function findExport(exports: readonly ExportRoot[], aname: string): Expor
   return hit;
 }
 
-function attachUid(msg: Tattach): number | undefined {
+export function attachUid(msg: Tattach): number | undefined {
   if (msg.nUname !== NONUNAME) return msg.nUname;
   return /^\d+$/.test(msg.uname) ? Number(msg.uname) : undefined;
 }

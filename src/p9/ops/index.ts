@@ -9,6 +9,7 @@ import { link, mkdir, mknod, readdir, remove, rename, renameat, symlink, unlinka
 import { fsync, lcreate, lopen, read, write } from './io.js';
 import { getlock, lock } from './lock-ops.js';
 import type { OpResult } from './result.js';
+import { withReplay } from './replay.js';
 import { walk } from './walk.js';
 import { xattrcreate, xattrwalk } from './xattr-ops.js';
 
@@ -19,7 +20,7 @@ type Handler = (s: Session, msg: TMessage, req: Inflight) => OpResult | Promise<
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const h = (fn: (s: Session, msg: any, req: Inflight) => OpResult | Promise<OpResult>): Handler => fn;
 
-export const handlers: Readonly<Record<number, Handler>> = {
+const baseHandlers: Readonly<Record<number, Handler>> = {
   [MsgType.Tauth]: h(auth),
   [MsgType.Tattach]: h(attach),
   [MsgType.Twalk]: h(walk),
@@ -47,3 +48,6 @@ export const handlers: Readonly<Record<number, Handler>> = {
   [MsgType.Tlock]: h(lock),
   [MsgType.Tgetlock]: h(getlock),
 };
+
+/** Requests naming a replay fid are answered by ops/replay.ts (host changes replayed in the guest). */
+export const handlers = withReplay(baseHandlers);

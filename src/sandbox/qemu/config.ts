@@ -47,7 +47,16 @@ export interface QemuConfig {
    * mount option `x-lcow.cache=none|mmap` (task/uvm-fs.ts).
    */
   shareCache: ShareCache;
+  /**
+   * Host changes under bind mounts reach inotify watchers in the guest (docs/share-notify.md): config
+   * `share_notify` (default on), `share_notify_pin_dirs` (directories per share the guest keeps referenced,
+   * default 4096), `share_notify_max_dirs` (host directories watched per share, default 65536),
+   * `share_notify_uid` (the replay fsuid, default 4294901760; never a uid a container uses).
+   */
+  shareNotify: { enabled: boolean; pinDirs: number; maxDirs: number; uid: number };
 }
+
+export const DEFAULT_REPLAY_UID = 0xffff0000;
 
 /**
  * Sizing: annotations win over the runtime config (`memory_mb`, `cpus` or `[qemu]` table), then defaults.
@@ -74,7 +83,21 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     rootfsShareSecurity: parseShareSecurity(pick('rootfs_share_security') ?? 'passthrough-existing'),
     hostShareSecurity: parseShareSecurity(pick('host_share_security') ?? 'mapped'),
     shareCache: shareCache as ShareCache,
+    shareNotify: {
+      enabled: pick('share_notify') !== false,
+      pinDirs: num(pick('share_notify_pin_dirs')) ?? 4096,
+      maxDirs: num(pick('share_notify_max_dirs')) ?? 65_536,
+      uid: replayUid(pick('share_notify_uid')),
+    },
   };
+}
+
+function replayUid(v: unknown): number {
+  if (v === undefined) return DEFAULT_REPLAY_UID;
+  const n = num(v);
+  if (n === undefined || n >= 0xffffffff)
+    throw new Error(`share_notify_uid must be in 1..4294967294, not ${String(v)}`);
+  return n;
 }
 
 let probeMemo: Promise<Accel> | undefined;

@@ -14,7 +14,9 @@ import { randomBytes } from 'node:crypto';
 import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
+import { Agent as AgentDesc, ShareChange_Kind } from '../../gen/agent/v1/agent_pb.js';
+import { ShareNotifier } from '../../notify/share-notifier.js';
+import type { ChangeKind } from '../../notify/coalescer.js';
 import { P9Server } from '../../p9/server.js';
 import { createServer } from 'node:net';
 import {
@@ -64,6 +66,14 @@ interface PodNet {
   guest: Promise<string>;
 }
 
+const SHARE_CHANGE_KINDS: Record<ChangeKind, ShareChange_Kind> = {
+  create: ShareChange_Kind.CREATE,
+  delete: ShareChange_Kind.DELETE,
+  modify: ShareChange_Kind.MODIFY,
+  attrib: ShareChange_Kind.ATTRIB,
+  rename: ShareChange_Kind.RENAME,
+};
+
 interface ShareEntry {
   id: string;
   key: string;
@@ -73,6 +83,8 @@ interface ShareEntry {
   server: P9Server;
   refs: number;
   ready: Promise<Share>;
+  /** Host change replay (docs/share-notify.md), when the share asked for it. */
+  notifier?: ShareNotifier;
 }
 
 export class QemuSandbox implements Sandbox {
@@ -371,7 +383,8 @@ export class QemuSandbox implements Sandbox {
     if (!this.agent) throw new Error('sandbox not booted');
     const security = opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareSecurity : this.cfg.hostShareSecurity;
     const cache = opts.cache ?? this.cfg.shareCache;
-    const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${cache}:${hostPath}`;
+    const notify = opts.notify === true && this.cfg.shareNotify.enabled;
+    const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${cache}:${notify ? 'notify:' : ''}${hostPath}`;
     const existing = this.sharesByKey.get(key);
     if (existing) {
       existing.refs++;
@@ -384,7 +397,15 @@ export class QemuSandbox implements Sandbox {
     }
     const id = `s${++this.shareSeq}`;
     const server = new P9Server({
-      exports: [{ name: id, path: hostPath, readOnly: opts.readOnly, security }],
+      exports: [
+        {
+          name: id,
+          path: hostPath,
+          readOnly: opts.readOnly,
+          security,
+          replay: notify ? { uid: this.cfg.shareNotify.uid } : undefined,
+        },
+      ],
       logger: this.log.with({ share: id }),
       observer: new P9Metrics({ share: id, path: hostPath }),
     });
@@ -414,6 +435,8 @@ export class QemuSandbox implements Sandbox {
           aname: id,
           token: e.token,
           options: { msize: '262144', cache },
+          notifyUid: notify ? this.cfg.shareNotify.uid : 0,
+          notifyPinDirs: notify ? this.cfg.shareNotify.pinDirs : 0,
         },
         { timeoutMs: 60_000 },
       ) // every agent call has a deadline (a wedged guest must not hang Create)
@@ -421,6 +444,7 @@ export class QemuSandbox implements Sandbox {
         async (r) => {
           rpcOver = 'AddShare done';
           await dialed; // the agent mounted it, so our side has it too
+          if (notify) await this.startNotifier(e);
           return { shareId: id, guestPath: r.guestPath };
         },
         async (err: unknown) => {
@@ -443,8 +467,46 @@ export class QemuSandbox implements Sandbox {
     } catch (err) {
       this.shares.delete(id);
       this.sharesByKey.delete(key);
+      e.notifier?.close();
       server.close();
       throw err;
+    }
+  }
+
+  /**
+   * Watches the share's host directory and replays host processes' changes in the guest. A host without
+   * fanotify (not root, old kernel) keeps the share without it (logged).
+   */
+  private async startNotifier(e: ShareEntry): Promise<void> {
+    const agent = this.agent!;
+    const log = this.log.with({ share: e.id });
+    try {
+      e.notifier = await ShareNotifier.start({
+        shareId: e.id,
+        hostPath: e.hostPath,
+        plan: e.server.exports[0]!.replay!.plan,
+        log,
+        maxDirs: this.cfg.shareNotify.maxDirs,
+        send: (changes) =>
+          agent.replayShareChanges(
+            {
+              shareId: e.id,
+              changes: changes.map((c) => ({
+                kind: SHARE_CHANGE_KINDS[c.kind],
+                path: c.path,
+                to: c.to ?? '',
+                dir: c.dir,
+                content: c.content ?? false,
+                type: c.type ?? '',
+              })),
+            },
+            { timeoutMs: 60_000 },
+          ),
+      });
+      const st = e.notifier.stats();
+      log.debug('share notify on', { watchedDirs: st.watchedDirs, skippedDirs: st.skippedDirs });
+    } catch (err) {
+      log.warn('share notify unavailable: host changes will not wake watchers in the guest', { error: err });
     }
   }
 
@@ -454,6 +516,7 @@ export class QemuSandbox implements Sandbox {
     if (--e.refs > 0) return;
     this.shares.delete(shareId);
     this.sharesByKey.delete(e.key);
+    e.notifier?.close();
     try {
       if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 10_000 });
     } finally {
@@ -539,7 +602,10 @@ export class QemuSandbox implements Sandbox {
   private teardownHostSide(): void {
     this.client?.close();
     this.qmp?.close();
-    for (const e of this.shares.values()) e.server.close();
+    for (const e of this.shares.values()) {
+      e.notifier?.close();
+      e.server.close();
+    }
     this.shares.clear();
     this.sharesByKey.clear();
   }
