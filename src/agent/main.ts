@@ -5,6 +5,7 @@ import { createAgentServer } from './server.js';
 import { setupTelemetry, shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
 import { P9Acceptor, acceptControl, dialControl, mount9p, readSecret, vsockSelfTest } from './uvm.js';
+import { CloneState } from './clone.js';
 
 export interface AgentArgs {
   stateDir: string;
@@ -78,8 +79,12 @@ export async function main(argv: string[]): Promise<void> {
   const args = parseAgentArgs(argv);
   const log = stderrLogger({ component: 'agent' });
   const secret = args.tokenFile ? readSecret(args.tokenFile) : undefined;
+  // Listeners read the secret at every handshake: a UVM restored from a template has a new one.
+  const tokenFile = args.tokenFile;
+  const currentSecret = tokenFile ? (): Buffer => readSecret(tokenFile) : undefined;
   const p9 = args.p9;
-  const p9Acceptor = args.p9Accept && secret ? await P9Acceptor.listen(args.p9Accept, secret, log) : undefined;
+  const p9Acceptor =
+    args.p9Accept && currentSecret ? await P9Acceptor.listen(args.p9Accept, currentSecret, log) : undefined;
   const agent = new Agent({
     stateDir: args.stateDir,
     logger: log,
@@ -97,15 +102,34 @@ export async function main(argv: string[]): Promise<void> {
     await shutdownTelemetry();
     process.exit(0);
   };
-  const server = createAgentServer(agent, log, () => void stop());
-  if ((args.dial || args.accept) && secret) {
-    // UVM: one control connection with the shim; when it ends, the agent (and with it the VM) ends.
-    const conn = args.accept
-      ? await acceptControl(args.accept, secret, log)
-      : await dialControl(args.dial!, secret, log);
+  const clone = args.accept ? new CloneState() : undefined;
+  const server = createAgentServer(agent, log, () => void stop(), clone);
+  if (args.accept && currentSecret) {
+    // UVM, hostfwd direction: one control connection with the shim; when it ends, the agent (and with it the
+    // VM) ends; except in template mode, where it listens again for the next (a clone's) shim.
+    const accept = async (again: boolean): Promise<void> => {
+      const conn = await acceptControl(args.accept!, currentSecret, log, () => {
+        if (again) process.stdout.write('LCOW template-ready\n');
+      });
+      conn.stream.once('close', () => {
+        if (clone?.relistenOnClose) {
+          log.info('control connection closed in template mode: listening again');
+          void accept(true);
+        } else void stop();
+      });
+      server.handleConnection(conn.stream);
+      log.info('agent connected', { url: args.accept, pid: process.pid });
+    };
+    await accept(false);
+    process.on('SIGTERM', () => void stop());
+    return;
+  }
+  if (args.dial && secret) {
+    // UVM, vsock: the agent dials the host; one control connection, when it ends the VM ends.
+    const conn = await dialControl(args.dial, secret, log);
     conn.stream.once('close', () => void stop());
     server.handleConnection(conn.stream);
-    log.info('agent connected', { url: args.accept ?? args.dial, pid: process.pid });
+    log.info('agent connected', { url: args.dial, pid: process.pid });
     process.on('SIGTERM', () => void stop());
     return;
   }

@@ -11,6 +11,8 @@ import type { Logger } from '../util/log.js';
 import type { PassThrough } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
+import { adoptClone, prepareTemplate, type CloneState } from './clone.js';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -53,7 +55,16 @@ function stdioWanted(s: StdioSpec | undefined): StdioWanted {
   };
 }
 
-export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => void): TtrpcServer {
+/**
+ * `clone`: the UVM agent's template state (PrepareTemplate / AdoptClone); absent for the process backend,
+ * which then answers those two with FailedPrecondition.
+ */
+export function createAgentServer(
+  agent: Agent,
+  log: Logger,
+  onShutdown: () => void,
+  clone?: CloneState,
+): TtrpcServer {
   const server = new TtrpcServer({ logger: log, errorMapper: agentErrorToTtrpc });
   const guestCgroup = cgroupVersion();
   server.registerService(
@@ -195,6 +206,28 @@ export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => v
         await agent.shutdown();
         setImmediate(onShutdown);
         return {};
+      },
+      async prepareTemplate() {
+        if (!clone) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM');
+        try {
+          await prepareTemplate(clone, agent.containerCount > 0);
+        } catch (err) {
+          throw new AgentError('FailedPrecondition', (err as Error).message);
+        }
+        log.info('template prepared: the next control connection close re-listens');
+        return {};
+      },
+      async adoptClone(req) {
+        if (!clone) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM');
+        if (!req.now) throw new AgentError('InvalidArgument', 'now is required');
+        let r;
+        try {
+          r = adoptClone(clone, timestampMs(req.now), req.entropy);
+        } catch (err) {
+          throw new AgentError('InvalidArgument', (err as Error).message);
+        }
+        log.info('adopted as a clone', { clockStepMs: r.clockStepMs });
+        return { bootId: r.bootId, clockStepMs: BigInt(r.clockStepMs) };
       },
     }),
   );

@@ -24,6 +24,7 @@ import {
   SECRET_LENGTH,
   AUTH_TIMEOUT_MS,
   type Conn,
+  type SecretSource,
 } from '../transport/index.js';
 import { dialRawFd } from '../transport/rawfd.js';
 import type { Logger } from '../util/log.js';
@@ -118,12 +119,22 @@ function stopReading(socket: Socket): void {
   }
 }
 
-/** Accept mode, control channel: listens on URL; the first committed connection is the shim's ttrpc client. */
-export async function acceptControl(url: string, secret: Buffer, log: Logger): Promise<Conn> {
+/**
+ * Accept mode, control channel: listens on URL; the first committed connection is the shim's ttrpc client.
+ * `secret` is read at every handshake when it is a function (a UVM restored from a template has a new one).
+ * `onListening` runs once the port listens.
+ */
+export async function acceptControl(
+  url: string,
+  secret: SecretSource,
+  log: Logger,
+  onListening?: () => void,
+): Promise<Conn> {
   const u = parseTransportUrl(url);
   if (u.scheme !== 'tcp+token') throw new Error(`accept mode needs tcp+token, not ${u.scheme}`);
   const listener = await TcpTokenListener.listen(secret, { host: u.host, port: u.port, ack: true });
   log.info('agent listening for the shim', { url: listener.url });
+  onListening?.();
   return new Promise<Conn>((resolve) => {
     listener.onConnection((c) => {
       // One control channel per VM: later connections are refused.
@@ -156,7 +167,7 @@ export class P9Acceptor {
     listener.onConnection((c) => this.onConnection(c.stream as Socket));
   }
 
-  static async listen(url: string, secret: Buffer, log: Logger, waitMs = 30_000): Promise<P9Acceptor> {
+  static async listen(url: string, secret: SecretSource, log: Logger, waitMs = 30_000): Promise<P9Acceptor> {
     const u = parseTransportUrl(url);
     if (u.scheme !== 'tcp+token') throw new Error(`accept mode needs tcp+token, not ${u.scheme}`);
     const listener = await TcpTokenListener.listen(secret, { host: u.host, port: u.port });

@@ -13,6 +13,7 @@ export {
   dialTcpToken,
   dialTcpTokenAck,
   type DialAckOptions,
+  type SecretSource,
 } from './tcp-token.js';
 export { VsockListener, dialVsock, FdStream, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL } from './vsock.js';
 

@@ -27,6 +27,13 @@ export function checkSecret(secret: Buffer): void {
   if (secret.length !== SECRET_LENGTH) throw new Error(`the transport secret must be ${SECRET_LENGTH} bytes`);
 }
 
+/**
+ * The listener's secret: fixed, or read afresh at every handshake. A UVM restored from a template is a new
+ * machine with a new secret (QEMU fw_cfg is not part of the snapshot): the agent must not keep the one it
+ * read before the snapshot.
+ */
+export type SecretSource = Buffer | (() => Buffer);
+
 export class TcpTokenListener implements Listener {
   private readonly callbacks: Array<(c: Conn) => void> = [];
   private readonly pending = new Set<Socket>();
@@ -35,7 +42,7 @@ export class TcpTokenListener implements Listener {
 
   private constructor(
     private readonly server: Server,
-    private readonly secret: Buffer,
+    private readonly secret: SecretSource,
     readonly port: number,
     private readonly authTimeoutMs: number,
     private readonly ack: boolean,
@@ -49,10 +56,10 @@ export class TcpTokenListener implements Listener {
    * out only after the dialer's COMMIT (see acceptHandshake); without, it is handed out right after the secret.
    */
   static async listen(
-    secret: Buffer,
+    secret: SecretSource,
     opts: { port?: number; host?: string; authTimeoutMs?: number; ack?: boolean } = {},
   ): Promise<TcpTokenListener> {
-    checkSecret(secret);
+    if (typeof secret !== 'function') checkSecret(secret);
     const server = createServer({ pauseOnConnect: true, noDelay: true });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -65,7 +72,7 @@ export class TcpTokenListener implements Listener {
     if (!addr || typeof addr === 'string') throw new Error('tcp+token: no listening address');
     return new TcpTokenListener(
       server,
-      Buffer.from(secret),
+      typeof secret === 'function' ? secret : Buffer.from(secret),
       addr.port,
       opts.authTimeoutMs ?? AUTH_TIMEOUT_MS,
       opts.ack ?? false,
@@ -88,7 +95,14 @@ export class TcpTokenListener implements Listener {
     readExactly(socket, SECRET_LENGTH, this.authTimeoutMs).then(
       (got) => {
         this.pending.delete(socket);
-        if (!timingSafeEqual(got, this.secret)) {
+        let secret: Buffer;
+        try {
+          secret = typeof this.secret === 'function' ? this.secret() : this.secret;
+          checkSecret(secret);
+        } catch {
+          secret = Buffer.alloc(0);
+        }
+        if (secret.length !== got.length || !timingSafeEqual(got, secret)) {
           this.rejected++;
           socket.destroy();
           return;

@@ -32,6 +32,13 @@ export interface QemuConfig {
    * after the switch to tmpfs), so this is what keeps QEMU's anonymous RSS near what the guest really uses.
    */
   freePageReporting: boolean;
+  /**
+   * UVM templates (config `templates`, default on; LCOW_TEMPLATES=0 turns them off): pods start by restoring a
+   * snapshot of a booted UVM instead of booting (src/sandbox/qemu/template.ts).
+   */
+  templates: boolean;
+  /** Where templates live (config `template_dir` or LCOW_TEMPLATE_DIR); default: see template.ts. */
+  templateDir?: string;
 }
 
 /** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
@@ -67,6 +74,10 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
     freePageReporting: pick('free_page_reporting') !== false,
+    templates: process.env.LCOW_TEMPLATES ? process.env.LCOW_TEMPLATES !== '0' : pick('templates') !== false,
+    templateDir:
+      process.env.LCOW_TEMPLATE_DIR ||
+      (typeof pick('template_dir') === 'string' ? (pick('template_dir') as string) : undefined),
   };
 }
 
@@ -168,6 +179,14 @@ export interface CommandLineInputs {
   /** Host ports (127.0.0.1) QEMU forwards to the agent's control and 9P listeners (hostfwd). */
   controlPort: number;
   p9Port: number;
+  /**
+   * Templates: guest RAM in a file (shared: the template's own boot, its RAM saved there; private: a clone,
+   * copy-on-write over the template's pages), a vmgenid device (the guest kernel reseeds its RNG when the
+   * generation id changes at restore), and -incoming defer (a clone waits for its device state over QMP).
+   */
+  ramFile?: { path: string; shared: boolean };
+  vmgenid?: boolean;
+  incoming?: boolean;
 }
 
 /**
@@ -202,9 +221,15 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     i.accel,
     ...(i.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-machine',
-    'pc',
+    i.ramFile ? 'pc,memory-backend=ram0' : 'pc',
     '-m',
     String(i.cfg.memoryMiB),
+    ...(i.ramFile
+      ? [
+          '-object',
+          `memory-backend-file,id=ram0,size=${i.cfg.memoryMiB}M,mem-path=${i.ramFile.path},share=${i.ramFile.shared ? 'on' : 'off'}`,
+        ]
+      : []),
     '-smp',
     String(i.cpus),
     ...headlessKernelBootArgs(i.cfg.kernel),
@@ -221,5 +246,7 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     '-device',
     'virtio-net-pci,netdev=n0',
     ...(i.cfg.freePageReporting ? ['-device', 'virtio-balloon-pci,free-page-reporting=on'] : []),
+    ...(i.vmgenid ? ['-device', 'vmgenid'] : []),
+    ...(i.incoming ? ['-incoming', 'defer'] : []),
   ];
 }

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
 import { P9Server } from '../../p9/server.js';
-import { createServer } from 'node:net';
+import { freePort } from './ports.js';
 import { dialTcpTokenAck, newSecret } from '../../transport/index.js';
 import { TtrpcClient, createClient, type ServiceClient } from '../../ttrpc/index.js';
 import type { Logger } from '../../util/log.js';
@@ -29,6 +29,7 @@ import type {
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
+import { adoptClone, cloneArgs, discardTemplate, ensureTemplate, restoreClone, type Template } from './template.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 
 const SHARE_TOKEN_LENGTH = 16;
@@ -57,6 +58,10 @@ export class QemuSandbox implements Sandbox {
   accel: Accel | undefined;
   /** Boot phases in ms since boot() began: qemu spawned, agent connected, agent answered. */
   readonly timings: Record<string, number> = {};
+  /** How this UVM started: restored from a template (and whether this boot built it) or booted cold. */
+  startedFrom: { kind: 'cold' } | { kind: 'template'; key: string; built: boolean; bootId: string } = {
+    kind: 'cold',
+  };
   private child: ChildProcess | undefined;
   private startTime = '';
   private client: TtrpcClient | undefined;
@@ -105,6 +110,8 @@ export class QemuSandbox implements Sandbox {
     });
     const deadline = Date.now() + this.cfg.bootTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
+    // Templates: restore a snapshot instead of booting (template.ts); any failure falls back to a cold boot.
+    let tpl = await this.template(cpus);
     try {
       // The host ports are picked free, then bound by QEMU: another process may take one in between. QEMU then
       // fails at once ("Could not set up host forwarding rule"): pick new ports and start again.
@@ -117,19 +124,27 @@ export class QemuSandbox implements Sandbox {
         const secret = newSecret();
         await writeFile(tokenFile, secret, { mode: 0o600 });
         this.secret = secret;
+        const vm = {
+          name: `lcow-${this.opts.id}`.slice(0, 64),
+          qmpSocket: this.qmpSocket,
+          tokenFile,
+          controlPort: ports.control,
+          p9Port: ports.p9,
+        };
         const child = this.spawnQemu(
-          qemuArgs({
-            cfg: this.cfg,
-            accel: this.accel,
-            cpus,
-            name: `lcow-${this.opts.id}`.slice(0, 64),
-            qmpSocket: this.qmpSocket,
-            tokenFile,
-            controlPort: ports.control,
-            p9Port: ports.p9,
-          }),
+          tpl
+            ? cloneArgs({ cfg: this.cfg, accel: this.accel, cpus }, tpl.template, vm)
+            : qemuArgs({ cfg: this.cfg, accel: this.accel, cpus, ...vm }),
         );
         this.timings.spawned = Date.now() - t0;
+        if (tpl) {
+          const restored = await this.restore(tpl.template, deadline);
+          if (!restored) {
+            tpl = undefined;
+            continue;
+          }
+          this.timings.restored = Date.now() - t0;
+        }
         let exitedDuringBoot = false;
         const exited = this.exited!.then(() => {
           exitedDuringBoot = true;
@@ -167,6 +182,11 @@ export class QemuSandbox implements Sandbox {
         }
         throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
       }
+      if (tpl) {
+        const adopted = await adoptClone(this.agent);
+        this.startedFrom = { kind: 'template', key: tpl.template.key, built: tpl.built, bootId: adopted.bootId };
+        this.log.info('UVM restored from a template', { template: tpl.template.key, ...adopted });
+      }
       await this.agent.getInfo({}, { timeoutMs: 30_000 });
       this.timings.ready = Date.now() - t0;
       this.log.info('UVM ready', { accel: this.accel, ms: this.timings.ready, pid: this.child!.pid });
@@ -176,11 +196,49 @@ export class QemuSandbox implements Sandbox {
     } finally {
       clearTimeout(timer);
     }
-    QmpClient.connect(this.qmpSocket, 5000).then(
-      (q) => (this.qmp = q),
-      (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
-    );
+    if (!this.qmp)
+      QmpClient.connect(this.qmpSocket, 5000).then(
+        (q) => (this.qmp = q),
+        (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
+      );
     return { agent: this.client!, pids: [this.child!.pid!] };
+  }
+
+  /** The template to restore from, built first if needed; undefined when templates are off or unusable. */
+  private async template(cpus: number): Promise<{ template: Template; built: boolean } | undefined> {
+    if (!this.cfg.templates) return undefined;
+    try {
+      const t0 = Date.now();
+      const r = await ensureTemplate({ cfg: this.cfg, accel: this.accel!, cpus }, this.log);
+      if (r.built) this.timings.templateBuilt = Date.now() - t0;
+      return r;
+    } catch (err) {
+      this.log.warn('no UVM template; booting cold', { error: err });
+      return undefined;
+    }
+  }
+
+  /**
+   * Feeds a clone its device state and runs it. On failure the clone is killed, the template discarded (the
+   * next pod rebuilds it) and false returned: the caller boots cold.
+   */
+  private async restore(t: Template, deadline: number): Promise<boolean> {
+    try {
+      this.qmp = await restoreClone(this.qmpSocket, t, Math.max(1, deadline - Date.now()));
+      return true;
+    } catch (err) {
+      this.qmp = undefined;
+      const child = this.child;
+      if (child && child.exitCode === null && child.signalCode === null) {
+        this.stopping = true;
+        child.kill('SIGKILL');
+      }
+      await this.exited;
+      this.stopping = false;
+      this.exitReason = undefined;
+      await discardTemplate(t, this.log, (err as Error).message);
+      return false;
+    }
   }
 
   /** Set when QEMU exited during boot because it could not bind a forwarded host port (boot() retries). */
@@ -389,18 +447,6 @@ export class QemuSandbox implements Sandbox {
     } else this.teardownHostSide();
     await cleanupQemuSandbox(this.record());
   }
-}
-
-/** A free TCP port on 127.0.0.1 right now (QEMU binds it next; boot() handles losing the race). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr !== 'string' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** Kills the VM if it is still the recorded incarnation, undoes host mounts, removes the state dir. */
