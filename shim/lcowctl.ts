@@ -8,6 +8,10 @@ const subcommands: Record<string, { summary: string; load: () => Promise<Subcomm
     summary: 'serve host directories over 9P2000.L (debugging, benchmarks, tests)',
     load: async () => (await import('../src/p9/cli.js')).main,
   },
+  template: {
+    summary: 'UVM templates: build (what the shim runs in the background), ls, rm',
+    load: async () => (await import('../src/sandbox/qemu/template-cli.js')).main,
+  },
 };
 
 function usage(): string {

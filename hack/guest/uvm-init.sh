@@ -13,7 +13,8 @@
 #   lcow.dial=URL       instead of lcow.accept: the agent dials the host's control port, e.g. vsock://2:1024
 #   lcow.p9=URL         with lcow.dial: where the agent dials for 9P shares (same transport)
 #   lcow.token=PATH     the per-UVM secret (default: QEMU fw_cfg opt/lcow/token)
-#   lcow.mode=agent|vsocktest|shell   vsocktest: run the guest transport self-test and power off
+#   lcow.mode=agent|vsocktest|floor|shell   vsocktest: run the guest transport self-test and power off;
+#                       floor: start node once (`node -e 0`) and power off (the bench's floor for pod start)
 #   lcow.debug=1        verbose agent logs
 # The console (ttyS0) goes to the shim's log: lines starting "LCOW " are for the shim.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -102,6 +103,10 @@ case "$MODE" in
   vsocktest)
     node /opt/lcow/shim/lcow-agent.js --vsock-selftest
     echo "LCOW vsocktest exited rc=$?"
+    ;;
+  floor)
+    node -e 0
+    echo "LCOW floor node-done uptime=$(cut -d' ' -f1 /proc/uptime)"
     ;;
   shell)
     sh

@@ -59,12 +59,7 @@ function stdioWanted(s: StdioSpec | undefined): StdioWanted {
  * `clone`: the UVM agent's template state (PrepareTemplate / AdoptClone); absent for the process backend,
  * which then answers those two with FailedPrecondition.
  */
-export function createAgentServer(
-  agent: Agent,
-  log: Logger,
-  onShutdown: () => void,
-  clone?: CloneState,
-): TtrpcServer {
+export function createAgentServer(agent: Agent, log: Logger, onShutdown: () => void, clone?: CloneState): TtrpcServer {
   const server = new TtrpcServer({ logger: log, errorMapper: agentErrorToTtrpc });
   const guestCgroup = cgroupVersion();
   server.registerService(

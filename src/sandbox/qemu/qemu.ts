@@ -29,7 +29,15 @@ import type {
 } from '../sandbox.js';
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
-import { adoptClone, cloneArgs, discardTemplate, ensureTemplate, restoreClone, type Template } from './template.js';
+import {
+  adoptClone,
+  cloneArgs,
+  discardTemplate,
+  ensureTemplate,
+  restoreClone,
+  templateState,
+  type Template,
+} from './template.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 
 const SHARE_TOKEN_LENGTH = 16;
@@ -204,13 +212,20 @@ export class QemuSandbox implements Sandbox {
     return { agent: this.client!, pids: [this.child!.pid!] };
   }
 
-  /** The template to restore from, built first if needed; undefined when templates are off or unusable. */
+  /**
+   * The template to restore from; undefined when templates are off or unusable, or when none exists yet (a
+   * background builder is started and this pod boots cold). A build under way is waited for.
+   */
   private async template(cpus: number): Promise<{ template: Template; built: boolean } | undefined> {
     if (!this.cfg.templates) return undefined;
     try {
+      const spec = { cfg: this.cfg, accel: this.accel!, cpus };
+      const state = templateState(spec, this.log);
+      if ('template' in state) return { template: state.template, built: false };
+      if ('started' in state) return undefined;
       const t0 = Date.now();
-      const r = await ensureTemplate({ cfg: this.cfg, accel: this.accel!, cpus }, this.log);
-      if (r.built) this.timings.templateBuilt = Date.now() - t0;
+      const r = await ensureTemplate(spec, this.log);
+      this.timings.templateWait = Date.now() - t0;
       return r;
     } catch (err) {
       this.log.warn('no UVM template; booting cold', { error: err });

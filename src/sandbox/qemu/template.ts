@@ -20,9 +20,10 @@
 // reseeds), and AdoptClone sets the clock and reseeds again with the host's entropy.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, statfsSync, statSync, type Stats } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, statfsSync, statSync, type Stats } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
@@ -165,6 +166,61 @@ export function checkTemplate(dir: string, key: string): Template | string {
   return { key, dir, memFile, stateFile, meta };
 }
 
+/** True when someone holds the build lock of `key` right now (a build is under way). */
+function buildUnderWay(root: string, key: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(join(root, `${key}.lock`), 'r');
+  } catch {
+    return false;
+  }
+  try {
+    return !tryLockExclusive(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * What a pod's boot should do: restore from `template`; or boot cold while a builder runs in the
+ * background (`missing`: none was under way, one is started now, detached, so that it outlives this
+ * shim); or wait for the build under way and then restore (`building`).
+ */
+export function templateState(
+  spec: TemplateSpec,
+  log: Logger,
+): { template: Template } | { building: true } | { started: boolean } {
+  const root = templateRoot(spec.cfg);
+  const { key } = templateKey(spec);
+  const ok = checkTemplate(join(root, key), key);
+  if (typeof ok !== 'string') return { template: ok };
+  if (buildUnderWay(root, key)) return { building: true };
+  return { started: startBackgroundBuild(spec, root, log) };
+}
+
+/** `lcowctl template build` (detached, own session; spec on stdin, log in <root>/build.log). */
+function startBackgroundBuild(spec: TemplateSpec, root: string, log: Logger): boolean {
+  try {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    const lcowctl = fileURLToPath(new URL('../../../shim/lcowctl.js', import.meta.url));
+    const logFd = openSync(join(root, 'build.log'), 'a', 0o600);
+    const child = spawn(process.execPath, [lcowctl, 'template', 'build'], {
+      detached: true,
+      stdio: ['pipe', 'ignore', logFd],
+    });
+    closeSync(logFd);
+    child.on('error', (err) => log.warn('cannot start the template builder', { error: err }));
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(JSON.stringify(spec));
+    child.unref();
+    log.info('UVM template missing: building it in the background; this pod boots cold', { builder: child.pid });
+    return true;
+  } catch (err) {
+    log.warn('cannot start the template builder', { error: err });
+    return false;
+  }
+}
+
 async function withLock<T>(lockPath: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
   const fd = openSync(lockPath, 'a', 0o600);
   try {
@@ -183,10 +239,7 @@ async function withLock<T>(lockPath: string, timeoutMs: number, fn: () => Promis
  * The template for `spec`, built first if missing, stale or damaged. Concurrent callers (shims of other
  * pods) wait on the lock and then find it built.
  */
-export async function ensureTemplate(
-  spec: TemplateSpec,
-  log: Logger,
-): Promise<{ template: Template; built: boolean }> {
+export async function ensureTemplate(spec: TemplateSpec, log: Logger): Promise<{ template: Template; built: boolean }> {
   const root = templateRoot(spec.cfg);
   if (root.includes(',')) throw new Error(`template dir ${root} must not contain a comma (QEMU option syntax)`);
   const { key, family, inputs } = templateKey(spec);
@@ -345,7 +398,12 @@ async function buildTemplate(
     };
     await writeFile(join(dir, 'meta.json.tmp'), JSON.stringify(meta, null, 2) + '\n', { mode: 0o600 });
     await rename(join(dir, 'meta.json.tmp'), join(dir, 'meta.json'));
-    log.info('UVM template built', { key, bootMs: booted, buildMs: meta.buildMs, stateBytes: statSync(stateFile).size });
+    log.info('UVM template built', {
+      key,
+      bootMs: booted,
+      buildMs: meta.buildMs,
+      stateBytes: statSync(stateFile).size,
+    });
     return { key, dir, memFile, stateFile, meta };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
