@@ -351,6 +351,29 @@ describe('transport: tcp+token, listener acks (host dials in through hostfwd)', 
     await assert.rejects(dialTcpTokenAck('127.0.0.1', dead, newSecret(), { timeoutMs: 300 }), /no ACK within 300/);
   });
 
+  it('a secret source is read at every handshake (a UVM clone gets a new secret after restore)', async () => {
+    let current = newSecret();
+    const old = current;
+    const l = await TcpTokenListener.listen(() => current, { ack: true });
+    listener = l;
+    const got: Conn[] = [];
+    l.onConnection((c) => {
+      got.push(c);
+      conns.push(c);
+    });
+    const first = await dialTcpTokenAck('127.0.0.1', l.port, old, { timeoutMs: 5000 });
+    conns.push(first);
+    current = newSecret();
+    await assert.rejects(
+      dialTcpTokenAck('127.0.0.1', l.port, old, { timeoutMs: 500, attemptTimeoutMs: 200 }),
+      /no ACK/,
+    );
+    const second = await dialTcpTokenAck('127.0.0.1', l.port, current, { timeoutMs: 5000 });
+    conns.push(second);
+    await until(() => got.length === 2);
+    assert.ok(l.rejected >= 1);
+  });
+
   it('listens on the given host; the URL says so', async () => {
     const l = await TcpTokenListener.listen(newSecret(), { host: '127.0.0.1', ack: true });
     listener = l;
