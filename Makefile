@@ -8,7 +8,7 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 # Debian packages the tests and the demo need. The guest kernel (linux-image-amd64) is fetched
 # as a .deb by hack/ when the guest image is built, not installed on the host.
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
-  protobuf-compiler libprotobuf-dev socat binutils
+  protobuf-compiler libprotobuf-dev socat binutils erofs-utils
 
 .PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e bench demo
 
@@ -72,16 +72,16 @@ bench: setup build
 install: build guest
 	install -d $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest $(DESTDIR)$(PREFIX)/bin
 	cp -r dist package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
-	cp build/guest/vmlinuz build/guest/initrd.img $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest/
+	cp build/guest/vmlinuz build/guest/initrd.img build/guest/rootfs.erofs $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest/
 	cd $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow && npm ci --omit=dev --no-audit --no-fund
 	cp -r bin $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
 	ln -sf ../lib/containerd-shim-lcow/bin/containerd-shim-lcow-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-lcow-v1
 	ln -sf ../lib/containerd-shim-lcow/bin/lcowctl $(DESTDIR)$(PREFIX)/bin/lcowctl
 
-# The utility VM image: build/guest/vmlinuz + build/guest/initrd.img (rebuilt only when an input changes).
+# The utility VM image: build/guest/vmlinuz + initrd.img (early stage) + rootfs.erofs (rebuilt only when an input changes).
 guest: setup-deb build
 	@hack/guest/build-image.sh >/dev/null
-	@ls -la build/guest/vmlinuz build/guest/initrd.img
+	@ls -la build/guest/vmlinuz build/guest/initrd.img build/guest/rootfs.erofs
 
 e2e: setup build guest
 	$(MOCHA) --timeout 600000 'dist/test/e2e/**/*.test.js'

@@ -1,10 +1,11 @@
 #!/bin/busybox sh
 # /init of the utility VM (built by hack/guest/build-image.sh).
 #
-# Stage 1 (the kernel runs /init on the initramfs): runc's pivot_root cannot leave the initramfs (rootfs has no
-# parent mount), so copy the image into a tmpfs and switch_root into it. Stage 2 (`/init stage2`): mount the
-# usual filesystems, load the modules, bring up eth0 for QEMU user networking and run the guest agent. When
-# the agent exits, the VM powers off (QEMU runs with -no-reboot, so the shim sees QEMU exit).
+# Stage 1 (the kernel runs /init on the small early initramfs): load the modules, mount the read-only root
+# image (erofs on virtio-blk, /dev/vda) under a tmpfs overlay (runc's pivot_root cannot leave an initramfs,
+# and the root must be writable for the agent) and switch_root into it. Stage 2 (`/init stage2`, the same
+# script in the root image): mount the usual filesystems, bring up eth0 for QEMU user networking and run the
+# guest agent. When the agent exits, the VM powers off (QEMU runs with -no-reboot, so the shim sees QEMU exit).
 #
 # Kernel command line (no secret ever goes there; `ps` on the host shows it):
 #   lcow.accept=URL     the agent LISTENS for the shim's control connection, e.g. tcp+token://10.0.2.15:1024
@@ -20,20 +21,33 @@
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
-if [ "$1" != stage2 ]; then
-  /bin/busybox mount -t proc proc /proc
-  if /bin/busybox grep -q 'lcow.noswitch=1' /proc/cmdline; then
-    /bin/busybox umount /proc
-    exec /init stage2
-  fi
-  /bin/busybox mkdir -p /newroot
-  /bin/busybox mount -t tmpfs -o mode=0755 rootfs /newroot
-  for d in /*; do
-    case "$d" in /proc | /newroot | /sys | /dev) ;; *) /bin/busybox cp -a "$d" /newroot/ ;; esac
+load_modules() {
+  for m in $(cat /lib/modules/modules.load); do
+    [ -d "/sys/module/$m" ] && continue
+    case "$m" in
+      hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
+    esac
+    insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"
   done
-  /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev
-  /bin/busybox umount /proc
-  exec /bin/busybox switch_root /newroot /init stage2
+}
+
+if [ "$1" != stage2 ]; then
+  B=/bin/busybox
+  $B mount -t proc proc /proc
+  $B mount -t sysfs sysfs /sys
+  $B mount -t devtmpfs devtmpfs /dev
+  PATH=/bin
+  load_modules
+  i=0
+  while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do $B usleep 100000; i=$((i + 1)); done
+  [ -b /dev/vda ] || { echo "LCOW fatal no root image on /dev/vda"; $B poweroff -f; }
+  $B mount -t erofs -o ro /dev/vda /lower || { echo "LCOW fatal cannot mount the root image"; $B poweroff -f; }
+  $B mount -t tmpfs -o mode=0755 upper /upper
+  $B mkdir -p /upper/data /upper/work
+  $B mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work overlay /newroot ||
+    { echo "LCOW fatal cannot mount the root overlay"; $B poweroff -f; }
+  $B umount /dev /sys /proc
+  exec $B switch_root /newroot /init stage2
 fi
 
 mkdir -p /proc /sys /dev /run /tmp
@@ -56,12 +70,7 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 
 echo "LCOW init uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
-for m in $(cat /lib/modules/modules.load); do
-  case "$m" in
-    hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
-  esac
-  insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"
-done
+load_modules
 
 hostname lcow
 ip link set lo up

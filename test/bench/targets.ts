@@ -15,10 +15,12 @@ import { processPssBytes, processRssBytes } from '../../src/util/proc.js';
 import { startContainerd, type PrivateContainerd } from '../helpers/containerd.js';
 import { importTestImage } from '../helpers/image.js';
 import type { BenchRow, BenchSuite } from './harness.js';
+import { guestImageArgs } from '../../src/sandbox/qemu/config.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const KERNEL = join(ROOT, 'build/guest/vmlinuz');
 const INITRD = join(ROOT, 'build/guest/initrd.img');
+const ROOTFS = existsSync(join(ROOT, 'build/guest/rootfs.erofs')) ? join(ROOT, 'build/guest/rootfs.erofs') : '';
 const LCOW = 'io.containerd.lcow.v1';
 const RUNC = 'io.containerd.runc.v2';
 const RUNS = Number(process.env.LCOW_BENCH_TARGET_RUNS ?? 3);
@@ -51,8 +53,7 @@ function floorBoot(): Promise<number> {
       'qemu-system-x86_64',
       [
         ...['-name', `lcow-bench-floor-${process.pid}`, '-accel', 'tcg', '-machine', 'pc', '-m', '1024', '-smp', '1'],
-        ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio'],
-        ...['-kernel', KERNEL, '-initrd', INITRD],
+        ...guestImageArgs(KERNEL, INITRD, ROOTFS),
         ...['-append', 'console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable no_timer_check lcow.mode=floor'],
       ],
       { stdio: ['ignore', 'pipe', 'ignore'] },

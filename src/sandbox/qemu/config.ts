@@ -20,6 +20,11 @@ export interface QemuConfig {
   binary: string;
   kernel: string;
   initrd: string;
+  /**
+   * The read-only root image (erofs) on virtio-blk; the initrd is then only the early stage that mounts it.
+   * Default: <guest_dir>/rootfs.erofs when it exists (config `rootfs`; "" for an initrd-only image).
+   */
+  rootfs: string;
   memoryMiB: number;
   cpus: number;
   /** Forced accelerator (config `accel` or LCOW_QEMU_ACCEL); undefined: probe. */
@@ -68,6 +73,9 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
     kernel: (pick('kernel') as string | undefined) ?? join(guestDir, 'vmlinuz'),
     initrd: (pick('initrd') as string | undefined) ?? join(guestDir, 'initrd.img'),
+    rootfs:
+      (pick('rootfs') as string | undefined) ??
+      (existsSync(join(guestDir, 'rootfs.erofs')) ? join(guestDir, 'rootfs.erofs') : ''),
     memoryMiB,
     cpus: num(annotations[CPU_ANNOTATION]) ?? num(pick('cpus')) ?? 0,
     accel: accelRaw === 'kvm' || accelRaw === 'tcg' ? accelRaw : undefined,
@@ -130,6 +138,25 @@ export function probeAccel(cfg: QemuConfig, log: Logger, cacheFile = '/run/lcow/
  */
 export function headlessKernelBootArgs(kernel: string): string[] {
   return ['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio', '-kernel', kernel];
+}
+
+/**
+ * The guest image on the command line: direct kernel boot with the early initrd, and the root image as a
+ * read-only virtio-blk disk (/dev/vda: the first and only disk). QEMU reads it through the host's page cache,
+ * which every UVM shares.
+ */
+export function guestImageArgs(kernel: string, initrd: string, rootfs: string): string[] {
+  const args = [...headlessKernelBootArgs(kernel), '-initrd', initrd];
+  if (rootfs) {
+    if (rootfs.includes(',')) throw new Error(`root image path ${rootfs} must not contain a comma`);
+    args.push(
+      '-drive',
+      `file=${rootfs},if=none,id=rootfs,format=raw,readonly=on`,
+      '-device',
+      'virtio-blk-pci,drive=rootfs',
+    );
+  }
+  return args;
 }
 
 /** undefined when a KVM guest printed its first kernel line in time; otherwise why not. */
@@ -232,9 +259,7 @@ export function qemuArgs(i: CommandLineInputs): string[] {
       : []),
     '-smp',
     String(i.cpus),
-    ...headlessKernelBootArgs(i.cfg.kernel),
-    '-initrd',
-    i.cfg.initrd,
+    ...guestImageArgs(i.cfg.kernel, i.cfg.initrd, i.cfg.rootfs),
     '-append',
     cmdline.join(' '),
     '-qmp',

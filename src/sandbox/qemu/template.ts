@@ -106,6 +106,7 @@ export function templateKey(spec: TemplateSpec): { key: string; family: string; 
     format: TEMPLATE_FORMAT,
     kernel: fileIdentity(cfg.kernel),
     initrd: fileIdentity(cfg.initrd),
+    rootfs: cfg.rootfs ? fileIdentity(cfg.rootfs) : '',
     imageStamp: imageStamp(cfg),
     qemu: fileIdentity(binary),
     memoryMiB: cfg.memoryMiB,
