@@ -33,6 +33,9 @@ function run(cmd: string, args: string[]): Promise<number> {
  */
 export async function prepareTemplate(state: CloneState, hasContainers: boolean): Promise<void> {
   if (hasContainers) throw new Error('a template must be taken before any container runs');
+  // Warm the guest page cache with what every pod runs first (runc and its libraries): pages cached here are
+  // in the template's RAM, shared by every clone, instead of read from the root image by each one.
+  await run('runc', ['--version']);
   // Page reporting batches every 2 s (PAGE_REPORTING_DELAY); give it two rounds.
   await sleep(4500);
   await run('rmmod', ['virtio_balloon']);
