@@ -44,6 +44,11 @@ export interface QemuConfig {
   templates: boolean;
   /** Where templates live (config `template_dir` or LCOW_TEMPLATE_DIR); default: see template.ts. */
   templateDir?: string;
+  /**
+   * TCG only: the translated-code cache in MiB (config `tcg_tb_size_mb` or LCOW_TCG_TB_MB; 0: QEMU's default,
+   * up to 1 GiB). Every TCG VM fills its own cache as the guest runs: it is most of an idle clone's private memory.
+   */
+  tcgTbSizeMiB: number;
 }
 
 /** Repository (or install) root: dist/src/sandbox/qemu/config.js -> four levels up. */
@@ -82,6 +87,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
     freePageReporting: pick('free_page_reporting') !== false,
+    tcgTbSizeMiB: num(process.env.LCOW_TCG_TB_MB) ?? num(pick('tcg_tb_size_mb')) ?? 0,
     templates: process.env.LCOW_TEMPLATES ? process.env.LCOW_TEMPLATES !== '0' : pick('templates') !== false,
     templateDir:
       process.env.LCOW_TEMPLATE_DIR ||
@@ -245,7 +251,7 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     '-name',
     i.name,
     '-accel',
-    i.accel,
+    i.accel === 'tcg' && i.cfg.tcgTbSizeMiB > 0 ? `tcg,tb-size=${i.cfg.tcgTbSizeMiB}` : i.accel,
     ...(i.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-machine',
     i.ramFile ? 'pc,memory-backend=ram0' : 'pc',

@@ -70,6 +70,14 @@ describe('sandbox/qemu: templates (keys, staleness, damage)', () => {
     assert.equal(checkTemplate(tdir, key), 'RAM file changed since it was built');
   });
 
+  it('tcg_tb_size_mb bounds the TCG translation cache; it is part of the template key', () => {
+    const vm = { name: 'lcow-x', qmpSocket: '/q', tokenFile: '/t', controlPort: 40001, p9Port: 40002 };
+    const t = { key: 'k', dir: '/d', memFile: '/d/mem', stateFile: '/d/state', meta: {} as never };
+    const args = cloneArgs(spec({ tcg_tb_size_mb: 32 }), t, vm);
+    assert.equal(args[args.indexOf('-accel') + 1], 'tcg,tb-size=32');
+    assert.notEqual(templateKey(spec({ tcg_tb_size_mb: 32 })).key, templateKey(spec()).key);
+  });
+
   it('a clone: the same command line with RAM mapped private, vmgenid, -incoming defer', () => {
     const s = spec();
     const vm = { name: 'lcow-x', qmpSocket: '/q', tokenFile: '/t', controlPort: 40001, p9Port: 40002 };
