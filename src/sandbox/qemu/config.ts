@@ -45,8 +45,10 @@ export interface QemuConfig {
   /** Where templates live (config `template_dir` or LCOW_TEMPLATE_DIR); default: see template.ts. */
   templateDir?: string;
   /**
-   * TCG only: the translated-code cache in MiB (config `tcg_tb_size_mb` or LCOW_TCG_TB_MB; 0: QEMU's default,
-   * up to 1 GiB). Every TCG VM fills its own cache as the guest runs: it is most of an idle clone's private memory.
+   * TCG only: the translated-code cache in MiB (config `tcg_tb_size_mb` or LCOW_TCG_TB_MB; default 64; 0:
+   * QEMU's default, up to 1 GiB). Every TCG VM fills its own cache as the guest runs: measured here, a cold boot
+   * left 362 MiB of private memory in QEMU with QEMU's default and 224 MiB with 32 MiB. A full cache is flushed
+   * and refilled, which costs time only to guests that run much more code than that.
    */
   tcgTbSizeMiB: number;
 }
@@ -87,12 +89,19 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     bootTimeoutMs: num(pick('boot_timeout_ms')) ?? 120_000,
     debug: pick('debug') === true || process.env.LCOW_GUEST_DEBUG === '1',
     freePageReporting: pick('free_page_reporting') !== false,
-    tcgTbSizeMiB: num(process.env.LCOW_TCG_TB_MB) ?? num(pick('tcg_tb_size_mb')) ?? 0,
+    tcgTbSizeMiB: tbSize(process.env.LCOW_TCG_TB_MB ?? pick('tcg_tb_size_mb')),
     templates: process.env.LCOW_TEMPLATES ? process.env.LCOW_TEMPLATES !== '0' : pick('templates') !== false,
     templateDir:
       process.env.LCOW_TEMPLATE_DIR ||
       (typeof pick('template_dir') === 'string' ? (pick('template_dir') as string) : undefined),
   };
+}
+
+/** tcg_tb_size_mb: absent -> 64, 0 -> QEMU's own default, else the number. */
+function tbSize(v: unknown): number {
+  if (v === undefined || v === null || v === '') return 64;
+  if (Number(v) === 0) return 0;
+  return num(v) ?? 64;
 }
 
 let probeMemo: Promise<Accel> | undefined;
