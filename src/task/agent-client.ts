@@ -36,6 +36,11 @@ export const DEFAULT_AGENT_DEADLINES: AgentDeadlines = {
   execInUvm: 610_000,
   // PCI hotplug of the pod NIC, then addresses and routes: slow under TCG.
   configureNetwork: 60_000,
+  // UVM templates (the QEMU sandbox calls these itself, never the Task service): PrepareTemplate waits ~5 s for
+  // the balloon's last free page reports, then unloads the driver and syncs; AdoptClone sets the clock and
+  // reseeds the kernel RNG.
+  prepareTemplate: 60_000,
+  adoptClone: 30_000,
 };
 
 /** `client` with a deadline on every unary call that has none (a caller's own timeoutMs wins). */
