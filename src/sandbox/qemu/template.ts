@@ -3,7 +3,7 @@
 // RAM file mapped private: a clone starts in a fraction of a second and shares the template's pages with
 // every other clone (copy-on-write).
 //
-// On disk, under the template root (default /run/lcow/templates when that is tmpfs, else
+// On disk, under the template root (default /run/lcow/.templates when /run is tmpfs, else
 // /dev/shm/lcow-templates): one directory per key = hash(guest image identity, kernel, memory, cpus,
 // accelerator, QEMU binary, the command line's shape). Inside: `mem` (guest RAM, the template's
 // memory-backend-file, share=on while it was built), `state` (QEMU's migration stream without RAM:
@@ -22,7 +22,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, statfsSync, statSync, type Stats } from 'node:fs';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
@@ -58,7 +58,10 @@ export interface Template {
 export interface TemplateMeta {
   format: number;
   key: string;
-  /** Same-size templates share a family: a new key in the family replaces the old one. */
+  /**
+   * Templates of one guest image location and VM size share a family: a new key in the family (the image at that
+   * place was rebuilt) replaces the old one; another install's templates are left alone.
+   */
   family: string;
   inputs: Record<string, unknown>;
   memBytes: number;
@@ -72,7 +75,8 @@ export interface TemplateMeta {
 export function templateRoot(cfg: QemuConfig): string {
   if (cfg.templateDir) return cfg.templateDir;
   try {
-    if (statfsSync('/run').type === TMPFS_MAGIC) return '/run/lcow/templates';
+    // A dot name: never a containerd namespace (the shim's state is /run/lcow/<namespace>/<pod>).
+    if (statfsSync('/run').type === TMPFS_MAGIC) return '/run/lcow/.templates';
   } catch {
     // no /run
   }
@@ -116,7 +120,8 @@ export function templateKey(spec: TemplateSpec): { key: string; family: string; 
     args: qemuArgs(templateInputs(spec, PLACEHOLDER_INPUTS, { path: 'M', shared: true })),
   };
   const key = createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 32);
-  const family = `${accel}-${cfg.memoryMiB}m-${cpus}c`;
+  const where = createHash('sha256').update(resolve(dirname(cfg.initrd))).digest('hex').slice(0, 8);
+  const family = `${accel}-${cfg.memoryMiB}m-${cpus}c-${where}`;
   return { key, family, inputs };
 }
 
