@@ -71,6 +71,8 @@ export interface QemuSandboxOptions extends SandboxOptions {
   runtimeConfig?: Record<string, unknown>;
   /** Where free host ports come from (default: the kernel's pick on 127.0.0.1). Tests inject a squatted one. */
   freePort?: () => Promise<number>;
+  /** How long a restored clone's agent may take to answer before its template is discarded (default 30 s). */
+  cloneAnswerMs?: number;
 }
 
 interface PodNet {
@@ -222,7 +224,10 @@ export class QemuSandbox implements Sandbox {
           | { kind: 'squatter'; err: PeerProofError }
           | { kind: 'clone silent'; err: Error };
         // A clone's agent was listening when the snapshot was taken: it answers at once, or never.
-        const answerBy = tpl && !this.portClash ? Math.min(deadline, Date.now() + CLONE_ANSWER_MS) : deadline;
+        const answerBy =
+          tpl && !this.portClash
+            ? Math.min(deadline, Date.now() + (this.opts.cloneAnswerMs ?? CLONE_ANSWER_MS))
+            : deadline;
         const outcome = this.portClash
           ? ({ kind: 'exited' } as Outcome)
           : await Promise.race<Outcome>([
@@ -371,7 +376,12 @@ export class QemuSandbox implements Sandbox {
         this.portClash = true;
         return 'port clash';
       }
-      await this.discardClone(t, err as Error);
+      // QEMU that exited by itself (not our SIGKILL) said why on stderr; the QMP error alone would not.
+      const selfExit = this.child?.exitCode !== null && this.child?.exitCode !== undefined;
+      const why = selfExit
+        ? new Error(`${(err as Error).message}; QEMU exited: ${this.consoleTail.slice(-3).join(' | ')}`)
+        : (err as Error);
+      await this.discardClone(t, why);
       return 'template failed';
     } finally {
       this.abandoning = false;

@@ -120,7 +120,10 @@ export function templateKey(spec: TemplateSpec): { key: string; family: string; 
     args: qemuArgs(templateInputs(spec, PLACEHOLDER_INPUTS, { path: 'M', shared: true })),
   };
   const key = createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 32);
-  const where = createHash('sha256').update(resolve(dirname(cfg.initrd))).digest('hex').slice(0, 8);
+  const where = createHash('sha256')
+    .update(resolve(dirname(cfg.initrd)))
+    .digest('hex')
+    .slice(0, 8);
   const family = `${accel}-${cfg.memoryMiB}m-${cpus}c-${where}`;
   return { key, family, inputs };
 }
