@@ -9,7 +9,8 @@
 // migrate-incoming and cont before its agent answers, and its agent answers AdoptClone; how the restore goes is
 // set by FAKE_QEMU_RESTORE (ok | fail: query-migrate says failed | exit: QEMU exits on migrate-incoming) and
 // FAKE_QEMU_CLONE (ok | silent: the restored agent never answers | adopt-fails: AdoptClone is refused). Every
-// QMP command it gets is appended to <qmp socket>.log, one JSON line each.
+// QMP command it gets is appended to <qmp socket>.log, one JSON line each. FAKE_QEMU_CONSOLE: lines it prints on
+// its console (stdout) first, as a guest would (e.g. the kernel's "Initramfs unpacking failed").
 import { appendFileSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { acceptControl } from '../../src/agent/uvm.js';
@@ -78,6 +79,8 @@ async function clash(rule: string): Promise<never> {
 
 async function main(): Promise<void> {
   const log = stderrLogger({ component: 'fake-qemu' });
+  for (const line of (process.env.FAKE_QEMU_CONSOLE ?? '').split('\n').filter(Boolean))
+    process.stdout.write(`${line}\n`);
   // The 9P rule: bound and idle (this fake has no 9P in the guest).
   for (const r of rules.filter((x) => x.guest !== controlGuestPort)) {
     const srv = createServer((s) => s.destroy());

@@ -57,6 +57,7 @@ import { processRssBytes, processStartTime } from '../../util/proc.js';
 import { P9Metrics } from '../../telemetry/p9-metrics.js';
 import { instrumentClient } from '../../telemetry/client.js';
 import { BootPhases, timedShareSetup } from './boot-phases.js';
+import { bootFault } from './guest-faults.js';
 import { attachPodNetwork, detachPodNetwork, inspectPodNetns, PodNetworkError } from './podnet.js';
 
 const SHARE_TOKEN_LENGTH = 16;
@@ -294,7 +295,7 @@ export class QemuSandbox implements Sandbox {
             'a forwarded host port was taken by another local process before QEMU bound it; restarting QEMU with new ports and a new secret',
             { ports, attempt },
           );
-        } else throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+        } else throw new Error(this.bootFault ?? `the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
         this.portClash = false;
         this.exitReason = undefined;
         if (attempt >= MAX_BOOT_ATTEMPTS)
@@ -415,6 +416,8 @@ export class QemuSandbox implements Sandbox {
     this.qmpReady = undefined;
   }
 
+  /** Set when the console said the boot cannot succeed (guest-faults.ts): the VM is killed, boot() says why. */
+  private bootFault: string | undefined;
   /** Set when QEMU exited during boot because it could not bind a forwarded host port (boot() retries). */
   private portClash = false;
   /** Set while boot() kills an attempt's QEMU itself (a squatter answered): that exit is not a crash. */
@@ -457,7 +460,16 @@ export class QemuSandbox implements Sandbox {
       if (this.consoleTail.length > 40) this.consoleTail.shift();
       // The console is kept per pod (guestLog); the shim's log has it at debug level.
       this.log.debug('uvm', { [stream]: line });
-      if (stream === 'console') this.phases.consoleLine(line);
+      if (stream === 'console') {
+        this.phases.consoleLine(line);
+        const fault =
+          this.life.phase === 'booting' && !this.bootFault ? bootFault(line, this.cfg.memoryMiB) : undefined;
+        if (fault) {
+          this.bootFault = this.crashDetail = fault;
+          this.log.error('the UVM cannot boot', { error: fault });
+          child.kill('SIGKILL');
+        }
+      }
       this.opts.guestLog?.console(stream === 'console' ? line : `qemu: ${line}`);
     };
     createInterface({ input: child.stdout! }).on('line', onLine('console'));

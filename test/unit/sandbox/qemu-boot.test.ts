@@ -193,6 +193,26 @@ describe('qemu backend boot: a squatted hostfwd port (fake QEMU, real handshake)
     assert.ok(!existsSync(join(dir, 'state')), 'the state dir is removed after a failed boot');
   });
 
+  it('the console says the guest image does not fit in memory: boot fails at once with the reason, nothing left', async () => {
+    process.env.FAKE_QEMU_CONSOLE = '[    1.259767] Initramfs unpacking failed: write error\nLCOW init uptime=2.49';
+    try {
+      const sb = sandbox(realFreePort);
+      const t0 = Date.now();
+      await assert.rejects(
+        sb.boot(),
+        /guest image does not fit in the UVM's 1024 MiB of memory.*Initramfs unpacking failed/,
+      );
+      assert.ok(Date.now() - t0 < 10_000, 'not left to the boot timeout');
+      assert.ok(
+        lines.some((l) => l.includes('the UVM cannot boot')),
+        lines.join(''),
+      );
+      assert.ok(!existsSync(join(dir, 'state')), 'the state dir is removed after a failed boot');
+    } finally {
+      delete process.env.FAKE_QEMU_CONSOLE;
+    }
+  });
+
   // ---- templates: the clone path of boot(), and every way it falls back (template.ts has the real build) ----
 
   /** A template as ensureTemplate leaves it, for this sandbox's spec, in <dir>/templates. */
