@@ -269,6 +269,11 @@ export class QemuSandbox implements Sandbox {
           if (!(adopted instanceof Error)) {
             this.startedFrom = { kind: 'template', key: tpl.template.key, built: tpl.built, bootId: adopted.bootId };
             this.log.info('UVM restored from a template', { template: tpl.template.key, ...adopted });
+            // Its kernel and init ran when the template was built: say so where an operator looks for them.
+            this.opts.guestLog?.console(
+              `shim: restored from UVM template ${tpl.template.key} (built ${tpl.template.meta.builtAt}); ` +
+                `its boot is in that build's log`,
+            );
             break;
           }
           await this.abandonClone(tpl.template, adopted);

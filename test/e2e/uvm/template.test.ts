@@ -6,8 +6,9 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startContainerd, type PrivateContainerd } from '../../helpers/containerd.js';
+import { leftovers, startContainerd, type PrivateContainerd } from '../../helpers/containerd.js';
 import { importTestImage } from '../../helpers/image.js';
+import { lcowctl } from '../../helpers/lcowctl.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
@@ -121,6 +122,13 @@ describe('e2e: UVM templates', function () {
     // The background builder may still run if a test failed early: it is ours, end it.
     assert.ok(await waitFor(() => ourQemus(tplDir).length === 0, 60_000), `QEMU left: ${ourQemus(tplDir)}`);
     rmSync(tplDir, { recursive: true, force: true });
+    rmSync(`/var/log/lcow/${NS}`, { recursive: true, force: true });
+    assert.deepEqual(leftovers(), []);
+    const stateRoot = `/run/lcow/${NS}`;
+    if (existsSync(stateRoot)) {
+      assert.deepEqual(readdirSync(stateRoot), [], 'pod state left behind');
+      rmSync(stateRoot, { recursive: true });
+    }
   });
 
   it('the first pod boots cold and starts a background build; later pods are clones of the template', async () => {
@@ -129,6 +137,13 @@ describe('e2e: UVM templates', function () {
     assert.ok(await waitFor(() => templates(tplDir).length === 1, 300_000), readTail(join(tplDir, 'build.log')));
     await runDetached(pod('b'));
     assert.match(podLog(pod('b')), /UVM restored from a template/);
+    // Operators see a clone's start for what it is: restore phases (no kernel, no init), and a console line.
+    const stats = await lcowctl(['stats', pod('b'), '-n', NS]);
+    assert.equal(stats.code, 0, stats.stderr);
+    for (const phase of ['qemu start', 'restore', 'agent start', 'agent ready', 'total'])
+      assert.match(stats.stdout, new RegExp(`^${phase}\\s+\\d`, 'm'), `boot phase ${phase}:\n${stats.stdout}`);
+    assert.doesNotMatch(stats.stdout, /^(kernel|init)\s/m, stats.stdout);
+    assert.match((await lcowctl(['console', pod('b'), '-n', NS])).stdout, /restored from UVM template [0-9a-f]{32}/);
     const r = await cd.ctr(
       [
         'run',
