@@ -285,6 +285,7 @@ export const suite: BenchSuite = {
       );
     } finally {
       rmSync(tplDir, { recursive: true, force: true });
+      rmSync(`/var/log/lcow/${ns}`, { recursive: true, force: true }); // the pods' kept logs
     }
     return rows;
   },
