@@ -9,7 +9,7 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 # as a .deb by hack/ when the guest image is built, not installed on the host.
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
   protobuf-compiler libprotobuf-dev socat binutils inotify-tools mmdebstrap \
-  containernetworking-plugins iptables util-linux
+  containernetworking-plugins iptables util-linux erofs-utils
 
 .PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e e2e-apps bench demo windows stress
 
@@ -79,16 +79,16 @@ stress: setup build guest
 install: build guest
 	install -d $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest $(DESTDIR)$(PREFIX)/bin
 	cp -r dist package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
-	cp build/guest/vmlinuz build/guest/initrd.img $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest/
+	cp build/guest/vmlinuz build/guest/initrd.img build/guest/rootfs.erofs $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest/
 	cd $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow && npm ci --omit=dev --no-audit --no-fund
 	cp -r bin $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
 	ln -sf ../lib/containerd-shim-lcow/bin/containerd-shim-lcow-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-lcow-v1
 	ln -sf ../lib/containerd-shim-lcow/bin/lcowctl $(DESTDIR)$(PREFIX)/bin/lcowctl
 
-# The utility VM image: build/guest/vmlinuz + build/guest/initrd.img (rebuilt only when an input changes).
+# The utility VM image: build/guest/vmlinuz + initrd.img (early stage) + rootfs.erofs (rebuilt only when an input changes).
 guest: setup-deb build
 	@hack/guest/build-image.sh >/dev/null
-	@ls -la build/guest/vmlinuz build/guest/initrd.img
+	@ls -la build/guest/vmlinuz build/guest/initrd.img build/guest/rootfs.erofs
 
 e2e: setup build guest
 	$(MOCHA) --timeout 600000 'dist/test/e2e/**/*.test.js'
@@ -109,6 +109,7 @@ demo: setup build guest
 WIN_DEB_PACKAGES := gcc-mingw-w64-x86-64-win32
 WIN_OUT := build/windows/containerd-shim-lcow
 windows: build guest
+	@hack/guest/build-image.sh -f >/dev/null
 	@command -v x86_64-w64-mingw32-gcc >/dev/null || { \
 	  echo "windows: installing $(WIN_DEB_PACKAGES)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(WIN_DEB_PACKAGES); }
@@ -117,7 +118,7 @@ windows: build guest
 	  x86_64-w64-mingw32-gcc -municode -O2 -Wall -Wextra -Werror -o $(WIN_OUT)/bin/$$name.exe hack/windows/launcher.c || exit 1; \
 	done
 	cp -r dist package.json package-lock.json $(WIN_OUT)/
-	cp build/guest/vmlinuz build/guest/initrd.img $(WIN_OUT)/build/guest/
+	cp build/guest/vmlinuz build/guest/initrd-full.img $(WIN_OUT)/build/guest/
 	@ls -la $(WIN_OUT)/bin
 
 clean:

@@ -28,6 +28,10 @@ const subcommands: Record<string, { summary: string; load: () => Promise<Subcomm
       'check this host (KVM or TCG, vhost-vsock, QEMU, runc, guest image, containerd config) and say what to fix',
     load: async () => (argv) => import('../src/doctor/cli.js').then((m) => m.main(argv)),
   },
+  template: {
+    summary: 'UVM templates: build (what the shim runs in the background), ls, rm',
+    load: async () => (await import('../src/sandbox/qemu/template-cli.js')).main,
+  },
 };
 
 async function usage(full = true): Promise<string> {

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Build the utility VM image: build/guest/vmlinuz + build/guest/initrd.img.
+# Build the utility VM image: build/guest/vmlinuz + build/guest/initrd.img + build/guest/rootfs.erofs.
 #
-# Contents: Debian's kernel and the modules the UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the
-# host's node (stripped) and runc with their shared libraries (ldd), the guest agent (dist/ + the node_modules
-# it imports) and hack/guest/uvm-init.sh as /init. Rebuilds only when an input changes; prints the sizes.
+# rootfs.erofs (read-only, on virtio-blk, as Kata's and hcsshim's rootfs images): Debian's kernel modules the
+# UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the host's node (stripped) and runc with their shared
+# libraries (ldd), the guest agent (dist/ + the node_modules it imports) and hack/guest/uvm-init.sh as /init.
+# The guest's page cache then holds only the parts that run (node is 83 MB) instead of a whole initrd held in
+# guest RAM twice (the cpio and the unpacked tmpfs copy).
+# initrd.img: the early stage only (busybox, the modules, /init = the same uvm-init.sh): loads the modules,
+# mounts the erofs under a tmpfs overlay (runc's pivot_root cannot leave an initramfs) and switches to it.
+# Rebuilds only when an input changes; prints the sizes.
 #
 # Usage: hack/guest/build-image.sh [-o OUT] [-z none|gzip|zstd]
 #   -o OUT   output directory (default build/guest)
 #   -z C     initrd compression (default none: under TCG the kernel's decompressor costs more than it saves)
+#   -f       also initrd-full.img: the whole root tree as one initramfs, for Hyper-V (HCS attaches no virtio-blk
+#            disk; uvm-init.sh copies it into a tmpfs). `make windows` builds it. Env LCOW_FULL_INITRD=1.
 # Needs `make build` first (dist/). Prints OUT on stdout.
 # LCOW_AGENT_BUNDLE=1 (default when node_modules/.bin/esbuild exists): the agent is one ESM file bundled by
 # esbuild (shim/lcow-agent.js), node_modules beside it for what loads at run time (koffi...): under TCG,
@@ -19,15 +26,17 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT="$ROOT/build/guest"
 COMPRESS=${LCOW_INITRD_COMPRESS:-none}
-while getopts "o:z:h" opt; do
+FULL=${LCOW_FULL_INITRD:-0}
+while getopts "o:z:fh" opt; do
   case $opt in
     o) OUT=$OPTARG ;;
+    f) FULL=1 ;;
     z) COMPRESS=$OPTARG ;;
     h) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) exit 2 ;;
   esac
 done
-MODULES="virtio_pci virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_vsock_virtio_transport vsock_loopback hv_sock hv_utils hv_storvsc sd_mod ext4 virtio_balloon"
+MODULES="virtio_pci virtio_blk crc32c_generic erofs virtio_net 9p 9pnet 9pnet_fd overlay qemu_fw_cfg vsock vmw_vsock_virtio_transport vsock_loopback hv_sock hv_utils hv_storvsc sd_mod ext4 virtio_balloon"
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 NODE=${NODE:-$(command -v node)}
 RUNC=${RUNC:-$(command -v runc)}
@@ -37,7 +46,7 @@ IPROUTE=${IPROUTE:-/usr/sbin/ip}
 
 log() { printf 'build-image: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
-for tool in cpio sha256sum strip ldd; do command -v "$tool" >/dev/null || die "missing tool: $tool"; done
+for tool in cpio sha256sum strip ldd mkfs.erofs; do command -v "$tool" >/dev/null || die "missing tool: $tool"; done
 [ -x "$BUSYBOX" ] || die "no $BUSYBOX (apt-get install busybox-static)"
 if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"; fi
 [ -x "$NODE" ] || die "no node"
@@ -67,11 +76,13 @@ STAMP=$( {
   (cd "$ROOT/dist" && agent_files | xargs sha256sum)
   for m in $NODE_MODULES; do cat "$ROOT/node_modules/$m/package.json"; done | sha256sum
   stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")" "$(readlink -f "$IPROUTE")"
+  mkfs.erofs --version 2>&1 | head -n1
   echo "$COMPRESS bundle=$BUNDLE"
   if [ "$BUNDLE" = 1 ]; then "$ESBUILD" --version; fi
 } | sha256sum | cut -d' ' -f1)
-if [ -f "$OUT/.image-stamp" ] && [ "$(cat "$OUT/.image-stamp")" = "$STAMP" ] && [ -s "$OUT/initrd.img" ]; then
-  log "up to date: $(du -h "$OUT/initrd.img" | cut -f1) initrd, kernel $(cat "$KERNEL/version")"
+if [ -f "$OUT/.image-stamp" ] && [ "$(cat "$OUT/.image-stamp")" = "$STAMP" ] && [ -s "$OUT/initrd.img" ] && [ -s "$OUT/rootfs.erofs" ] &&
+  { [ "$FULL" != 1 ] || [ "$(cat "$OUT/.full-stamp" 2>/dev/null)" = "$STAMP" ]; }; then
+  log "up to date: $(du -h "$OUT/initrd.img" | cut -f1) initrd, $(du -h "$OUT/rootfs.erofs" | cut -f1) rootfs, kernel $(cat "$KERNEL/version")"
   echo "$OUT"
   exit 0
 fi
@@ -134,16 +145,40 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$R/etc/group"
 cp "$ROOT/hack/guest/uvm-init.sh" "$R/init"
 chmod 0755 "$R/init"
 
-(cd "$R" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) >"$WORK/initrd.cpio"
+# The root filesystem: uncompressed erofs (under TCG, decompressing costs more than reading), fixed
+# timestamps and uuid so that the same inputs give the same image.
+mkfs.erofs --quiet --all-root -T0 -U 00000000-0000-0000-0000-00000000000a "$WORK/rootfs.erofs" "$R"
+
+# The early stage: busybox, the modules, /init.
+E="$WORK/early"
+mkdir -p "$E"/{bin,dev,proc,sys,lib/modules,newroot,lower,upper}
+cp "$BUSYBOX" "$E/bin/busybox"
+for applet in $("$BUSYBOX" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$E/bin/$applet"
+done
+cp "$KERNEL"/modules/*.ko "$E/lib/modules/"
+cp "$KERNEL/modules.load" "$E/lib/modules/modules.load"
+cp "$ROOT/hack/guest/uvm-init.sh" "$E/init"
+chmod 0755 "$E/init"
+(cd "$E" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) >"$WORK/initrd.cpio"
 case "$COMPRESS" in
   none) mv "$WORK/initrd.cpio" "$OUT/initrd.img.new" ;;
   gzip) gzip -6 -c "$WORK/initrd.cpio" >"$OUT/initrd.img.new" ;;
   zstd) zstd -q -19 -T0 -c "$WORK/initrd.cpio" >"$OUT/initrd.img.new" ;;
   *) die "unknown compression $COMPRESS" ;;
 esac
+mv "$WORK/rootfs.erofs" "$OUT/rootfs.erofs.new"
+# The full initramfs is kept only while it matches the image (.full-stamp); a rebuild without -f drops it.
+rm -f "$OUT/initrd-full.img" "$OUT/.full-stamp"
+if [ "$FULL" = 1 ]; then
+  (cd "$R" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) >"$OUT/initrd-full.img"
+  echo "$STAMP" >"$OUT/.full-stamp"
+  log "initrd-full.img $(du -h "$OUT/initrd-full.img" | cut -f1) (Hyper-V)"
+fi
 mv "$OUT/initrd.img.new" "$OUT/initrd.img"
+mv "$OUT/rootfs.erofs.new" "$OUT/rootfs.erofs"
 cp "$KERNEL/vmlinuz" "$OUT/vmlinuz"
 cp "$KERNEL/version" "$OUT/kernel-version"
 echo "$STAMP" >"$OUT/.image-stamp"
-log "initrd $(du -h "$OUT/initrd.img" | cut -f1) ($COMPRESS; unpacked $(du -sh "$R" | cut -f1)), kernel $(cat "$KERNEL/version") $(du -h "$OUT/vmlinuz" | cut -f1)"
+log "initrd $(du -h "$OUT/initrd.img" | cut -f1) ($COMPRESS), rootfs.erofs $(du -h "$OUT/rootfs.erofs" | cut -f1) (tree $(du -sh "$R" | cut -f1)), kernel $(cat "$KERNEL/version") $(du -h "$OUT/vmlinuz" | cut -f1)"
 echo "$OUT"

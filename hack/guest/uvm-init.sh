@@ -1,10 +1,13 @@
 #!/bin/busybox sh
 # /init of the utility VM (built by hack/guest/build-image.sh).
 #
-# Stage 1 (the kernel runs /init on the initramfs): runc's pivot_root cannot leave the initramfs (rootfs has no
-# parent mount), so copy the image into a tmpfs and switch_root into it. Stage 2 (`/init stage2`): mount the
-# usual filesystems, load the modules, bring up eth0 for QEMU user networking and run the guest agent. When
-# the agent exits, the VM powers off (QEMU runs with -no-reboot, so the shim sees QEMU exit).
+# Stage 1 (the kernel runs /init on the small early initramfs): load the modules, mount the read-only root
+# image (erofs on virtio-blk, /dev/vda) under a tmpfs overlay (runc's pivot_root cannot leave an initramfs,
+# and the root must be writable for the agent) and switch_root into it. Booted from the whole image as the
+# initramfs instead (initrd-full.img, Hyper-V), it copies that into a tmpfs and switches there; with
+# lcow.noswitch=1 (a rootfs VHD the kernel mounted) it goes straight on. Stage 2 (`/init stage2`, the same
+# script in the root image): mount the usual filesystems, bring up eth0 for QEMU user networking and run the
+# guest agent. When the agent exits, the VM powers off (QEMU runs with -no-reboot, so the shim sees QEMU exit).
 #
 # Kernel command line (no secret ever goes there; `ps` on the host shows it):
 #   lcow.accept=URL     the agent LISTENS for the shim's control connection, e.g. tcp+token://10.0.2.15:1024
@@ -15,26 +18,68 @@
 #   lcow.token=PATH     the per-UVM secret (default: QEMU fw_cfg opt/lcow/token); under Hyper-V vsock://2:PORT,
 #                       where the host hands it out once (there is no fw_cfg)
 #   lcow.hv=1           Hyper-V (HCS) guest: load the VMBus drivers (hv_sock), skip the virtio ones
-#   lcow.mode=agent|vsocktest|shell   vsocktest: run the guest transport self-test and power off
+#   lcow.noswitch=1     the kernel mounted the root itself (HCS with a rootfs VHD): no early stage
+#   lcow.mode=agent|vsocktest|floor|shell   vsocktest: run the guest transport self-test and power off;
+#                       floor: start node once (`node -e 0`) and power off (the bench's floor for pod start)
 #   lcow.debug=1        verbose agent logs
 # The console (ttyS0) goes to the shim's log: lines starting "LCOW " are for the shim.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
+# Hyper-V (HCS) passes lcow.hv=1: VMBus first (it creates /sys/bus/vmbus), then hv_sock and friends; the virtio
+# drivers are skipped there (no PCI, and the virtio vsock transport must not take hv_sock's place). Under QEMU
+# the hv_* modules and the SCSI disk stack are skipped. Runs in both stages (what stage 1 loaded is skipped).
+load_modules() {
+  hv=""
+  grep -qw 'lcow.hv=1' /proc/cmdline && hv=1
+  for m in $(cat /lib/modules/modules.load); do
+    [ -d "/sys/module/$m" ] && continue
+    case "$m" in
+      hv_vmbus) [ -n "$hv" ] || continue ;;
+      hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
+      # The SCSI disk stack for container layers (hot-added VHDs): Hyper-V only. These come in as the
+      # dependencies of hv_storvsc, sd_mod and ext4 (hack/guest/build-image.sh MODULES).
+      crc16 | mbcache | jbd2 | ext4 | scsi_common | scsi_mod | scsi_transport_fc | sd_mod | t10_pi | crc64 | \
+        crc64_rocksoft | crct10dif_common | crc_t10dif) [ -n "$hv" ] || continue ;;
+      virtio* | vmw_vsock_virtio* | virtio_*) [ -z "$hv" ] || continue ;;
+    esac
+    insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"
+  done
+}
+
 if [ "$1" != stage2 ]; then
-  /bin/busybox mount -t proc proc /proc
-  if /bin/busybox grep -q 'lcow.noswitch=1' /proc/cmdline; then
-    /bin/busybox umount /proc
+  B=/bin/busybox
+  $B mount -t proc proc /proc
+  if $B grep -q 'lcow.noswitch=1' /proc/cmdline; then
+    $B umount /proc
     exec /init stage2
   fi
-  /bin/busybox mkdir -p /newroot
-  /bin/busybox mount -t tmpfs -o mode=0755 rootfs /newroot
-  for d in /*; do
-    case "$d" in /proc | /newroot | /sys | /dev) ;; *) /bin/busybox cp -a "$d" /newroot/ ;; esac
-  done
-  /bin/busybox mkdir -p /newroot/proc /newroot/sys /newroot/dev
-  /bin/busybox umount /proc
-  exec /bin/busybox switch_root /newroot /init stage2
+  if [ -x /usr/bin/node ]; then
+    # The whole image as the initramfs (initrd-full.img: Hyper-V, which has no virtio-blk for the root image):
+    # copy it into a tmpfs and switch_root into that.
+    $B mkdir -p /newroot
+    $B mount -t tmpfs -o mode=0755 rootfs /newroot
+    for d in /*; do
+      case "$d" in /proc | /newroot | /sys | /dev) ;; *) $B cp -a "$d" /newroot/ ;; esac
+    done
+    $B mkdir -p /newroot/proc /newroot/sys /newroot/dev
+    $B umount /proc
+    exec $B switch_root /newroot /init stage2
+  fi
+  $B mount -t sysfs sysfs /sys
+  $B mount -t devtmpfs devtmpfs /dev
+  PATH=/bin
+  load_modules
+  i=0
+  while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do $B usleep 100000; i=$((i + 1)); done
+  [ -b /dev/vda ] || { echo "LCOW fatal no root image on /dev/vda"; $B poweroff -f; }
+  $B mount -t erofs -o ro /dev/vda /lower || { echo "LCOW fatal cannot mount the root image"; $B poweroff -f; }
+  $B mount -t tmpfs -o mode=0755 upper /upper
+  $B mkdir -p /upper/data /upper/work
+  $B mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work overlay /newroot ||
+    { echo "LCOW fatal cannot mount the root overlay"; $B poweroff -f; }
+  $B umount /dev /sys /proc
+  exec $B switch_root /newroot /init stage2
 fi
 
 mkdir -p /proc /sys /dev /run /tmp
@@ -57,23 +102,7 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 
 echo "LCOW init uptime=$(cut -d' ' -f1 /proc/uptime) kernel=$(uname -r)"
-# Hyper-V (HCS) passes lcow.hv=1: VMBus first (it creates /sys/bus/vmbus), then hv_sock and friends; the virtio
-# drivers are skipped there (no PCI, and the virtio vsock transport must not take hv_sock's place). Under QEMU
-# the hv_* modules are skipped.
-HV=""
-grep -qw 'lcow.hv=1' /proc/cmdline && HV=1
-for m in $(cat /lib/modules/modules.load); do
-  case "$m" in
-    hv_vmbus) [ -n "$HV" ] || continue ;;
-    hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
-    # The SCSI disk stack for container layers (hot-added VHDs): Hyper-V only. These come in as the
-    # dependencies of hv_storvsc, sd_mod and ext4 (hack/guest/build-image.sh MODULES).
-    crc16 | mbcache | jbd2 | ext4 | scsi_common | scsi_mod | scsi_transport_fc | sd_mod | t10_pi | crc64 | \
-      crc64_rocksoft | crct10dif_common | crc_t10dif) [ -n "$HV" ] || continue ;;
-    virtio* | vmw_vsock_virtio* | virtio_*) [ -z "$HV" ] || continue ;;
-  esac
-  insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"
-done
+load_modules
 
 hostname lcow
 ip link set lo up
@@ -109,12 +138,18 @@ case "$MODE" in
     else
       set -- --dial "$DIAL" --p9 "$P9"
     fi
-    LCOW_DEBUG=$DEBUG node /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow "$@" --token-file "$TOKEN"
+    # A small young generation: in a UVM restored from a template, every page the agent's GC writes becomes
+    # that clone's private copy; 16 MiB semispaces (the default) would be copied back and forth by scavenges.
+    LCOW_DEBUG=$DEBUG node --max-semi-space-size=1 /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow "$@" --token-file "$TOKEN"
     echo "LCOW agent exited rc=$?"
     ;;
   vsocktest)
     node /opt/lcow/shim/lcow-agent.js --vsock-selftest
     echo "LCOW vsocktest exited rc=$?"
+    ;;
+  floor)
+    node -e 0
+    echo "LCOW floor node-done uptime=$(cut -d' ' -f1 /proc/uptime)"
     ;;
   shell)
     sh

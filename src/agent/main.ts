@@ -9,6 +9,7 @@ import { shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
 import { P9Acceptor, acceptControl, dialControl, mount9p, vsockSelfTest } from './uvm.js';
 import { fixedSecret, secretFromFile } from '../transport/index.js';
+import { CloneState } from './clone.js';
 
 export interface AgentArgs {
   stateDir: string;
@@ -109,15 +110,39 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(0);
   };
   const inUvm = !!((args.dial || args.accept) && secret);
-  const server = createAgentServer(agent, log, () => void stop(), inUvm ? new PodNetwork(runCmd, log) : undefined);
-  if ((args.dial || args.accept) && secret) {
-    // UVM: one control connection with the shim; when it ends, the agent (and with it the VM) ends.
-    const conn = args.accept
-      ? await acceptControl(args.accept, secret, log)
-      : await dialControl(args.dial!, secret, log);
+  // Templates (hostfwd direction only: the QEMU backend): PrepareTemplate/AdoptClone and the re-listen below.
+  const clone = args.accept && secret ? new CloneState() : undefined;
+  const server = createAgentServer(agent, log, () => void stop(), {
+    network: inUvm ? new PodNetwork(runCmd, log) : undefined,
+    clone,
+  });
+  if (args.accept && secret) {
+    // UVM, hostfwd direction: one control connection with the shim; when it ends, the agent (and with it the
+    // VM) ends; except in template mode, where it listens again for the next (a clone's) shim. The listener
+    // reads the secret at every handshake: a clone has a new one.
+    const accept = async (again: boolean): Promise<void> => {
+      const conn = await acceptControl(args.accept!, secret, log, () => {
+        if (again) process.stdout.write('LCOW template-ready\n');
+      });
+      conn.stream.once('close', () => {
+        if (clone?.relistenOnClose) {
+          log.info('control connection closed in template mode: listening again');
+          void accept(true);
+        } else void stop();
+      });
+      server.handleConnection(conn.stream);
+      log.info('agent connected', { url: args.accept, pid: process.pid });
+    };
+    await accept(false);
+    process.on('SIGTERM', () => void stop());
+    return;
+  }
+  if (args.dial && secret) {
+    // UVM, vsock/hvsock: the agent dials the host; one control connection, when it ends the VM ends.
+    const conn = await dialControl(args.dial, secret, log);
     conn.stream.once('close', () => void stop());
     server.handleConnection(conn.stream);
-    log.info('agent connected', { url: args.accept ?? args.dial, pid: process.pid });
+    log.info('agent connected', { url: args.dial, pid: process.pid });
     process.on('SIGTERM', () => void stop());
     return;
   }

@@ -1,6 +1,6 @@
 // ttrpc binding of the agent: lcow.agent.v1.Agent over src/ttrpc. Decodes, validates, calls Agent, maps
 // AgentError codes to gRPC codes (here only; the core never sees ttrpc).
-import { timestampFromDate } from '@bufbuild/protobuf/wkt';
+import { timestampFromDate, timestampMs } from '@bufbuild/protobuf/wkt';
 import { Agent, AgentError } from './agent.js';
 import type { PodNetwork } from './network.js';
 import type { StdioWanted } from './procio.js';
@@ -14,6 +14,7 @@ import type { Logger } from '../util/log.js';
 import type { PassThrough } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
+import { adoptClone, prepareTemplate, type CloneState } from './clone.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -67,13 +68,21 @@ const REPLAY_KINDS: Record<number, ReplayKind> = {
   [ShareChange_Kind.ATTRIB]: 'attrib',
   [ShareChange_Kind.RENAME]: 'rename',
 };
+export interface AgentServerOptions {
+  /** UVM only: the pod network (ConfigureNetwork); absent in the process backend's host agent. */
+  network?: PodNetwork;
+  /**
+   * UVM only (QEMU, hostfwd direction): the template state (PrepareTemplate / AdoptClone); absent elsewhere, where
+   * those two answer FailedPrecondition.
+   */
+  clone?: CloneState;
+}
 
 export function createAgentServer(
   agent: Agent,
   log: Logger,
   onShutdown: () => void,
-  /** UVM only: the pod network (ConfigureNetwork); absent in the process backend's host agent. */
-  network?: PodNetwork,
+  { network, clone }: AgentServerOptions = {},
 ): TtrpcServer {
   const server = new TtrpcServer({ logger: log, errorMapper: agentErrorToTtrpc });
   const guestCgroup = cgroupVersion();
@@ -239,6 +248,28 @@ export function createAgentServer(
       async configureNetwork(req) {
         if (!network) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM: no pod network');
         return { netnsPath: await network.configure(req) };
+      },
+      async prepareTemplate() {
+        if (!clone) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM');
+        try {
+          await prepareTemplate(clone, agent.containerCount > 0);
+        } catch (err) {
+          throw new AgentError('FailedPrecondition', (err as Error).message);
+        }
+        log.info('template prepared: the next control connection close re-listens');
+        return {};
+      },
+      async adoptClone(req) {
+        if (!clone) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM');
+        if (!req.now) throw new AgentError('InvalidArgument', 'now is required');
+        let r;
+        try {
+          r = adoptClone(clone, timestampMs(req.now), req.entropy);
+        } catch (err) {
+          throw new AgentError('InvalidArgument', (err as Error).message);
+        }
+        log.info('adopted as a clone', { clockStepMs: r.clockStepMs });
+        return { bootId: r.bootId, clockStepMs: BigInt(r.clockStepMs) };
       },
     }),
   );

@@ -14,6 +14,7 @@ interface Libc {
   recvmsg: Fn;
   ioctl: Fn;
   kill: Fn;
+  clockSettime: Fn;
 }
 
 let libc: Libc | undefined;
@@ -39,6 +40,7 @@ function lib(): Libc {
     recvmsg: c.func('long recvmsg(int fd, _Inout_ lcow_agent_msghdr *msg, int flags)'),
     ioctl: c.func('int ioctl(int fd, unsigned long req, void *arg)'),
     kill: c.func('int kill(int pid, int sig)'),
+    clockSettime: c.func('int clock_settime(int clk, void *tp)'),
   };
   return libc;
 }
@@ -118,4 +120,22 @@ export function setWinsize(fd: number, cols: number, rows: number): void {
   ws.writeUInt16LE(rows & 0xffff, 0);
   ws.writeUInt16LE(cols & 0xffff, 2);
   if (lib().ioctl(fd, TIOCSWINSZ, ws) !== 0) throw new Error('TIOCSWINSZ failed');
+}
+
+const CLOCK_REALTIME = 0;
+/** _IO('R', 0x07): reseed the kernel's CRNG from its input pool now (CAP_SYS_ADMIN). */
+const RNDRESEEDCRNG = 0x5207;
+
+/** clock_settime(CLOCK_REALTIME) to `ms` since the epoch. */
+export function setRealtimeClock(ms: number): void {
+  const ts = Buffer.alloc(16);
+  const sec = Math.floor(ms / 1000);
+  ts.writeBigInt64LE(BigInt(sec), 0);
+  ts.writeBigInt64LE(BigInt(Math.round((ms - sec * 1000) * 1e6)), 8);
+  if (lib().clockSettime(CLOCK_REALTIME, ts) !== 0) throw new Error('clock_settime failed');
+}
+
+/** ioctl(RNDRESEEDCRNG) on an open /dev/urandom (or /dev/random) fd. */
+export function reseedKernelRng(fd: number): void {
+  if (lib().ioctl(fd, RNDRESEEDCRNG, null) !== 0) throw new Error('RNDRESEEDCRNG failed');
 }

@@ -139,12 +139,21 @@ function stopReading(socket: Socket): void {
   }
 }
 
-/** Accept mode, control channel: listens on URL; the first authenticated connection is the shim's ttrpc client. */
-export async function acceptControl(url: string, secret: SecretSource, log: Logger): Promise<Conn> {
+/**
+ * Accept mode, control channel: listens on URL; the first authenticated connection is the shim's ttrpc client.
+ * `onListening` runs once the port listens (template mode announces it on the console: the host snapshots then).
+ */
+export async function acceptControl(
+  url: string,
+  secret: SecretSource,
+  log: Logger,
+  onListening?: () => void,
+): Promise<Conn> {
   const u = parseTransportUrl(url);
   if (u.scheme !== 'tcp+token') throw new Error(`accept mode needs tcp+token, not ${u.scheme}`);
   const listener = await TcpTokenListener.listen({ secret, host: u.host, port: u.port, logger: log });
   log.info('agent listening for the shim', { url: listener.url });
+  onListening?.();
   return new Promise<Conn>((resolve) => {
     listener.onConnection((c) => {
       // One control channel per VM: later connections are refused.

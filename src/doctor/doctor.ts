@@ -335,7 +335,9 @@ function checkGuestImage(p: HostProbes, cfg: QemuConfig | undefined): CheckResul
   const id = 'guest-image';
   const title = 'guest image';
   if (!cfg) return { id, title, status: 'fail', detail: 'no usable runtime config (see above)' };
-  const missing = [cfg.kernel, cfg.initrd].filter((f) => {
+  // The erofs root image when the config has one (the default when the guest dir holds rootfs.erofs).
+  const files = [cfg.kernel, cfg.initrd, ...(cfg.rootfs ? [cfg.rootfs] : [])];
+  const missing = files.filter((f) => {
     const s = p.stat(f);
     return !s || !s.isFile || s.size === 0;
   });
@@ -345,10 +347,10 @@ function checkGuestImage(p: HostProbes, cfg: QemuConfig | undefined): CheckResul
       title,
       status: 'fail',
       detail: `missing or empty: ${missing.join(', ')}`,
-      fix: 'make guest (or make install), or point guest_dir / kernel / initrd in the runtime config (or LCOW_GUEST_DIR) at a built image',
+      fix: 'make guest (or make install), or point guest_dir / kernel / initrd / rootfs in the runtime config (or LCOW_GUEST_DIR) at a built image',
     };
   const kv = p.readFile(cfg.kernel.replace(/vmlinuz$/, 'kernel-version'))?.trim();
-  return { id, title, status: 'ok', detail: `${cfg.kernel}, ${cfg.initrd}${kv ? ` (guest kernel ${kv})` : ''}` };
+  return { id, title, status: 'ok', detail: `${files.join(', ')}${kv ? ` (guest kernel ${kv})` : ''}` };
 }
 
 function checkShimOnPath(p: HostProbes): CheckResult {

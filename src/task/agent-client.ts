@@ -38,6 +38,11 @@ export const DEFAULT_AGENT_DEADLINES: AgentDeadlines = {
   configureNetwork: 60_000,
   // A batch of at most 256 host changes replayed on the container's mount (share-notify).
   replayShareChanges: 30_000,
+  // UVM templates (the QEMU sandbox calls these itself, never the Task service): PrepareTemplate waits ~5 s for
+  // the balloon's last free page reports, then unloads the driver and syncs; AdoptClone sets the clock and
+  // reseeds the kernel RNG.
+  prepareTemplate: 60_000,
+  adoptClone: 30_000,
 };
 
 /** `client` with a deadline on every unary call that has none (a caller's own timeoutMs wins). */

@@ -25,3 +25,17 @@ export async function processRssBytes(pid: number): Promise<number | undefined> 
     return undefined;
   }
 }
+
+/**
+ * Proportional set size in bytes (/proc/<pid>/smaps_rollup): pages shared with other processes (a UVM clone's
+ * template RAM, shared libraries) count divided by the number of sharers. Undefined when the pid is gone.
+ */
+export async function processPssBytes(pid: number): Promise<number | undefined> {
+  try {
+    const rollup = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const m = /^Pss:\s+(\d+) kB/m.exec(rollup);
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return undefined;
+  }
+}

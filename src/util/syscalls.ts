@@ -110,6 +110,7 @@ const raw = {
   removexattr: libc.func('int removexattr(const char *, const char *)'),
   fchmodat: libc.func('int fchmodat(int, const char *, uint32_t, int)'),
   preadv2: libc.func('long preadv2(int, lcow_iovec *, int, int64_t, int)'),
+  flock: libc.func('int flock(int, int)'),
 };
 void iovecType;
 
@@ -354,4 +355,16 @@ export function preadNoWait(fd: number, buf: Buffer, position: number): number {
 /** Path through /proc that names exactly the inode held by `fd` (race-free re-open of O_PATH fds). */
 export function procFdPath(fd: number): string {
   return `/proc/self/fd/${fd}`;
+}
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another open file holds it (never blocks). */
+export function tryLockExclusive(fd: number): boolean {
+  const r = Number(raw.flock(fd, LOCK_EX | LOCK_NB));
+  if (r === 0) return true;
+  const errno = koffi.errno();
+  if (hostErrnoNames.get(errno) === 'EWOULDBLOCK' || hostErrnoNames.get(errno) === 'EAGAIN') return false;
+  throw new SyscallError('flock', errno);
 }

@@ -8,6 +8,8 @@ export interface BenchRow {
   unit: string;
   /** Extra figures for the same row (p50, p99, ratio against a reference...). */
   extra?: Record<string, number | string>;
+  /** A target this row is judged against, and the figure measured before the work on it ("today"). */
+  target?: { today: string; goal: string; met: boolean };
 }
 
 export interface BenchSuite {
@@ -30,6 +32,19 @@ export function formatTable(rows: BenchRow[]): string {
     v === undefined ? '' : typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v;
   const body = rows.map((r) => [r.suite, r.name, fmt(r.value), r.unit, ...extraKeys.map((k) => fmt(r.extra?.[k]))]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
+  return [line(header), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...body.map(line)].join('\n');
+}
+
+/** The targets table: measure | today | now | target | met. */
+export function formatTargets(rows: BenchRow[]): string {
+  const t = rows.filter((r) => r.target);
+  if (t.length === 0) return '';
+  const fmt = (r: BenchRow): string =>
+    `${Number.isInteger(r.value) ? r.value : r.value.toFixed(r.unit === 'x' ? 2 : 1)} ${r.unit === 'x' ? '×' : r.unit}`;
+  const body = t.map((r) => [r.name, r.target!.today, fmt(r), r.target!.goal, r.target!.met ? 'yes' : 'NO']);
+  const header = ['measure', 'today', 'now', 'target', 'met'];
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
   return [line(header), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...body.map(line)].join('\n');
 }

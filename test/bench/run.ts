@@ -1,7 +1,7 @@
 // `make bench`: runs every suite (or those named on the command line), prints a table, writes JSON.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { formatTable, type BenchRow, type BenchSuite } from './harness.js';
+import { formatTable, formatTargets, type BenchRow, type BenchSuite } from './harness.js';
 
 // Suites register here as they are written; each module exports `suite: BenchSuite`.
 const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
@@ -10,6 +10,7 @@ const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./p9-local.js'),
   () => import('./shim.js'),
   () => import('./uvm.js'),
+  () => import('./targets.js'),
   () => import('./p9-kernel.js'),
   () => import('./p9-kernel.js').then((m) => ({ suite: m.transportSuite })),
   () => import('./cri.js'),
@@ -38,6 +39,8 @@ async function main(): Promise<number> {
     }
   }
   process.stdout.write(formatTable(rows) + '\n');
+  const targets = formatTargets(rows);
+  if (targets) process.stdout.write(`\nTargets (issue 11; "today" = before templates, TCG, this host):\n${targets}\n`);
   for (const s of skipped) process.stdout.write(`not run: ${s.suite}: ${s.reason}\n`);
   const dir = 'bench-results';
   mkdirSync(dir, { recursive: true });

@@ -13,10 +13,12 @@ import { silentLogger } from '../../src/util/log.js';
 import { startContainerd } from '../helpers/containerd.js';
 import { importTestImage } from '../helpers/image.js';
 import type { BenchRow, BenchSuite } from './harness.js';
+import { guestImageArgs } from '../../src/sandbox/qemu/config.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const KERNEL = join(ROOT, 'build/guest/vmlinuz');
 const INITRD = join(ROOT, 'build/guest/initrd.img');
+const ROOTFS = existsSync(join(ROOT, 'build/guest/rootfs.erofs')) ? join(ROOT, 'build/guest/rootfs.erofs') : '';
 const RUNTIME = 'io.containerd.lcow.v1';
 const RUNS = Number(process.env.LCOW_BENCH_UVM_RUNS ?? 3);
 
@@ -51,8 +53,7 @@ function bareBoot(accel: string): Promise<number> {
       'qemu-system-x86_64',
       [
         ...['-name', `lcow-bench-bare-${process.pid}`, '-accel', accel, '-machine', 'pc', '-m', '1024', '-smp', '1'],
-        ...['-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio'],
-        ...['-kernel', KERNEL, '-initrd', INITRD],
+        ...guestImageArgs(KERNEL, INITRD, ROOTFS),
         ...['-append', 'console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable no_timer_check lcow.mode=none'],
       ],
       { stdio: ['ignore', 'ignore', 'ignore'] },

@@ -35,7 +35,8 @@ function absolute(p: string, what: string): string {
 /**
  * Annotations win over the runtime config (`memory_mb`, `cpus`, or the `[hcs]` table), then defaults:
  * 1024 MiB, and 2 vCPUs (1 on a single-CPU host), as hcsshim. The guest image: `kernel` + `initrd` (default
- * <guest_dir>/vmlinuz and initrd.img), or `rootfs_vhd` instead of the initrd.
+ * <guest_dir>/vmlinuz and initrd-full.img: the whole image as one initramfs, since HCS attaches no virtio-blk
+ * disk for the QEMU backend's erofs root; `make windows` builds it), or `rootfs_vhd` instead of the initrd.
  */
 export function hcsConfig(runtime: Record<string, unknown>, annotations: Record<string, string>): HcsConfig {
   const pick = configPicker(runtime, 'hcs');
@@ -49,7 +50,7 @@ export function hcsConfig(runtime: Record<string, unknown>, annotations: Record<
   if (rootfsVhd && initrd) throw new Error('set either initrd or rootfs_vhd, not both');
   return {
     kernel: absolute(str(pick('kernel')) ?? join(guestDir, 'vmlinuz'), 'kernel'),
-    initrd: rootfsVhd ? undefined : absolute(initrd ?? join(guestDir, 'initrd.img'), 'initrd'),
+    initrd: rootfsVhd ? undefined : absolute(initrd ?? join(guestDir, 'initrd-full.img'), 'initrd'),
     rootfsVhd: rootfsVhd ? absolute(rootfsVhd, 'rootfs_vhd') : undefined,
     memoryMiB,
     cpus,

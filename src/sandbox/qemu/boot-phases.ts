@@ -3,14 +3,17 @@
 // control connection and its first answer. The kernel's start is the init line's arrival minus the uptime it
 // reports. Each phase becomes a span (children of the active one: `sandbox boot`) and a sample of
 // lcow.uvm.boot.duration{phase}.
+// A UVM restored from a template (template.ts) has no kernel boot and no init: its phases are 'qemu start'
+// (until the restore begins), 'restore' (the device state loaded and the VM running), then the agent's.
 import { metrics as processMetrics, type MetricsRegistry } from '../../telemetry/metrics.js';
 import { recordSpan, withSpan } from '../../telemetry/index.js';
 
 export const BOOT_PHASE_METRIC = 'lcow.uvm.boot.duration';
 export const SHARE_SETUP_METRIC = 'lcow.share.setup.duration';
 
-/** Phase names in boot order. */
-export const BOOT_PHASES = ['qemu start', 'kernel', 'init', 'agent start', 'agent ready'] as const;
+/** Phase names in boot order (a cold boot has no 'restore'; a clone has no 'kernel' and 'init'). */
+export const BOOT_PHASES = ['qemu start', 'kernel', 'init', 'restore', 'agent start', 'agent ready'] as const;
+type PhaseName = (typeof BOOT_PHASES)[number];
 
 const INIT_RE = /^LCOW init uptime=(\d+(?:\.\d+)?)/;
 const READY_FOR_AGENT_RE = /^LCOW ready-for-agent uptime=(\d+(?:\.\d+)?)/;
@@ -20,6 +23,8 @@ export class BootPhases {
   private kernelAt: number | undefined;
   private initAt: number | undefined;
   private readyForAgentAt: number | undefined;
+  private restoringAt: number | undefined;
+  private restoredAt: number | undefined;
   private connectedAt: number | undefined;
   private readyAt: number | undefined;
 
@@ -29,11 +34,23 @@ export class BootPhases {
   spawned(): void {
     this.spawnedAt = this.now();
     this.kernelAt = this.initAt = this.readyForAgentAt = this.connectedAt = this.readyAt = undefined;
+    this.restoringAt = this.restoredAt = undefined;
+  }
+
+  /** A clone: its device state is being loaded (no kernel boots). */
+  restoring(): void {
+    this.restoringAt = this.now();
+  }
+
+  /** A clone runs: its agent was already listening when the template was saved. */
+  restored(): void {
+    this.restoredAt = this.now();
   }
 
   /** A console line (the guest's clock is read from the uptime it prints, never trusted for more). */
   consoleLine(line: string): void {
     const t = this.now();
+    if (this.restoringAt !== undefined) return; // a clone: its boot happened in the template
     let m = INIT_RE.exec(line);
     if (m && this.initAt === undefined) {
       this.initAt = t;
@@ -54,14 +71,29 @@ export class BootPhases {
   }
 
   /** Phases with start and end (ms since the epoch); a phase whose ends were not seen is left out. */
-  phases(): Array<{ name: (typeof BOOT_PHASES)[number]; start: number; end: number }> {
-    const marks = [this.spawnedAt, this.kernelAt, this.initAt, this.readyForAgentAt, this.connectedAt, this.readyAt];
-    const out: Array<{ name: (typeof BOOT_PHASES)[number]; start: number; end: number }> = [];
-    BOOT_PHASES.forEach((name, i) => {
-      const start = marks[i];
-      const end = marks[i + 1];
+  phases(): Array<{ name: PhaseName; start: number; end: number }> {
+    const marks: Array<[PhaseName, number | undefined]> =
+      this.restoringAt !== undefined
+        ? [
+            ['qemu start', this.spawnedAt],
+            ['restore', this.restoringAt],
+            ['agent start', this.restoredAt],
+            ['agent ready', this.connectedAt],
+          ]
+        : [
+            ['qemu start', this.spawnedAt],
+            ['kernel', this.kernelAt],
+            ['init', this.initAt],
+            ['agent start', this.readyForAgentAt],
+            ['agent ready', this.connectedAt],
+          ];
+    marks.push(['agent ready', this.readyAt]); // the end of the last phase
+    const out: Array<{ name: PhaseName; start: number; end: number }> = [];
+    for (let i = 0; i + 1 < marks.length; i++) {
+      const [name, start] = marks[i]!;
+      const end = marks[i + 1]![1];
       if (start !== undefined && end !== undefined && start > 0) out.push({ name, start, end });
-    });
+    }
     return out;
   }
 

@@ -9,6 +9,9 @@
 // dials the 9P port naming the share (its token bound into the handshake; retrying until the agent registered
 // the share), and feeds the connection to the share's server; the agent mounts the accepted socket with
 // trans=fd. Shares are refcounted per (path, read-only).
+// Templates (template.ts): when one exists for this VM's shape, QEMU starts paused (-incoming defer) over the
+// template's RAM file mapped private and restores its device state through QMP; the agent is already listening,
+// and AdoptClone makes it a new machine. A restore that fails discards the template and the pod boots cold.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, rm } from 'node:fs/promises';
@@ -18,7 +21,7 @@ import { Agent as AgentDesc, ShareChange_Kind } from '../../gen/agent/v1/agent_p
 import { ShareNotifier } from '../../notify/share-notifier.js';
 import type { ChangeKind } from '../../notify/coalescer.js';
 import { P9Server } from '../../p9/server.js';
-import { createServer } from 'node:net';
+import { freePort } from './ports.js';
 import {
   PeerProofError,
   dialTcpToken,
@@ -43,20 +46,36 @@ import type {
 import { probeAccel, qemuArgs, qemuConfig, type Accel, type QemuConfig } from './config.js';
 import { QmpClient } from './qmp.js';
 import { SandboxLifecycle } from '../lifecycle.js';
+import {
+  adoptClone,
+  cloneArgs,
+  discardTemplate,
+  ensureTemplate,
+  restoreClone,
+  templateState,
+  type Template,
+} from './template.js';
 import { processRssBytes, processStartTime } from '../../util/proc.js';
 import { P9Metrics } from '../../telemetry/p9-metrics.js';
 import { instrumentClient } from '../../telemetry/client.js';
 import { BootPhases, timedShareSetup } from './boot-phases.js';
+import { bootFault } from './guest-faults.js';
 import { attachPodNetwork, detachPodNetwork, inspectPodNetns, PodNetworkError } from './podnet.js';
 
 const SHARE_TOKEN_LENGTH = 16;
 /** QEMU starts per boot at most: each retry follows a port lost to another process (clash or squatter). */
 const MAX_BOOT_ATTEMPTS = 5;
+/** QEMU's complaint when a hostfwd port was taken before it could bind it. */
+const HOSTFWD_CLASH = 'Could not set up host forwarding rule';
+/** A clone's agent listens from the first instruction after the restore: much longer means a broken template. */
+const CLONE_ANSWER_MS = 30_000;
 
 export interface QemuSandboxOptions extends SandboxOptions {
   runtimeConfig?: Record<string, unknown>;
   /** Where free host ports come from (default: the kernel's pick on 127.0.0.1). Tests inject a squatted one. */
   freePort?: () => Promise<number>;
+  /** How long a restored clone's agent may take to answer before its template is discarded (default 30 s). */
+  cloneAnswerMs?: number;
 }
 
 interface PodNet {
@@ -95,8 +114,12 @@ export class QemuSandbox implements Sandbox {
   readonly mountsRootfsOnHost = true;
   readonly cfg: QemuConfig;
   accel: Accel | undefined;
-  /** Boot phases in ms since boot() began: qemu spawned, agent connected, agent answered. */
+  /** Boot phases in ms since boot() began: qemu spawned, (restored,) agent connected, agent answered. */
   readonly timings: Record<string, number> = {};
+  /** How this UVM started: restored from a template (and whether this boot built it) or booted cold. */
+  startedFrom: { kind: 'cold' } | { kind: 'template'; key: string; built: boolean; bootId: string } = {
+    kind: 'cold',
+  };
   private child: ChildProcess | undefined;
   private startTime = '';
   private client: TtrpcClient | undefined;
@@ -154,10 +177,14 @@ export class QemuSandbox implements Sandbox {
       cpus,
       kernel: this.cfg.kernel,
       initrd: this.cfg.initrd,
+      rootfs: this.cfg.rootfs,
     });
-    const deadline = Date.now() + this.cfg.bootTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     try {
+      // Templates: restore a snapshot instead of booting (template.ts); any failure falls back to a cold boot.
+      // Looked up before the boot deadline starts (a build under way is waited for, within its own bound).
+      let tpl = await this.template(cpus);
+      const deadline = Date.now() + this.cfg.bootTimeoutMs;
       // The host ports are picked free, then bound by QEMU: another local process may take one in between. Then
       // either QEMU fails at once ("Could not set up host forwarding rule"), or the dial below reaches that process
       // first, which cannot prove it knows the secret (PeerProofError). Both: new ports, new secret, start again.
@@ -171,17 +198,17 @@ export class QemuSandbox implements Sandbox {
         const secret = newSecret();
         writePrivateFile(tokenFile, secret);
         this.secret = fixedSecret(secret);
+        const vm = {
+          name: `lcow-${this.opts.id}`.slice(0, 64),
+          qmpSocket: this.qmpSocket,
+          tokenFile,
+          controlPort: ports.control,
+          p9Port: ports.p9,
+        };
         const child = this.spawnQemu(
-          qemuArgs({
-            cfg: this.cfg,
-            accel: this.accel,
-            cpus,
-            name: `lcow-${this.opts.id}`.slice(0, 64),
-            qmpSocket: this.qmpSocket,
-            tokenFile,
-            controlPort: ports.control,
-            p9Port: ports.p9,
-          }),
+          tpl
+            ? cloneArgs({ cfg: this.cfg, accel: this.accel, cpus }, tpl.template, vm)
+            : qemuArgs({ cfg: this.cfg, accel: this.accel, cpus, ...vm }),
         );
         this.timings.spawned = Date.now() - t0;
         this.phases.spawned();
@@ -189,30 +216,57 @@ export class QemuSandbox implements Sandbox {
         const exited = this.exited!.then(() => {
           exitedDuringBoot = true;
         });
-        type Outcome = { kind: 'conn'; conn: Conn } | { kind: 'exited' } | { kind: 'squatter'; err: PeerProofError };
-        const outcome = await Promise.race<Outcome>([
-          dialTcpToken('127.0.0.1', ports.control, {
-            secret: this.secret,
-            purpose: { kind: 'control' },
-            timeoutMs: Math.max(1, deadline - Date.now()),
-            attemptTimeoutMs: 3000,
-            abort: () => (exitedDuringBoot || this.exitReason ? 'QEMU exited' : undefined),
-          }).then(
-            (conn): Outcome => ({ kind: 'conn', conn }),
-            (err: unknown): Outcome => {
-              if (exitedDuringBoot) return { kind: 'exited' };
-              if (err instanceof PeerProofError) return { kind: 'squatter', err };
-              throw err;
-            },
-          ),
-          exited.then((): Outcome => ({ kind: 'exited' })),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(new Error(`the guest agent did not answer within ${this.cfg.bootTimeoutMs} ms`)),
-              Math.max(1, deadline - Date.now()),
-            );
-          }),
-        ]);
+        if (tpl) {
+          const restored = await this.restore(tpl.template, deadline);
+          if (restored === 'template failed') {
+            // Discarded (the next pod rebuilds it): boot cold, on fresh ports and a fresh secret, not counted.
+            tpl = undefined;
+            attempt--;
+            continue;
+          }
+          if (restored !== 'port clash') {
+            this.qmp = restored;
+            this.qmpReady = Promise.resolve(restored);
+            this.timings.restored = Date.now() - t0;
+            this.phases.restored();
+          }
+        }
+        type Outcome =
+          | { kind: 'conn'; conn: Conn }
+          | { kind: 'exited' }
+          | { kind: 'squatter'; err: PeerProofError }
+          | { kind: 'clone silent'; err: Error };
+        // A clone's agent was listening when the snapshot was taken: it answers at once, or never.
+        const answerBy =
+          tpl && !this.portClash
+            ? Math.min(deadline, Date.now() + (this.opts.cloneAnswerMs ?? CLONE_ANSWER_MS))
+            : deadline;
+        const outcome = this.portClash
+          ? ({ kind: 'exited' } as Outcome)
+          : await Promise.race<Outcome>([
+              dialTcpToken('127.0.0.1', ports.control, {
+                secret: this.secret,
+                purpose: { kind: 'control' },
+                timeoutMs: Math.max(1, answerBy - Date.now()),
+                attemptTimeoutMs: 3000,
+                abort: () => (exitedDuringBoot || this.exitReason ? 'QEMU exited' : undefined),
+              }).then(
+                (conn): Outcome => ({ kind: 'conn', conn }),
+                (err: unknown): Outcome => {
+                  if (exitedDuringBoot) return { kind: 'exited' };
+                  if (err instanceof PeerProofError) return { kind: 'squatter', err };
+                  if (tpl) return { kind: 'clone silent', err: err as Error };
+                  throw err;
+                },
+              ),
+              exited.then((): Outcome => ({ kind: 'exited' })),
+              new Promise<never>((_, reject) => {
+                timer = setTimeout(
+                  () => reject(new Error(`the guest agent did not answer within ${this.cfg.bootTimeoutMs} ms`)),
+                  Math.max(1, deadline - Date.now()),
+                );
+              }),
+            ]);
         clearTimeout(timer);
         if (outcome.kind === 'conn') {
           this.timings.connected = Date.now() - t0;
@@ -221,7 +275,29 @@ export class QemuSandbox implements Sandbox {
           this.client = new TtrpcClient(outcome.conn.stream, { logger: this.log });
           // Timed and traced like the Task service's (AddShare's span continues into the guest's mount).
           this.agent = instrumentClient(AgentDesc, createClient(AgentDesc, this.client));
-          break;
+          if (!tpl) break;
+          // The clone's first call: a new machine (clock, entropy, end of template mode) before anything else.
+          const adopted = await adoptClone(this.agent).catch((err: unknown) => err as Error);
+          if (!(adopted instanceof Error)) {
+            this.startedFrom = { kind: 'template', key: tpl.template.key, built: tpl.built, bootId: adopted.bootId };
+            this.log.info('UVM restored from a template', { template: tpl.template.key, ...adopted });
+            // Its kernel and init ran when the template was built: say so where an operator looks for them.
+            this.opts.guestLog?.console(
+              `shim: restored from UVM template ${tpl.template.key} (built ${tpl.template.meta.builtAt}); ` +
+                `its boot is in that build's log`,
+            );
+            break;
+          }
+          await this.abandonClone(tpl.template, adopted);
+          tpl = undefined;
+          attempt--;
+          continue;
+        }
+        if (outcome.kind === 'clone silent') {
+          await this.abandonClone(tpl!.template, outcome.err);
+          tpl = undefined;
+          attempt--;
+          continue;
         }
         if (outcome.kind === 'squatter') {
           this.log.warn(
@@ -230,12 +306,13 @@ export class QemuSandbox implements Sandbox {
             { port: ports.control, attempt, error: outcome.err.message },
           );
           await this.abandonAttempt();
+          this.closeQmp();
         } else if (this.portClash) {
           this.log.warn(
             'a forwarded host port was taken by another local process before QEMU bound it; restarting QEMU with new ports and a new secret',
             { ports, attempt },
           );
-        } else throw new Error(`the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+        } else throw new Error(this.bootFault ?? `the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
         this.portClash = false;
         this.exitReason = undefined;
         if (attempt >= MAX_BOOT_ATTEMPTS)
@@ -248,8 +325,13 @@ export class QemuSandbox implements Sandbox {
       this.life.ready();
       this.timings.ready = Date.now() - t0;
       this.phases.ready();
-      this.phases.report({ accel: this.accel });
-      this.log.info('UVM ready', { accel: this.accel, ms: this.timings.ready, pid: this.child!.pid });
+      this.phases.report({ accel: this.accel, start: this.startedFrom.kind });
+      this.log.info('UVM ready', {
+        accel: this.accel,
+        ms: this.timings.ready,
+        pid: this.child!.pid,
+        from: this.startedFrom.kind,
+      });
     } catch (err) {
       await this.stop('force');
       throw err;
@@ -258,7 +340,8 @@ export class QemuSandbox implements Sandbox {
     }
     // QEMU made the QMP socket with the shim's umask: 0600 (the 0700 state dir already keeps others out).
     await chmod(this.qmpSocket, 0o600).catch(() => undefined);
-    this.qmpReady = QmpClient.connect(this.qmpSocket, 5000);
+    // A clone's QMP connection is the one its restore used (QEMU takes one client per QMP socket).
+    this.qmpReady ??= QmpClient.connect(this.qmpSocket, 5000);
     this.qmpReady.then(
       (q) => (this.qmp = q),
       (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
@@ -266,6 +349,92 @@ export class QemuSandbox implements Sandbox {
     return { agent: this.client!, pids: [this.child!.pid!] };
   }
 
+  /**
+   * The template to restore from; undefined when templates are off or unusable, or when none exists yet (a
+   * background builder is started and this pod boots cold). A build under way is waited for, up to half the
+   * boot timeout (then this pod boots cold).
+   */
+  private async template(cpus: number): Promise<{ template: Template; built: boolean } | undefined> {
+    if (!this.cfg.templates) return undefined;
+    try {
+      const spec = { cfg: this.cfg, accel: this.accel!, cpus };
+      const state = templateState(spec, this.log);
+      if ('template' in state) return { template: state.template, built: false };
+      if ('started' in state) return undefined;
+      const t0 = Date.now();
+      const r = await ensureTemplate(spec, this.log, { lockWaitMs: this.cfg.bootTimeoutMs / 2 });
+      this.timings.templateWait = Date.now() - t0;
+      return r;
+    } catch (err) {
+      this.log.warn('no UVM template; booting cold', { error: err });
+      return undefined;
+    }
+  }
+
+  /**
+   * Feeds a clone its device state and runs it; resolves to the QMP connection the restore used. Any exit of
+   * QEMU meanwhile is this boot's own business (abandoning), not a crash of the pod. A port lost before QEMU
+   * bound it is not the template's fault: 'port clash' (portClash set, boot() retries with the template).
+   * Anything else discards the template ('template failed': the next pod rebuilds it, this one boots cold).
+   */
+  private async restore(t: Template, deadline: number): Promise<QmpClient | 'port clash' | 'template failed'> {
+    this.phases.restoring();
+    this.abandoning = true;
+    try {
+      return await Promise.race([
+        restoreClone(this.qmpSocket, t, Math.max(1, deadline - Date.now())),
+        this.exited!.then(() => {
+          throw new Error(`QEMU exited during the restore:\n${this.consoleTail.join('\n')}`);
+        }),
+      ]);
+    } catch (err) {
+      await this.abandonAttempt();
+      this.exitReason = undefined;
+      if (this.consoleTail.some((l) => l.includes(HOSTFWD_CLASH))) {
+        this.portClash = true;
+        return 'port clash';
+      }
+      // QEMU that exited by itself (not our SIGKILL) said why on stderr; the QMP error alone would not.
+      const selfExit = this.child?.exitCode !== null && this.child?.exitCode !== undefined;
+      const why = selfExit
+        ? new Error(`${(err as Error).message}; QEMU exited: ${this.consoleTail.slice(-3).join(' | ')}`)
+        : (err as Error);
+      await this.discardClone(t, why);
+      return 'template failed';
+    } finally {
+      this.abandoning = false;
+    }
+  }
+
+  /** A restored clone that never answered, or refused AdoptClone: killed, its template discarded. */
+  private async abandonClone(t: Template, why: Error): Promise<void> {
+    this.client?.close();
+    this.client = undefined;
+    this.agent = undefined;
+    this.closeQmp();
+    await this.abandonAttempt();
+    this.exitReason = undefined;
+    delete this.timings.connected;
+    delete this.timings.restored;
+    await this.discardClone(t, why);
+  }
+
+  private async discardClone(t: Template, why: Error): Promise<void> {
+    this.log.warn('the UVM restored from its template did not come up; discarding the template, booting cold', {
+      template: t.key,
+      error: why.message,
+    });
+    await discardTemplate(t, this.log, why.message);
+  }
+
+  private closeQmp(): void {
+    this.qmp?.close();
+    this.qmp = undefined;
+    this.qmpReady = undefined;
+  }
+
+  /** Set when the console said the boot cannot succeed (guest-faults.ts): the VM is killed, boot() says why. */
+  private bootFault: string | undefined;
   /** Set when QEMU exited during boot because it could not bind a forwarded host port (boot() retries). */
   private portClash = false;
   /** Set while boot() kills an attempt's QEMU itself (a squatter answered): that exit is not a crash. */
@@ -308,7 +477,16 @@ export class QemuSandbox implements Sandbox {
       if (this.consoleTail.length > 40) this.consoleTail.shift();
       // The console is kept per pod (guestLog); the shim's log has it at debug level.
       this.log.debug('uvm', { [stream]: line });
-      if (stream === 'console') this.phases.consoleLine(line);
+      if (stream === 'console') {
+        this.phases.consoleLine(line);
+        const fault =
+          this.life.phase === 'booting' && !this.bootFault ? bootFault(line, this.cfg.memoryMiB) : undefined;
+        if (fault) {
+          this.bootFault = this.crashDetail = fault;
+          this.log.error('the UVM cannot boot', { error: fault });
+          child.kill('SIGKILL');
+        }
+      }
       this.opts.guestLog?.console(stream === 'console' ? line : `qemu: ${line}`);
     };
     createInterface({ input: child.stdout! }).on('line', onLine('console'));
@@ -328,7 +506,7 @@ export class QemuSandbox implements Sandbox {
           if (
             this.timings.connected === undefined &&
             !this.life.stopRequested &&
-            this.consoleTail.some((l) => l.includes('Could not set up host forwarding rule'))
+            this.consoleTail.some((l) => l.includes(HOSTFWD_CLASH))
           ) {
             this.portClash = true;
             this.exitReason = { kind: 'crashed', code, signal };
@@ -638,18 +816,6 @@ export class QemuSandbox implements Sandbox {
     await this.life.gone;
     await cleanupQemuSandbox(this.record());
   }
-}
-
-/** A free TCP port on 127.0.0.1 right now (QEMU binds it next; boot() handles losing the race). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr !== 'string' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** Kills the VM if it is still the recorded incarnation, undoes host mounts, removes the state dir. */

@@ -377,8 +377,8 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
       });
 
       it('a second pod reaches the first by pod IP (lcow: its netns then vanishes); stop and remove leave nothing behind', async function () {
-        // 640 MiB, not less: the guest image is an initrd unpacked into RAM today (about 112 MB, held twice).
-        const annotations = handler === 'lcow' ? { [MEMORY_ANNOTATION]: '640' } : undefined;
+        // A small UVM: the root image is read from an erofs disk, not held in guest RAM (256 MiB boots too).
+        const annotations = handler === 'lcow' ? { [MEMORY_ANNOTATION]: '384' } : undefined;
         const podB = await runPod('b', { annotations });
         const netnsB = await podNetnsPath(c, podB.id);
         try {
@@ -386,7 +386,7 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
             const [pid] = qemuPidsFor(podB.id);
             assert.ok(pid, 'no UVM for pod B');
             const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-            assert.equal(argv[argv.indexOf('-m') + 1], '640', 'pod annotation sizes the UVM');
+            assert.equal(argv[argv.indexOf('-m') + 1], '384', 'pod annotation sizes the UVM');
           }
           const client = await run(podB, 'client', ['sleep', '3600']);
           const r = await retry(async () => {

@@ -62,7 +62,9 @@ describe('e2e: operating a QEMU pod (traces, metrics, console, lcowctl)', functi
     otlp = await OtlpReceiver.start();
     cd = await startContainerd({ extraPath: [join(ROOT, 'bin')], logLevel: 'info', namespace: NS, env: otlp.env() });
     dir = mkdtempSync(join(tmpdir(), 'lcow-e2e-ops-'));
-    writeFileSync(join(dir, 'lcow.toml'), 'allow_uvm_exec = true\n');
+    // A cold boot (its kernel and init phases, its console); a clone's phases and console are checked in
+    // test/e2e/uvm/template.test.ts.
+    writeFileSync(join(dir, 'lcow.toml'), 'allow_uvm_exec = true\ntemplates = false\n');
     for (let i = 0; i < 20; i++) writeFileSync(join(dir, `file-${i}.txt`), `content ${i}\n`);
   });
 

@@ -12,11 +12,12 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
-import { headlessKernelBootArgs } from '../../../src/sandbox/qemu/config.js';
+import { guestImageArgs } from '../../../src/sandbox/qemu/config.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const KERNEL = join(ROOT, 'build/guest/vmlinuz');
 const INITRD = join(ROOT, 'build/guest/initrd.img');
+const ROOTFS = existsSync(join(ROOT, 'build/guest/rootfs.erofs')) ? join(ROOT, 'build/guest/rootfs.erofs') : '';
 
 const unavailable = ((): string | undefined => {
   if (!existsSync(INITRD) || !existsSync(KERNEL)) return 'no guest image (make guest)';
@@ -44,9 +45,7 @@ export function bootImage(
         '1024',
         '-smp',
         '1',
-        ...headlessKernelBootArgs(KERNEL),
-        '-initrd',
-        INITRD,
+        ...guestImageArgs(KERNEL, INITRD, ROOTFS),
         '-append',
         ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1', 'tsc=reliable', 'no_timer_check', ...append].join(' '),
       ],

@@ -150,6 +150,16 @@ describe('lcowctl doctor (injected probes)', () => {
     assert.equal(find(r, 'kvm').status, 'info');
   });
 
+  it('a configured erofs root image is part of the guest image: missing, it fails with the fix', async () => {
+    const h = healthy();
+    h.contents['/etc/containerd/lcow.toml'] += `rootfs = "${GUEST}/rootfs.erofs"\n`;
+    assert.equal(find(await runDoctor(probes(h)), 'guest-image').status, 'fail');
+    h.files[`${GUEST}/rootfs.erofs`] = file(100 << 20);
+    const ok = find(await runDoctor(probes(h)), 'guest-image');
+    assert.equal(ok.status, 'ok');
+    assert.match(ok.detail, /rootfs\.erofs/);
+  });
+
   it('a broken host: no QEMU, no guest image, a ConfigPath that does not exist: failures with fixes, exit 1', async () => {
     const h = healthy();
     delete h.commands['qemu-system-x86_64 --version'];

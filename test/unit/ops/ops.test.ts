@@ -152,6 +152,50 @@ describe('ops', () => {
     assert.equal(p2.phases()[0]!.end - p2.phases()[0]!.start, 0);
   });
 
+  it('a UVM restored from a template reports a restore phase and no kernel or init (its boot was the template)', () => {
+    let now = 2_000_000;
+    const phases = new BootPhases(() => now);
+    phases.spawned();
+    now += 300;
+    phases.restoring();
+    // A clone's console may still print; nothing in it is a boot of this VM.
+    phases.consoleLine('LCOW init uptime=1.00 kernel=6.1.0');
+    now += 150;
+    phases.restored();
+    now += 250;
+    phases.connected();
+    now += 100;
+    phases.ready();
+    assert.deepEqual(
+      phases.phases().map((p) => [p.name, p.end - p.start]),
+      [
+        ['qemu start', 300],
+        ['restore', 150],
+        ['agent start', 250],
+        ['agent ready', 100],
+      ],
+    );
+    const registry = new MetricsRegistry();
+    phases.report({ accel: 'tcg', start: 'template' }, registry);
+    const pts = registry.snapshot().metrics.find((m) => m.name === BOOT_PHASE_METRIC)!.points;
+    assert.deepEqual(pts.map((p) => p.attributes.phase).sort(), [
+      'agent ready',
+      'agent start',
+      'qemu start',
+      'restore',
+      'total',
+    ]);
+    assert.equal((pts.find((p) => p.attributes.phase === 'total')!.value as HistogramValue).sum, 0.8);
+    // A failed restore falls back to a cold boot: spawned() starts the phases over, console lines count again.
+    phases.spawned();
+    now += 1000;
+    phases.consoleLine('LCOW init uptime=0.50');
+    assert.deepEqual(
+      phases.phases().map((p) => p.name),
+      ['qemu start', 'kernel'],
+    );
+  });
+
   it('the instrumented agent client times unary calls, and traces them as CLIENT spans carrying the context', async () => {
     const registry = new MetricsRegistry();
     const seen: Array<Record<string, string> | undefined> = [];

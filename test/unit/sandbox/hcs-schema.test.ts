@@ -198,7 +198,7 @@ describe('HCS UVM configuration', () => {
   it('boots from the guest dir by default, or a rootfs VHD; paths must be absolute', () => {
     const d = hcsConfig({ guest_dir: '/opt/lcow/guest' }, {});
     assert.equal(d.kernel, '/opt/lcow/guest/vmlinuz');
-    assert.equal(d.initrd, '/opt/lcow/guest/initrd.img');
+    assert.equal(d.initrd, '/opt/lcow/guest/initrd-full.img');
     assert.equal(d.rootfsVhd, undefined);
     const v = hcsConfig({ hcs: { kernel: '/k', rootfs_vhd: '/r.vhd' } }, {});
     assert.equal(v.initrd, undefined);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import {
   chmodSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -20,7 +21,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
+import { qemuConfig } from '../../../src/sandbox/qemu/config.js';
 import { QemuSandbox } from '../../../src/sandbox/qemu/qemu.js';
+import { TEMPLATE_FORMAT, templateKey } from '../../../src/sandbox/qemu/template.js';
 import { decodeHello, encodeChallenge, newSecret } from '../../../src/transport/index.js';
 import { Logger } from '../../../src/util/log.js';
 
@@ -104,7 +108,10 @@ describe('qemu backend boot: a squatted hostfwd port (fake QEMU, real handshake)
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const sandbox = (ports: () => Promise<number>): QemuSandbox => {
+  const sandbox = (
+    ports: () => Promise<number>,
+    extra: Record<string, unknown> = { templates: false },
+  ): QemuSandbox => {
     const logger = new Logger({ write: (l: string) => lines.push(l) }, 'debug', {});
     const sb = new QemuSandbox({
       id: `squat-${process.pid}`,
@@ -116,9 +123,12 @@ describe('qemu backend boot: a squatted hostfwd port (fake QEMU, real handshake)
         accel: 'tcg',
         kernel: '/dev/null',
         initrd: '/dev/null',
+        rootfs: '',
         boot_timeout_ms: 20_000,
+        ...extra,
       },
       freePort: ports,
+      cloneAnswerMs: 3000,
     });
     sandboxes.push(sb);
     return sb;
@@ -181,5 +191,153 @@ describe('qemu backend boot: a squatted hostfwd port (fake QEMU, real handshake)
     assert.equal(lines.filter((l) => l.includes('SECURITY: another local process')).length, 5);
     onlyHellos(q);
     assert.ok(!existsSync(join(dir, 'state')), 'the state dir is removed after a failed boot');
+  });
+
+  it('the console says the guest image does not fit in memory: boot fails at once with the reason, nothing left', async () => {
+    process.env.FAKE_QEMU_CONSOLE = '[    1.259767] Initramfs unpacking failed: write error\nLCOW init uptime=2.49';
+    try {
+      const sb = sandbox(realFreePort);
+      const t0 = Date.now();
+      await assert.rejects(
+        sb.boot(),
+        /guest image does not fit in the UVM's 1024 MiB of memory.*Initramfs unpacking failed/,
+      );
+      assert.ok(Date.now() - t0 < 10_000, 'not left to the boot timeout');
+      assert.ok(
+        lines.some((l) => l.includes('the UVM cannot boot')),
+        lines.join(''),
+      );
+      assert.ok(!existsSync(join(dir, 'state')), 'the state dir is removed after a failed boot');
+    } finally {
+      delete process.env.FAKE_QEMU_CONSOLE;
+    }
+  });
+
+  // ---- templates: the clone path of boot(), and every way it falls back (template.ts has the real build) ----
+
+  /** A template as ensureTemplate leaves it, for this sandbox's spec, in <dir>/templates. */
+  const plantTemplate = (): { key: string; tdir: string } => {
+    const tplRoot = join(dir, 'templates');
+    const runtime = {
+      qemu_binary: wrapper,
+      accel: 'tcg',
+      kernel: '/dev/null',
+      initrd: '/dev/null',
+      rootfs: '',
+      template_dir: tplRoot,
+    };
+    const { key, family, inputs } = templateKey({ cfg: qemuConfig(runtime, {}), accel: 'tcg', cpus: 1 });
+    const tdir = join(tplRoot, key);
+    mkdirSync(tdir, { recursive: true, mode: 0o700 });
+    chmodSync(tplRoot, 0o700);
+    writeFileSync(join(tdir, 'mem'), Buffer.alloc(8192, 1));
+    writeFileSync(join(tdir, 'state'), 'device state');
+    const m = statSync(join(tdir, 'mem'));
+    const meta = {
+      format: TEMPLATE_FORMAT,
+      key,
+      family,
+      inputs,
+      memBytes: m.size,
+      memMtimeMs: m.mtimeMs,
+      stateSha256: createHash('sha256').update('device state').digest('hex'),
+      builtAt: new Date().toISOString(),
+      buildMs: 1,
+    };
+    writeFileSync(join(tdir, 'meta.json'), JSON.stringify(meta));
+    return { key, tdir };
+  };
+  const withTemplates = (): Record<string, unknown> => ({ templates: true, template_dir: join(dir, 'templates') });
+  const qmpLog = (): Array<{ execute: string; arguments?: Record<string, unknown> }> => {
+    const f = join(dir, 'state', 'qmp.sock.log');
+    return existsSync(f)
+      ? readFileSync(f, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as { execute: string; arguments?: Record<string, unknown> })
+      : [];
+  };
+  const crashes = (sb: QemuSandbox): string[] => {
+    const seen: string[] = [];
+    sb.onExit((r) => seen.push(r.kind));
+    return seen;
+  };
+
+  it('a template: QEMU starts as a clone (RAM private, -incoming), is restored over QMP, then AdoptClone', async () => {
+    const { key, tdir } = plantTemplate();
+    const sb = sandbox(realFreePort, withTemplates());
+    const exits = crashes(sb);
+    await sb.boot();
+    assert.equal(sb.startedFrom.kind, 'template');
+    const argv = readFileSync(`/proc/${sb.pid}/cmdline`, 'utf8').split('\0');
+    assert.ok(
+      argv.some((a) => a.includes(`mem-path=${tdir}/mem,share=off`)),
+      argv.join(' '),
+    );
+    assert.deepEqual(argv.slice(argv.indexOf('-incoming'), argv.indexOf('-incoming') + 2), ['-incoming', 'defer']);
+    assert.ok(argv.includes('vmgenid'));
+    assert.ok(sb.timings.restored !== undefined && sb.timings.restored <= sb.timings.connected!);
+    assert.ok(
+      lines.some((l) => l.includes('UVM restored from a template')),
+      lines.join(''),
+    );
+    const cmds = qmpLog().map((c) => c.execute);
+    assert.deepEqual(cmds.slice(0, 5), [
+      'qmp_capabilities',
+      'migrate-set-capabilities',
+      'migrate-incoming',
+      'query-migrate',
+      'cont',
+    ]);
+    // The restore's QMP connection is the one the sandbox keeps (QEMU takes one client): no second greeting.
+    assert.equal(cmds.filter((c) => c === 'qmp_capabilities').length, 1);
+    assert.match(String(qmpLog()[2]!.arguments!.uri), new RegExp(`${key}/state`));
+    assert.ok(existsSync(join(tdir, 'meta.json')), 'the template is kept');
+    assert.deepEqual(exits, []);
+  });
+
+  for (const [what, env, why] of [
+    ['the restore fails (migration failed)', { FAKE_QEMU_RESTORE: 'fail' }, /fake: bad device state/],
+    ['QEMU exits during the restore', { FAKE_QEMU_RESTORE: 'exit' }, /load of migration failed/],
+    ['the restored agent never answers', { FAKE_QEMU_CLONE: 'silent' }, /./],
+    ['AdoptClone is refused', { FAKE_QEMU_CLONE: 'adopt-fails' }, /adoption refused/],
+  ] as const) {
+    it(`${what}: the template is discarded and the pod boots cold; the pod is not reported crashed`, async () => {
+      Object.assign(process.env, env);
+      try {
+        const { tdir } = plantTemplate();
+        const sb = sandbox(realFreePort, withTemplates());
+        const exits = crashes(sb);
+        await sb.boot();
+        assert.equal(sb.startedFrom.kind, 'cold');
+        assert.ok(!existsSync(tdir), 'the template was discarded');
+        const warn = lines.find((l) => l.includes('did not come up; discarding the template, booting cold'));
+        assert.ok(warn, lines.join(''));
+        assert.match(JSON.parse(warn).error as string, why);
+        assert.ok(
+          lines.some((l) => l.includes('"UVM ready"') && l.includes('"from":"cold"')),
+          lines.join(''),
+        );
+        assert.deepEqual(exits, [], 'an abandoned clone is not a crash of the pod');
+        assert.equal(pidsRunning(dir).length, 1, 'only the cold VM runs');
+      } finally {
+        for (const k of Object.keys(env)) delete process.env[k];
+      }
+    });
+  }
+
+  it('a port lost before the clone bound it: retried with the template on new ports, not discarded', async () => {
+    const { tdir } = plantTemplate();
+    const q = await squat('silent');
+    squatters.push(q);
+    const sb = sandbox(squattedFirst(q), withTemplates());
+    await sb.boot();
+    assert.equal(sb.startedFrom.kind, 'template');
+    assert.ok(existsSync(join(tdir, 'meta.json')));
+    assert.ok(
+      lines.some((l) => l.includes('a forwarded host port was taken by another local process before QEMU bound it')),
+      lines.join(''),
+    );
+    assert.ok(!lines.some((l) => l.includes('discarding the template')), lines.join(''));
   });
 });

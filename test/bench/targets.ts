@@ -1,0 +1,292 @@
+// Pod start and density targets (issue 11), all measured in one run and printed beside the figures measured
+// before templates (the "today" column) and the targets:
+//  - `ctr run --rm true` in a new pod, UVM restored from a template; also against the process backend;
+//  - the same for the first pod on the host (no template yet), against the floor: a bare boot of the same
+//    kernel and image to init plus `node -e 0` in that guest (lcow.mode=floor);
+//  - host memory (PSS of QEMU + shim) per idle pod with 10 idle pods up at once, and shim RSS per pod;
+//  - `ctr run --rm true` with the process backend against io.containerd.runc.v2.
+// Each private containerd gets its own template dir, so "first pod" really finds no template.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+import { processPssBytes, processRssBytes } from '../../src/util/proc.js';
+import { startContainerd, type PrivateContainerd } from '../helpers/containerd.js';
+import { importTestImage } from '../helpers/image.js';
+import type { BenchRow, BenchSuite } from './harness.js';
+import { guestImageArgs } from '../../src/sandbox/qemu/config.js';
+
+const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
+const KERNEL = join(ROOT, 'build/guest/vmlinuz');
+const INITRD = join(ROOT, 'build/guest/initrd.img');
+const ROOTFS = existsSync(join(ROOT, 'build/guest/rootfs.erofs')) ? join(ROOT, 'build/guest/rootfs.erofs') : '';
+const LCOW = 'io.containerd.lcow.v1';
+const RUNC = 'io.containerd.runc.v2';
+const RUNS = Number(process.env.LCOW_BENCH_TARGET_RUNS ?? 3);
+const IDLE_PODS = Number(process.env.LCOW_BENCH_IDLE_PODS ?? 10);
+const MiB = 2 ** 20;
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+};
+
+function pidsWhere(pred: (argv: string[]) => boolean): number[] {
+  const out: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      if (pred(readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0'))) out.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** Boots the image with lcow.mode=floor: ms from spawning QEMU until the guest said `node -e 0` ended. */
+function floorBoot(): Promise<number> {
+  const t0 = Date.now();
+  return new Promise((res, rej) => {
+    const q = spawn(
+      'qemu-system-x86_64',
+      [
+        ...['-name', `lcow-bench-floor-${process.pid}`, '-accel', 'tcg', '-machine', 'pc', '-m', '1024', '-smp', '1'],
+        ...guestImageArgs(KERNEL, INITRD, ROOTFS),
+        ...['-append', 'console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable no_timer_check lcow.mode=floor'],
+      ],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    let ms: number | undefined;
+    createInterface({ input: q.stdout! }).on('line', (l) => {
+      if (ms === undefined && l.includes('LCOW floor node-done')) {
+        ms = Date.now() - t0;
+        q.kill('SIGKILL');
+      }
+    });
+    const t = setTimeout(() => q.kill('SIGKILL'), 180_000);
+    q.on('error', rej);
+    q.on('close', () => {
+      clearTimeout(t);
+      if (ms !== undefined) res(ms);
+      else rej(new Error('floor boot: the guest never finished node -e 0'));
+    });
+  });
+}
+
+async function timedRun(cd: PrivateContainerd, runtime: string, id: string, pod?: string): Promise<number> {
+  const ann = pod ? ['--annotation', `io.kubernetes.cri.sandbox-id=${pod}`] : [];
+  const image = await importTestImage(cd.address, cd.namespace);
+  const t0 = performance.now();
+  const r = await cd.ctr(['run', '--rm', '--runtime', runtime, ...ann, image, id, 'true'], { timeoutMs: 300_000 });
+  if (r.code !== 0) throw new Error(`${runtime} ctr run ${id}: ${r.stderr}\n${cd.log().slice(-2000)}`);
+  return performance.now() - t0;
+}
+
+function row(
+  name: string,
+  value: number,
+  unit: string,
+  today: string,
+  target: string,
+  met: boolean,
+  extra: Record<string, number | string> = {},
+): BenchRow {
+  return { suite: 'targets', name, value, unit, extra, target: { today, goal: target, met } };
+}
+
+export const suite: BenchSuite = {
+  name: 'targets',
+  unavailable: async () => {
+    if (!existsSync(INITRD) || !existsSync(KERNEL)) return 'no guest image (make guest)';
+    if (!existsSync('/usr/bin/qemu-system-x86_64')) return 'no qemu-system-x86_64';
+    if (process.getuid?.() !== 0) return 'needs root';
+    return undefined;
+  },
+  run: async () => {
+    const rows: BenchRow[] = [];
+    const tplDir = mkdtempSync('/dev/shm/lcow-bench-templates-');
+    const ns = `lcow-bench-t-${process.pid}`;
+    const bin = join(ROOT, 'bin');
+    try {
+      // 1. The process backend and runc.v2 (the first run of each warms caches).
+      const proc = await startContainerd({ extraPath: [bin], env: { LCOW_SANDBOX: 'process' }, namespace: ns });
+      const procMs: number[] = [];
+      const runcMs: number[] = [];
+      try {
+        await timedRun(proc, LCOW, 'warm-lcow');
+        await timedRun(proc, RUNC, 'warm-runc');
+        for (let i = 0; i < RUNS + 2; i++) {
+          procMs.push(await timedRun(proc, LCOW, `p-${i}`));
+          runcMs.push(await timedRun(proc, RUNC, `r-${i}`));
+        }
+      } finally {
+        await proc.stop();
+      }
+      const procMedian = median(procMs);
+      const runcMedian = median(runcMs);
+
+      // 2. The floor.
+      const floor: number[] = [];
+      for (let i = 0; i < 2; i++) floor.push(await floorBoot());
+      const floorMs = median(floor);
+
+      // 3. UVM pods with templates (fresh template dir: the first pod finds none).
+      const cd = await startContainerd({ extraPath: [bin], env: { LCOW_TEMPLATE_DIR: tplDir }, namespace: ns });
+      let firstMs: number;
+      const cloneMs: number[] = [];
+      const pss: number[] = [];
+      const shimRss: number[] = [];
+      const qemuPss: number[] = [];
+      try {
+        firstMs = await timedRun(cd, LCOW, `first-${process.pid}`, `first-${process.pid}`);
+        for (let i = 0; i < RUNS; i++)
+          cloneMs.push(await timedRun(cd, LCOW, `c${i}-${process.pid}`, `c${i}-${process.pid}`));
+        const image = await importTestImage(cd.address, cd.namespace);
+        const idle: string[] = [];
+        try {
+          for (let i = 0; i < IDLE_PODS; i++) {
+            const id = `idle${i}-${process.pid}`;
+            const r = await cd.ctr(
+              [
+                'run',
+                '-d',
+                '--runtime',
+                LCOW,
+                '--annotation',
+                `io.kubernetes.cri.sandbox-id=${id}`,
+                image,
+                id,
+                'sleep',
+                '3600',
+              ],
+              { timeoutMs: 300_000 },
+            );
+            if (r.code !== 0) throw new Error(`idle pod ${id}: ${r.stderr}`);
+            idle.push(id);
+          }
+          await new Promise((r) => setTimeout(r, 5000)); // settle: idle means idle
+          for (const id of idle) {
+            const qemu = pidsWhere((a) => a[0]?.startsWith('qemu-system') === true && a.includes(`lcow-${id}`));
+            const shim = pidsWhere(
+              (a) => a.some((x) => x.includes('containerd-shim-lcow-v1')) && a.includes(id) && a.includes('serve'),
+            );
+            if (qemu.length !== 1 || shim.length !== 1) throw new Error(`pod ${id}: qemu ${qemu} shim ${shim}`);
+            const q = (await processPssBytes(qemu[0]!)) ?? NaN;
+            const s = (await processPssBytes(shim[0]!)) ?? NaN;
+            qemuPss.push(q / MiB);
+            pss.push((q + s) / MiB);
+            shimRss.push(((await processRssBytes(shim[0]!)) ?? NaN) / MiB);
+          }
+        } finally {
+          for (const id of idle) {
+            await cd.ctr(['task', 'kill', '-s', 'KILL', id]);
+          }
+          for (const id of idle) {
+            for (let j = 0; j < 100; j++) {
+              const r = await cd.ctr(['task', 'delete', id]);
+              if (r.code === 0 || /not found/.test(r.stderr)) break;
+              await new Promise((r2) => setTimeout(r2, 200));
+            }
+            await cd.ctr(['container', 'rm', id]);
+          }
+        }
+      } finally {
+        await cd.stop();
+      }
+
+      // 4. Templates off: the cold path.
+      const cold = await startContainerd({ extraPath: [bin], env: { LCOW_TEMPLATES: '0' }, namespace: ns });
+      const coldMs: number[] = [];
+      try {
+        for (let i = 0; i < 2; i++)
+          coldMs.push(await timedRun(cold, LCOW, `cold${i}-${process.pid}`, `cold${i}-${process.pid}`));
+      } finally {
+        await cold.stop();
+      }
+
+      const clone = median(cloneMs);
+      rows.push(
+        row(
+          'ctr run --rm true, new pod, UVM from a template (TCG)',
+          clone,
+          'ms',
+          '14.6–25 s',
+          '≤ 2000 ms, ≤ 3× process',
+          clone <= 2000 && clone <= 3 * procMedian,
+          {
+            x_process: clone / procMedian,
+            min: Math.min(...cloneMs),
+            max: Math.max(...cloneMs),
+          },
+        ),
+      );
+      rows.push(
+        row(
+          'ctr run --rm true, first pod on the host (no template yet)',
+          firstMs,
+          'ms',
+          '14.6–25 s',
+          '≤ floor + 500 ms',
+          firstMs <= floorMs + 500,
+          {
+            floor_ms: floorMs,
+            above_floor_ms: firstMs - floorMs,
+          },
+        ),
+      );
+      rows.push(
+        row(
+          'ctr run --rm true, templates off (cold boot)',
+          median(coldMs),
+          'ms',
+          '14.6–25 s',
+          '(cold path, no target)',
+          true,
+          {
+            floor_ms: floorMs,
+            above_floor_ms: median(coldMs) - floorMs,
+          },
+        ),
+      );
+      const pssMean = pss.reduce((a, b) => a + b, 0) / pss.length;
+      rows.push(
+        row(
+          `idle pod PSS (QEMU + shim), ${IDLE_PODS} pods up`,
+          pssMean,
+          'MiB',
+          '549 MiB',
+          '≤ 128 MiB',
+          pssMean <= 128,
+          {
+            qemu_pss_MiB: median(qemuPss),
+            max_MiB: Math.max(...pss),
+          },
+        ),
+      );
+      rows.push(
+        row(
+          'ctr run --rm true, process backend vs runc.v2',
+          procMedian / runcMedian,
+          'x',
+          '5–8×',
+          '≤ 1.5×',
+          procMedian / runcMedian <= 1.5,
+          {
+            process_ms: procMedian,
+            runc_v2_ms: runcMedian,
+          },
+        ),
+      );
+      const rss = median(shimRss);
+      rows.push(
+        row('shim RSS per pod', rss, 'MiB', '60 MiB', '≤ 45 MiB', rss <= 45, { max_MiB: Math.max(...shimRss) }),
+      );
+    } finally {
+      rmSync(tplDir, { recursive: true, force: true });
+      rmSync(`/var/log/lcow/${ns}`, { recursive: true, force: true }); // the pods' kept logs
+    }
+    return rows;
+  },
+};
