@@ -272,7 +272,7 @@ describe('p9 frame reader', () => {
           const got: Buffer[] = [];
           const r = new FrameReader(
             () => 1000,
-            (f) => got.push(Buffer.from(f)),
+            (b, off, size) => got.push(Buffer.from(b.subarray(off, off + size))),
             () => assert.fail('bad size'),
             () => false,
           );
@@ -293,7 +293,7 @@ describe('p9 frame reader', () => {
     const got: number[] = [];
     const r = new FrameReader(
       () => 100,
-      (f) => got.push(f.length),
+      (_b, _off, size) => got.push(size),
       () => assert.fail(),
       () => blocked,
     );
