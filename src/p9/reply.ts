@@ -9,6 +9,7 @@
 
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { bufferAddress } from '../util/syscalls.js';
 
 /** First arena size; grown on demand (a reply that does not fit) up to MAX_ARENA. */
 const MIN_ARENA = 16 * 1024;
@@ -26,6 +27,8 @@ export class ReplyOut {
   /** Segments waiting for the next flush, in reply order. */
   private readonly queue: Buffer[] = [];
   private readonly reusable: boolean;
+  private addrOf: Buffer | undefined;
+  private addr = 0;
 
   constructor(private readonly stream: Duplex) {
     this.reusable = stream instanceof net.Socket;
@@ -42,6 +45,15 @@ export class ReplyOut {
       this.pos = this.cut = 0;
     }
     return this.pos;
+  }
+
+  /** Memory address of buf[0] (for preadv2 straight into the arena); valid while `buf` is this arena. */
+  get address(): number {
+    if (this.addrOf !== this.buf) {
+      this.addr = bufferAddress(this.buf);
+      this.addrOf = this.buf;
+    }
+    return this.addr;
   }
 
   /** The reply at [pos, end) is complete. */

@@ -27,6 +27,7 @@ import { HEADER_SIZE, MsgType, NOTAG, type RMessage, type TMessage, type Tflush,
 import { MAX_MSIZE, MIN_MSIZE, type SessionLimits } from './options.js';
 import { handlers, REPLIED, SUPPRESS, type OpResult } from './ops/index.js';
 import { ReplyOut } from './reply.js';
+import { SyncWriteGuard } from './syncwrite.js';
 import { RequestTimer, type P9Observer } from './observer.js';
 import { releaseFid } from './ops/clunk.js';
 import { openThroughPathFd, reopenVerified } from './ops/common.js';
@@ -66,8 +67,8 @@ export class Session {
   /** Bytes held by xattr fids (values + per-fid overhead), bounded by limits.maxXattrBytes. */
   xattrBytes = 0;
   parkedLocks = 0;
-  /** performance.now() until which small writes go through the threadpool (a synchronous one was slow). */
-  syncWritesOffUntil = 0;
+  /** Whether small writes may be synchronous (off for a while once they block). */
+  readonly syncWrites = new SyncWriteGuard();
   private readonly inflight = new Map<number, Inflight>();
   private running = 0;
   /** Bumped by Tversion and close: answers for requests of an older generation are dropped. */
@@ -281,7 +282,8 @@ export class Session {
     }
     this.replyTag = -1;
     if (result instanceof Promise) {
-      if (this.replyAt >= 0) throw new Error('9p: an asynchronous handler built its reply in the arena');
+      // A reply begun in the arena and abandoned (a read that went to the threadpool) is simply not committed.
+      this.replyAt = -1;
       const pending = req ?? this.track(tag, type);
       result.then(
         (r) => this.complete(pending, r),
@@ -356,8 +358,11 @@ export class Session {
     this.inflight.delete(req.tag);
     if (req.parked) this.parkedLocks--;
     else if (req.type !== MsgType.Tflush) this.running--;
-    if (result === REPLIED) this.commitReply(req.tag);
-    else if (result !== SUPPRESS) this.send(req.tag, result);
+    if (result === REPLIED) {
+      // Only a synchronous handler can build in the arena (beginReply refuses otherwise).
+      if (this.replyAt < 0) throw new Error('9p: REPLIED without a reply begun');
+      this.commitReply(req.tag);
+    } else if (result !== SUPPRESS) this.send(req.tag, result);
     for (const f of req.flushers) this.complete(f, RFLUSH);
     this.updateFlow();
   }

@@ -15,6 +15,7 @@ import { readAll } from './start.js';
 import { mkdirPrivate } from '../util/private-fs.js';
 import { opsConfig } from '../ops/config.js';
 import { PodOps } from '../ops/pod-ops.js';
+import { tuneProcessForFileServing } from '../util/io-tuning.js';
 
 /** containerd holds the fifo open O_RDWR, so a non-blocking O_WRONLY open succeeds at once (ENXIO if not). */
 function openLogSink(bundle: string): LogSink {
@@ -29,6 +30,8 @@ function openLogSink(bundle: string): LogSink {
 }
 
 export async function serveAction(flags: ShimFlags): Promise<void> {
+  // The shim serves every share of the pod over 9P (src/p9): malloc and threadpool settings for that.
+  tuneProcessForFileServing();
   const bundle = flags.bundle || process.cwd();
   const log = new Logger(openLogSink(bundle), flags.debug ? 'debug' : parseLogLevel(process.env.LCOW_LOG_LEVEL), {
     shim: 'lcow',

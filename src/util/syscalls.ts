@@ -109,6 +109,7 @@ const raw = {
   removexattr: libc.func('int removexattr(const char *, const char *)'),
   fchmodat: libc.func('int fchmodat(int, const char *, uint32_t, int)'),
   preadv2: libc.func('long preadv2(int, void *, int, int64_t, int)'),
+  getrusage: libc.func('int getrusage(int, void *)'),
 };
 
 function check(name: string, ret: number | bigint): number {
@@ -415,6 +416,17 @@ export function preadNoWait(fd: number, buf: Buffer, position: number): number {
   const n = preadNoWaitAt(fd, bufferAddress(big), buf.length, position);
   if (n > 0) big.copy(buf, 0, 0, n);
   return n;
+}
+
+const RUSAGE_THREAD = 1;
+/** struct rusage: two timevals, then 14 longs; ru_nvcsw is the 13th. */
+const RU_NVCSW = 32 + 12 * 8;
+const rusage = Buffer.alloc(144);
+
+/** Voluntary context switches of the calling thread so far (it slept: blocked in a syscall). */
+export function threadVoluntarySwitches(): number {
+  check('getrusage', raw.getrusage(RUSAGE_THREAD, rusage));
+  return rusage.readUInt32LE(RU_NVCSW) + rusage.readUInt32LE(RU_NVCSW + 4) * 0x100000000;
 }
 
 /** Path through /proc that names exactly the inode held by `fd` (race-free re-open of O_PATH fds). */

@@ -50,15 +50,18 @@ import {
 } from '../../util/syscalls.js';
 import { assertWritable, dirFid, pathFid, withPathFd } from './common.js';
 import { releaseFid } from './clunk.js';
+import { ARENA_REPLY_MAX } from '../reply.js';
+import type { OpResult } from './result.js';
 import type { Session } from '../session.js';
 
-export function readdir(s: Session, msg: Treaddir): RMessage | Buffer {
+export function readdir(s: Session, msg: Treaddir): OpResult {
   const fid = pathFid(s, msg.fid);
   const open = fid.open;
   if (open === null || !fid.isDir) throw new P9Error(Errno.EBADF, 'directory not open');
-  const count = Math.min(msg.count, s.maxPayload);
+  const count = Math.min(msg.count, s.maxPayload, ARENA_REPLY_MAX - 11);
   return s.fds.with(open.slot, fid.path, (fd) =>
     readDirectoryReply(
+      s,
       fd,
       msg.offset,
       count,
