@@ -4,6 +4,7 @@
 import { Errno, P9Error } from '../errno.js';
 import { Fid, identityKey, type FileIdentity } from '../fids.js';
 import type { HostObject } from '../metadata.js';
+import type { Qid } from '../messages.js';
 import { baseName, openBeneath, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
 import type { GuestStat, LinkParent } from '../security.js';
@@ -61,7 +62,7 @@ export function openThroughPathFd(pathFd: number, flags: number, noatime = false
 
 /**
  * Creates a fid for `path` whose O_PATH handle `fd` was just opened (the connection's fd table keeps it or
- * closes it; the inode is shared with other fids naming it).
+ * closes it; the inode is shared with other fids naming it), or -1: opened by path when first needed.
  */
 export function makeFid(
   s: Session,
@@ -76,10 +77,23 @@ export function makeFid(
   try {
     qid = qidFromStat(exp.qids, st);
   } catch (err) {
-    close(fd);
+    if (fd >= 0) close(fd);
     throw err;
   }
-  const ident = identityOf(st);
+  return makeFidWith(s, id, exp, path, fd, identityOf(st), qid, uid);
+}
+
+/** makeFid with the identity and qid already known. */
+export function makeFidWith(
+  s: Session,
+  id: number,
+  exp: ExportRoot,
+  path: string,
+  fd: number,
+  ident: FileIdentity,
+  qid: Qid,
+  uid: number | undefined,
+): Fid {
   const inode = s.fds.ref(`${exp.name}\0${identityKey(ident)}`, ident, exp.rootFd, fd);
   return new Fid(id, exp, path, qid, ident, inode, uid);
 }

@@ -27,7 +27,6 @@ import { ARENA_REPLY_MAX } from '../reply.js';
 import type { HostFd } from '../hostfd.js';
 import type { OpResult } from './result.js';
 import {
-  AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
   O,
   S_IFMT,
@@ -40,9 +39,9 @@ import {
   preadNoWait,
   preadNoWaitAt,
   STATX_OFF,
-  procFdPath,
   statx,
   unlinkat as unlinkAt,
+  type StatX,
 } from '../../util/syscalls.js';
 import {
   assertOpenableType,
@@ -94,6 +93,12 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   return { type: MsgType.Rlopen, qid: fid.qid, iounit: iounit(s) };
 }
 
+/**
+ * Tlcreate. The file is made with O_EXCL first, so that only a file this request made gets the creator's
+ * attributes and an existing entry is never opened through O_CREAT; only when the name is taken (and the guest
+ * did not ask for O_EXCL) is the entry looked at, and opened if it is a regular file. The new fid holds the
+ * open file only: its O_PATH fd is opened on demand (HostFdTable), which a created-written-closed file never needs.
+ */
 export function lcreate(s: Session, msg: Tlcreate): RMessage {
   const dir = dirFid(s, msg.fid);
   if (dir.open !== null) throw new P9Error(Errno.EINVAL, 'fid already open');
@@ -104,29 +109,27 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   const policy = dir.exp.policy;
   const guestMode = S_IFREG | (msg.mode & 0o7777);
   const uid = dir.uid ?? policy.serverUid;
-  // The new file's O_PATH and open fds, plus the directory's if it was closed: ENFILE before creating anything.
-  s.fds.reserveRoom(dir.inode!.pathSlot.fd < 0 ? 3 : 2);
-  const { ioFd, pathFd, st } = withPathFd(s, dir, (dfd) => {
-    // An existing non-regular entry would be *opened* by O_CREAT without O_EXCL: refuse it before touching it.
-    let exists = true;
-    try {
-      const existing = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
-      if ((existing.mode & S_IFMT) !== S_IFREG) throw new P9Error(host.flags & O.EXCL ? Errno.EEXIST : Errno.ENXIO);
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'ENOENT') throw err;
-      exists = false;
-    }
+  // The new file's fd, plus the directory's if it was closed: ENFILE before creating anything.
+  s.fds.reserveRoom(dir.inode!.pathSlot.fd < 0 ? 2 : 1);
+  const { ioFd, st } = withPathFd(s, dir, (dfd) => {
     const base = host.flags | O.CREAT | O.NOFOLLOW | O.NONBLOCK;
     const perm = policy.createPerm(guestMode);
     let ioFd: number;
-    let created = !exists;
+    let created = true;
     try {
-      // O_EXCL when the name is free, so that only a file this request made gets the creator's attributes.
-      ioFd = openat(dfd, msg.name, exists ? base : base | O.EXCL, perm);
+      ioFd = openat(dfd, msg.name, base | O.EXCL, perm);
     } catch (err) {
-      if (exists || host.flags & O.EXCL || (err as { code?: string }).code !== 'EEXIST') throw err;
-      ioFd = openat(dfd, msg.name, base, perm); // appeared meanwhile: opened, not created
+      if (host.flags & O.EXCL || (err as { code?: string }).code !== 'EEXIST') throw err;
       created = false;
+      let existing: StatX | undefined;
+      try {
+        existing = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ENOENT') throw e;
+      }
+      // A non-regular entry would be *opened* by O_CREAT without O_EXCL: refused before it is touched.
+      if (existing !== undefined && (existing.mode & S_IFMT) !== S_IFREG) throw new P9Error(Errno.ENXIO);
+      ioFd = openat(dfd, msg.name, base, perm);
     }
     try {
       let st = fstatx(ioFd);
@@ -140,7 +143,7 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
         }
         st = fstatx(ioFd);
       }
-      return { ioFd, pathFd: openat(AT_FDCWD, procFdPath(ioFd), O.PATH), st };
+      return { ioFd, st };
     } catch (err) {
       close(ioFd);
       throw err;
@@ -148,7 +151,7 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   });
   let fresh;
   try {
-    fresh = makeFid(s, dir.id, dir.exp, path, pathFd, st, dir.uid);
+    fresh = makeFid(s, dir.id, dir.exp, path, -1, st, dir.uid);
   } catch (err) {
     close(ioFd);
     throw err;
