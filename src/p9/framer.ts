@@ -1,12 +1,27 @@
 // Splits a byte stream into 9P frames. A frame lying inside one chunk is handed out in place (chunk, offset,
-// size: no copy, no view allocated); a frame spanning chunks is copied once into its own buffer, so a 1 MiB Twrite
-// arriving in 64 KiB pieces costs one copy, not a quadratic re-concat. Chunks must not be modified after push
+// size: no copy, no view allocated); a frame spanning chunks is copied once into its own buffer (never a
+// quadratic re-concat), except the types given in ScatterOptions (Twrite), handed out as the pieces that cover it. Chunks must not be modified after push
 // (stream 'data' chunks are not): handlers may keep views of a frame beyond the callback (async writes).
 // The reader stops handing out frames while `blocked()` is true (outstanding-request cap) and resumes on pump().
 
 import { HEADER_SIZE } from './messages.js';
 
 export type FrameHandler = (buf: Buffer, off: number, size: number) => void;
+/** A frame spanning chunks, as the views that cover it in order (the first holds at least the `head` bytes of ScatterOptions). */
+export type ScatteredFrameHandler = (pieces: Buffer[], size: number) => void;
+
+/**
+ * Frames of these types that span chunks are handed out as pieces instead of being copied together (Twrite:
+ * its data is written to the file with pwritev straight from the pieces).
+ */
+export interface ScatterOptions {
+  type: number;
+  /** Bytes of the frame that must be contiguous (its header). */
+  head: number;
+  /** Smallest frame worth scattering. */
+  minSize: number;
+  onFrame: ScatteredFrameHandler;
+}
 
 export class FrameReader {
   private chunks: Buffer[] = [];
@@ -20,6 +35,7 @@ export class FrameReader {
     private readonly onFrame: FrameHandler,
     private readonly onBadSize: (size: number) => void,
     private readonly blocked: () => boolean,
+    private readonly scatter?: ScatterOptions,
   ) {}
 
   /** Bytes received but not yet handed out as frames. */
@@ -71,6 +87,8 @@ export class FrameReader {
           this.head = 0;
         }
         this.onFrame(first, off, size);
+      } else if (this.scatterable(first, off, size)) {
+        this.scatter!.onFrame(this.pieces(size), size);
       } else {
         this.onFrame(this.gather(size), 0, size);
       }
@@ -80,7 +98,8 @@ export class FrameReader {
   private peekSize(): number {
     const first = this.chunks[0]!;
     const h = this.head;
-    if (first.length - h >= 4) return (first[h]! | (first[h + 1]! << 8) | (first[h + 2]! << 16)) + first[h + 3]! * 0x1000000;
+    if (first.length - h >= 4)
+      return (first[h]! | (first[h + 1]! << 8) | (first[h + 2]! << 16)) + first[h + 3]! * 0x1000000;
     let size = 0;
     let got = 0;
     for (let i = 0; got < 4; i++) {
@@ -88,6 +107,28 @@ export class FrameReader {
       for (let j = i === 0 ? h : 0; j < c.length && got < 4; j++, got++) size += c[j]! * 2 ** (8 * got);
     }
     return size;
+  }
+
+  private scatterable(first: Buffer, off: number, size: number): boolean {
+    const sc = this.scatter;
+    return sc !== undefined && size >= sc.minSize && first.length - off >= sc.head && first[off + 4] === sc.type;
+  }
+
+  /** The views covering the next `n` bytes (spanning chunks), consumed. */
+  private pieces(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    let got = 0;
+    while (got < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length - this.head, n - got);
+      out.push(c.subarray(this.head, this.head + k));
+      got += k;
+      if (this.head + k === c.length) {
+        this.chunks.shift();
+        this.head = 0;
+      } else this.head += k;
+    }
+    return out;
   }
 
   /** Copies the next `n` bytes (spanning chunks) into one buffer and consumes them. */

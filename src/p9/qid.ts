@@ -45,7 +45,8 @@ export class QidMapper {
    */
   writePath(dst: Buffer, off: number, devMajor: number, devMinor: number, src: Buffer, inoOff: number): void {
     const index = this.indexOf(devMajor, devMinor);
-    const inoHi = (src[inoOff + 4]! | (src[inoOff + 5]! << 8) | (src[inoOff + 6]! << 16)) + src[inoOff + 7]! * 0x1000000;
+    const inoHi =
+      (src[inoOff + 4]! | (src[inoOff + 5]! << 8) | (src[inoOff + 6]! << 16)) + src[inoOff + 7]! * 0x1000000;
     if (index >= 0 && inoHi < 0x1000000) {
       dst[off] = src[inoOff]!;
       dst[off + 1] = src[inoOff + 1]!;
@@ -94,8 +95,8 @@ export function qidVersion(st: StatX): number {
 
 /** qidVersion() of a raw struct statx (syscalls.statxBuf layout). */
 export function qidVersionRaw(b: Buffer): number {
-  const mtimeLo = (b[112]! | (b[113]! << 8) | (b[114]! << 16) | (b[115]! << 24)) | 0;
-  const nsec = (b[120]! | (b[121]! << 8) | (b[122]! << 16) | (b[123]! << 24)) | 0;
+  const mtimeLo = b[112]! | (b[113]! << 8) | (b[114]! << 16) | (b[115]! << 24) | 0;
+  const nsec = b[120]! | (b[121]! << 8) | (b[122]! << 16) | (b[123]! << 24) | 0;
   const size8 = (b[40]! << 8) | (b[41]! << 16) | (b[42]! << 24);
   const v = (mtimeLo ^ nsec ^ size8) >>> 0;
   return v === 0 ? 1 : v;

@@ -68,7 +68,7 @@ export function readDirectoryReply(
   let filled = 0; // bytes of dirents in buf
   let take = 0; // dirent bytes whose entries fit
   let size = 0; // their encoded size
-  for (let full = false; !full; ) {
+  for (let full = false; !full;) {
     const room = Math.min(buf.length - filled, Math.max(MIN_BATCH, count - size));
     if (room < MIN_BATCH / 2 || count - size < 25) break;
     const n = getdents64(fd, buf.subarray(filled, filled + room));
@@ -91,7 +91,7 @@ export function readDirectoryReply(
   const out = target.out.buf;
   w32(out, p, size);
   let pos = p + 4;
-  for (let off = 0; off < take; ) {
+  for (let off = 0; off < take;) {
     const reclen = buf[off + 16]! | (buf[off + 17]! << 8);
     const nameLen = nameLength(buf, off, reclen);
     const dtype = buf[off + 18]!;

@@ -1,7 +1,8 @@
 // Reply output of one connection. Replies are encoded straight into an arena buffer (no buffer per reply); large
 // data replies that could not be built there (threadpool reads, 1 MiB Rread) are queued as their own buffers.
-// Everything queued leaves in one stream write per batch (one writev when own buffers are mixed in), so replies
-// completed in the same tick cost one syscall together.
+// Everything queued leaves in one stream write per batch (one writev when there are several segments), so replies
+// completed in the same tick cost one syscall together: measured, flushing whenever an arena filled up (one
+// write per 64 KiB Rread) cut pipelined read throughput by a third against one writev per batch.
 //
 // The arena is reused only when the previous write went out synchronously (the kernel has the bytes: a net.Socket
 // whose writableLength is back to 0); otherwise a new one is started and the old one stays with the pending write.
@@ -34,17 +35,17 @@ export class ReplyOut {
     this.reusable = stream instanceof net.Socket;
   }
 
-  /** Room for `n` bytes at `pos` (n <= ARENA_REPLY_MAX); returns pos. May flush or switch arenas. */
+  /**
+   * Room for `n` bytes at `pos` (n <= ARENA_REPLY_MAX); returns pos. When the arena is full, what it holds stays
+   * queued and a new arena is started: replies of one batch still leave in one write (a writev), however large.
+   */
   reserve(n: number): number {
     if (this.pos + n <= this.buf.length) return this.pos;
-    this.flush();
-    if (this.pos + n > this.buf.length) {
-      // Still no room: the arena is busy (pending write) or too small.
-      const size = Math.min(MAX_ARENA, Math.max(this.buf.length * 2, n + MIN_ARENA));
-      this.buf = Buffer.allocUnsafeSlow(Math.max(size, n));
-      this.pos = this.cut = 0;
-    }
-    return this.pos;
+    this.cutArena();
+    const size = Math.min(MAX_ARENA, Math.max(this.buf.length * 2, n + MIN_ARENA));
+    this.buf = Buffer.allocUnsafeSlow(Math.max(size, n));
+    this.pos = this.cut = 0;
+    return 0;
   }
 
   /** Memory address of buf[0] (for preadv2 straight into the arena); valid while `buf` is this arena. */

@@ -18,7 +18,8 @@
 // endReply, reply.ts); replies of one batch leave in one write.
 
 import type { Duplex } from 'node:stream';
-import { DecodeError, decode, decodeAt, encodeAt, encodedSize, w16, w32 } from './codec.js';
+import { DecodeError, decode, decodeAt, encodeAt, encodedSize, r32, w16, w32 } from './codec.js';
+import { writePieces } from './ops/io.js';
 import { Errno, P9Error, toLinuxErrno } from './errno.js';
 import { FidTable, type Fid } from './fids.js';
 import { FrameReader } from './framer.js';
@@ -51,6 +52,9 @@ export interface Inflight {
 }
 
 let nextSessionId = 1;
+
+/** Twrite header: size[4] type[1] tag[2] fid[4] offset[8] count[4]. */
+const TWRITE_HEAD = 23;
 
 /** Longest run of request handling per connection before it yields the event loop. */
 export const SLICE_MS = 2;
@@ -122,6 +126,19 @@ export class Session {
         this.running >= this.limits.maxOutstanding ||
         this.stream.writableLength > this.limits.maxQueuedReplyBytes ||
         this.sliceUsed(),
+      {
+        type: MsgType.Twrite,
+        head: TWRITE_HEAD,
+        minSize: 4096,
+        onFrame: (pieces, size) => {
+          this.dispatching = true;
+          try {
+            this.onScatteredWrite(pieces, size);
+          } finally {
+            this.dispatching = false;
+          }
+        },
+      },
     );
     stream.on('data', (chunk: Buffer) => {
       this.newTurn();
@@ -280,6 +297,53 @@ export class Session {
     } catch (err) {
       result = errorReply(err, this);
     }
+    this.finish(tag, type, req, result);
+  }
+
+  /**
+   * A Twrite that arrived spanning socket chunks, as the pieces that cover it (framer.ts): its data goes to the
+   * file with pwritev from the pieces, never copied together.
+   */
+  private onScatteredWrite(pieces: Buffer[], size: number): void {
+    const head = pieces[0]!;
+    this.timer?.arrived(head, 0, size);
+    const tag = head[5]! | (head[6]! << 8);
+    if (this.msize === 0) {
+      this.sendError(tag, Errno.EPROTO);
+      return;
+    }
+    if (this.inflight.has(tag)) {
+      this.log.warn('9p: tag reused while outstanding, closing connection', { tag });
+      this.close();
+      return;
+    }
+    const count = r32(head, 19);
+    if (count > size - TWRITE_HEAD || tag === NOTAG) {
+      this.sendError(tag, tag === NOTAG ? Errno.EOPNOTSUPP : Errno.EINVAL);
+      return;
+    }
+    // The data: the pieces without the header, cut to `count` bytes.
+    const data: Buffer[] = [];
+    let left = count;
+    for (let i = 0; i < pieces.length && left > 0; i++) {
+      const p = i === 0 ? head.subarray(TWRITE_HEAD) : pieces[i]!;
+      const k = Math.min(p.length, left);
+      if (k > 0) data.push(k === p.length ? p : p.subarray(0, k));
+      left -= k;
+    }
+    let result: OpResult | Promise<OpResult>;
+    this.replyTag = tag;
+    this.replyAt = -1;
+    try {
+      result = writePieces(this, r32(head, 7), head.readBigUInt64LE(11), data, count);
+    } catch (err) {
+      result = errorReply(err, this);
+    }
+    this.finish(tag, MsgType.Twrite, undefined, result);
+  }
+
+  /** Answers a request whose handler returned `result` (now, or when its promise settles). */
+  private finish(tag: number, type: number, req: Inflight | undefined, result: OpResult | Promise<OpResult>): void {
     this.replyTag = -1;
     if (result instanceof Promise) {
       // A reply begun in the arena and abandoned (a read that went to the threadpool) is simply not committed.

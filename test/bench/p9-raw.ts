@@ -11,13 +11,29 @@
 // rows run ours at msize 1 MiB + 24 against diod at its best (msize 65536), compared in MB/s.
 // P9RAW_BASELINE=path/to/lcowctl.js adds a third server (another build) to every row.
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, openSync, closeSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+  openSync,
+  closeSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { BenchRow, BenchSuite } from './harness.js';
 import { repoRoot } from '../helpers/qemu-guest.js';
-import { diodUnavailable, ourServerPath, startDiod, startOurServer, type RunningServer } from '../helpers/p9-servers.js';
+import {
+  diodUnavailable,
+  ourServerPath,
+  startDiod,
+  startOurServer,
+  type RunningServer,
+} from '../helpers/p9-servers.js';
 
 const execFileP = promisify(execFile);
 
@@ -225,7 +241,9 @@ export const suite: BenchSuite = {
             ...(b ? { baseline: b.rate, 'ours/baseline': o.rate / b.rate, 'baseline cpu/op': b.cpuPerOp } : {}),
           },
         });
-        process.stderr.write(`p9-raw: ${rows[rows.length - 1]!.name}: ours/diod ${(o.rate / d.rate).toFixed(2)}, cpu ${(o.cpuPerOp / d.cpuPerOp).toFixed(2)}\n`);
+        process.stderr.write(
+          `p9-raw: ${rows[rows.length - 1]!.name}: ours/diod ${(o.rate / d.rate).toFixed(2)}, cpu ${(o.cpuPerOp / d.cpuPerOp).toFixed(2)}\n`,
+        );
       }
       for (const s of servers) if (!s.running()) throw new Error(`${s.kind} server exited during the run:\n${s.log()}`);
     } finally {

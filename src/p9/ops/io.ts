@@ -55,10 +55,11 @@ import {
 } from './common.js';
 import { reopenFlags, toHostOpenFlags } from './openflags.js';
 import { writeXattr } from '../xattr.js';
+import { skipBytes } from '../syncwrite.js';
 import type { Session } from '../session.js';
 
 const fsRead = promisify(fs.read);
-const fsWrite = promisify(fs.write);
+const fsWritev = promisify(fs.writev);
 const fsFsync = promisify(fs.fsync);
 const fsFdatasync = promisify(fs.fdatasync);
 
@@ -277,37 +278,61 @@ function rwrite(s: Session, count: number): OpResult {
  * (SyncWriteGuard); larger writes and blocked sessions use the threadpool.
  */
 export function write(s: Session, msg: Twrite): OpResult | Promise<OpResult> {
-  const fid = s.fid(msg.fid);
+  return writeData(s, msg.fid, msg.offset, msg.data, msg.data.length);
+}
+
+/** Twrite whose data arrived in pieces (a frame spanning socket chunks): written with pwritev, never joined. */
+export function writePieces(
+  s: Session,
+  fidId: number,
+  offset: bigint,
+  pieces: Buffer[],
+  length: number,
+): OpResult | Promise<OpResult> {
+  return writeData(s, fidId, offset, pieces, length);
+}
+
+function writeData(
+  s: Session,
+  fidId: number,
+  offset: bigint,
+  data: Buffer | Buffer[],
+  length: number,
+): OpResult | Promise<OpResult> {
+  const fid = s.fid(fidId);
   if (fid.xattr !== null) {
     if (fid.xattr.kind !== 'write') throw new P9Error(Errno.EINVAL);
-    return { type: MsgType.Rwrite, count: writeXattr(fid.xattr, msg.offset, msg.data) };
+    const bytes = Buffer.isBuffer(data) ? data : Buffer.concat(data, length);
+    return { type: MsgType.Rwrite, count: writeXattr(fid.xattr, offset, bytes) };
   }
   const open = fid.open;
   if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
   if (!open.writable) throw new P9Error(Errno.EBADF, 'fid not open for writing');
-  if (msg.offset > MAX_OFFSET) throw new P9Error(Errno.EFBIG);
+  if (offset > MAX_OFFSET) throw new P9Error(Errno.EFBIG);
   const slot = open.slot;
   const fd = s.fds.acquire(slot, fid.path);
   let handedOff = false;
   try {
-    const pos = Number(msg.offset);
-    if (msg.data.length <= SYNC_WRITE_MAX && s.syncWrites.allowed()) {
-      return rwrite(s, s.syncWrites.write(fd, msg.data, pos));
+    const pos = Number(offset);
+    if (length <= SYNC_WRITE_MAX && s.syncWrites.allowed()) {
+      return rwrite(s, s.syncWrites.write(fd, data, pos));
     }
     handedOff = true;
-    return writeAsync(s, slot, fd, msg.data, pos);
+    return writeAsync(s, slot, fd, Buffer.isBuffer(data) ? [data] : data, pos);
   } finally {
     if (!handedOff) s.fds.release(slot);
   }
 }
 
-async function writeAsync(s: Session, slot: HostFd, fd: number, data: Buffer, pos: number): Promise<OpResult> {
+async function writeAsync(s: Session, slot: HostFd, fd: number, data: Buffer[], pos: number): Promise<OpResult> {
   try {
     let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await fsWrite(fd, data, done, data.length - done, pos + done);
+    let rest = data;
+    while (rest.length > 0) {
+      const { bytesWritten } = await fsWritev(fd, rest, pos + done);
       if (bytesWritten === 0) break;
       done += bytesWritten;
+      rest = skipBytes(rest, bytesWritten);
     }
     return { type: MsgType.Rwrite, count: done };
   } finally {
