@@ -111,13 +111,23 @@ export class FrameReader {
 
   private scatterable(first: Buffer, off: number, size: number): boolean {
     const sc = this.scatter;
-    return sc !== undefined && size >= sc.minSize && first.length - off >= sc.head && first[off + 4] === sc.type;
+    if (sc === undefined || size < sc.minSize) return false;
+    const type = first.length - off > 4 ? first[off + 4] : this.chunks[1]![4 - (first.length - off)];
+    return type === sc.type;
   }
 
-  /** The views covering the next `n` bytes (spanning chunks), consumed. */
+  /**
+   * The views covering the next `n` bytes (spanning chunks), consumed. The first one holds at least the
+   * scatter `head` bytes: when a chunk boundary splits the header, the header alone is copied.
+   */
   private pieces(n: number): Buffer[] {
     const out: Buffer[] = [];
     let got = 0;
+    const head = this.scatter!.head;
+    if (this.chunks[0]!.length - this.head < head) {
+      out.push(this.gather(head));
+      got = head;
+    }
     while (got < n) {
       const c = this.chunks[0]!;
       const k = Math.min(c.length - this.head, n - got);
