@@ -35,6 +35,7 @@ import {
   fchownat,
   fstatx,
   fstatxRaw,
+  statxBuf,
   STATX_OFF,
   makedev,
   procFdPath,
@@ -62,7 +63,8 @@ export function getattr(s: Session, msg: Tgetattr): OpResult {
   const slot = fid.open !== null ? fid.open.slot : fid.inode!.pathSlot;
   const fd = s.fds.acquire(slot, fid.path);
   try {
-    const b = fstatxRaw(fd);
+    // An fd opened just now (a fid fresh from Twalk) was checked with a statx of its own: that one answers.
+    const b = s.fds.freshStat ? statxBuf : fstatxRaw(fd);
     const mode = r16(b, STATX_OFF.mode);
     if (!fid.exp.policy.mayHaveRecord(mode)) return rgetattrFromRaw(s, fid, b);
   } finally {

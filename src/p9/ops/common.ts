@@ -5,6 +5,7 @@ import { Errno, P9Error } from '../errno.js';
 import { Fid, identityKey, type FileIdentity } from '../fids.js';
 import type { HostObject } from '../metadata.js';
 import type { Qid } from '../messages.js';
+import { r32 } from '../codec.js';
 import { baseName, openBeneath, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
 import type { GuestStat, LinkParent } from '../security.js';
@@ -13,7 +14,9 @@ import {
   O,
   close,
   fstatx,
+  fstatxRaw,
   openat,
+  STATX_OFF,
   procFdPath,
   S_IFMT,
   S_IFDIR,
@@ -31,17 +34,24 @@ export function sameIdentity(a: FileIdentity, st: StatX): boolean {
   return a.ino === st.ino && a.devMajor === st.devMajor && a.devMinor === st.devMinor;
 }
 
-/** Opens `path` beneath the export root and checks it is still the same file (ESTALE otherwise). */
+/**
+ * Opens `path` beneath the export root and checks it is still the same file (ESTALE otherwise). Leaves the fd's
+ * statx in syscalls.statxBuf (HostFdTable.freshStat lets a Tgetattr use it instead of asking again).
+ */
 export function reopenVerified(rootFd: number, path: string, ident: FileIdentity, flags: number): number {
   const fd = openBeneath(rootFd, path, flags);
-  let st: StatX;
+  let same: boolean;
   try {
-    st = fstatx(fd);
+    const b = fstatxRaw(fd);
+    same =
+      b.readBigUInt64LE(STATX_OFF.ino) === ident.ino &&
+      r32(b, STATX_OFF.devMajor) === ident.devMajor &&
+      r32(b, STATX_OFF.devMinor) === ident.devMinor;
   } catch (err) {
     close(fd);
     throw err;
   }
-  if (!sameIdentity(ident, st)) {
+  if (!same) {
     close(fd);
     throw new P9Error(Errno.ESTALE, 'file replaced on the host');
   }

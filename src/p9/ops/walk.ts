@@ -4,8 +4,9 @@
 // clamped at the export root. A walk that fails after the first name answers the qids walked so far and does
 // NOT create newfid.
 //
-// Hot path: a clone costs no syscall (the new fid shares the source's inode and fds); each step is one openat
-// and one statx, whose qid is written straight into the Rwalk in the reply arena.
+// Hot path: a clone costs no syscall (the new fid shares the source's inode and fds); each intermediate step is
+// one openat and one statx, the last one statx (its fd is opened when first needed); qids are written straight
+// into the Rwalk in the reply arena.
 
 import { Errno, P9Error } from '../errno.js';
 import { Fid } from '../fids.js';
@@ -13,7 +14,7 @@ import { MAXWELEM, MsgType, type Qid, type Twalk } from '../messages.js';
 import { checkWalkName, joinPath, openBeneath, parentPath } from '../pathsafe.js';
 import { writeQidRaw } from '../qid.js';
 import { r32, w16 } from '../codec.js';
-import { O, STATX_OFF, close, fstatxRaw, openat, statxBuf } from '../../util/syscalls.js';
+import { AT_SYMLINK_NOFOLLOW, O, STATX_OFF, close, fstatxRaw, openat, statxBuf, statxRaw } from '../../util/syscalls.js';
 import { makeFidWith, pathFid } from './common.js';
 import type { OpResult } from './result.js';
 import type { Session } from '../session.js';
@@ -48,8 +49,9 @@ export function walk(s: Session, msg: Twalk): OpResult {
   const srcSlot = inode.pathSlot;
   const srcFd = s.fds.acquire(srcSlot, src.path);
   let fd = srcFd; // borrowed from src until the first step succeeds, then owned here
+  const last = names.length - 1;
   try {
-    for (let i = 0; i < names.length; i++) {
+    for (let i = 0; i <= last; i++) {
       const name = names[i]!;
       let next: number;
       let nextPath: string;
@@ -58,6 +60,13 @@ export function walk(s: Session, msg: Twalk): OpResult {
         if (name === '..') {
           nextPath = parentPath(path);
           next = openBeneath(exp.rootFd, nextPath, O.PATH | O.DIRECTORY);
+        } else if (i === last && name !== '.') {
+          // The last name is looked at, not opened (lstat-like, never followed): the new fid's O_PATH fd is
+          // opened on its first use, by path and checked against this identity (ESTALE if replaced), or shared
+          // with another fid of the inode. A walk that ends in a clunk costs one statx.
+          nextPath = joinPath(path, name);
+          statxRaw(fd, name, AT_SYMLINK_NOFOLLOW);
+          next = -1;
         } else {
           nextPath = name === '.' ? path : joinPath(path, name);
           next = openat(fd, name, O.PATH | O.NOFOLLOW);
@@ -71,11 +80,11 @@ export function walk(s: Session, msg: Twalk): OpResult {
       if (fd !== srcFd) close(fd);
       fd = next;
       path = nextPath;
-      writeQidRaw(exp.qids, out, q, fstatxRaw(fd));
+      writeQidRaw(exp.qids, out, q, fd < 0 ? statxBuf : fstatxRaw(fd));
       q += 13;
     }
   } catch (err) {
-    if (fd !== srcFd) close(fd);
+    if (fd !== srcFd && fd >= 0) close(fd);
     throw err;
   } finally {
     s.fds.release(srcSlot);
