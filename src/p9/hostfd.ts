@@ -151,7 +151,7 @@ export class HostFdTable {
     if (slot.retired && slot.fd < 0) throw new Error('host fd slot used after release');
     this.freshStat = false;
     if (slot.fd < 0) {
-      let fresh = false;
+      let fresh: boolean;
       if (slot.flags === O_PATH_SLOT) {
         this.reserve(1);
         slot.fd = this.openPath(slot.inode.rootFd, path, slot.inode.ident);

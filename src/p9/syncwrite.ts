@@ -59,7 +59,7 @@ export class SyncWriteGuard {
           done += n;
         }
       } else {
-        for (let rest = data; rest.length > 0; ) {
+        for (let rest = data; rest.length > 0;) {
           const n = fs.writevSync(fd, rest, pos === null ? undefined : pos + done);
           if (n === 0) break;
           done += n;

@@ -58,16 +58,22 @@ export function reopenVerified(rootFd: number, path: string, ident: FileIdentity
   return fd;
 }
 
-/** Opens the file an O_PATH fd names, through its /proc magic link (the exact inode, no path re-resolution). */
-export function openThroughPathFd(pathFd: number, flags: number, noatime = false): number {
+/**
+ * Opens the file an O_PATH fd names, through its /proc magic link (the exact inode, no path re-resolution); a
+ * directory (isDir) as "." beneath the fd.
+ */
+export function openThroughPathFd(pathFd: number, flags: number, noatime = false, isDir = false): number {
+  // A directory is reopened as "." beneath its own O_PATH fd: the same inode, without a /proc lookup (measured
+  // 5 µs against 8 to 11 µs here).
+  const [dirfd, path] = isDir ? [pathFd, '.'] : [AT_FDCWD, procFdPath(pathFd)];
   if (noatime) {
     try {
-      return openat(AT_FDCWD, procFdPath(pathFd), flags | O.NOATIME);
+      return openat(dirfd, path, flags | O.NOATIME);
     } catch (err) {
       if ((err as { code?: string }).code !== 'EPERM') throw err;
     }
   }
-  return openat(AT_FDCWD, procFdPath(pathFd), flags);
+  return openat(dirfd, path, flags);
 }
 
 /**

@@ -39,6 +39,9 @@ import {
   preadNoWait,
   preadNoWaitAt,
   STATX_OFF,
+  S_IFDIR,
+  statxBuf,
+  statxFromRaw,
   statx,
   unlinkat as unlinkAt,
   type StatX,
@@ -75,12 +78,18 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   // Room for the O_PATH fd (if closed) and the open file's fd, or ENFILE before anything is opened.
   s.fds.reserveRoom(fid.inode!.pathSlot.fd < 0 ? 2 : 1);
   const fd = withPathFd(s, fid, (pfd) => {
-    const st = fstatx(pfd);
-    assertOpenableType(st);
-    // A placeholder of a guest-made FIFO or device is opened by nobody either: the guest serves those itself.
-    if (st.mode & S_ISVTX) assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd: pfd, st }).mode });
-    if ((st.mode & S_IFMT) !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
-    return openThroughPathFd(pfd, host.flags, host.noatime);
+    // The identity check of an fd opened just now made a statx of it: that one answers.
+    const b = s.fds.freshStat ? statxBuf : fstatxRaw(pfd);
+    const mode = r32(b, STATX_OFF.mode) & 0xffff;
+    const fmt = mode & S_IFMT;
+    if (fmt !== S_IFREG && fmt !== S_IFDIR) throw new P9Error(Errno.ENXIO, 'special file');
+    if (mode & S_ISVTX) {
+      // A placeholder of a guest-made FIFO or device is opened by nobody either: the guest serves those itself.
+      const st = statxFromRaw(b);
+      assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd: pfd, st }).mode });
+    }
+    if (fmt !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
+    return openThroughPathFd(pfd, host.flags, host.noatime, fmt === S_IFDIR);
   });
   if (host.flags & O.TRUNC) {
     try {

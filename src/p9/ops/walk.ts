@@ -14,7 +14,16 @@ import { MAXWELEM, MsgType, type Qid, type Twalk } from '../messages.js';
 import { checkWalkName, joinPath, openBeneath, parentPath } from '../pathsafe.js';
 import { writeQidRaw } from '../qid.js';
 import { r32, w16 } from '../codec.js';
-import { AT_SYMLINK_NOFOLLOW, O, STATX_OFF, close, fstatxRaw, openat, statxBuf, statxRaw } from '../../util/syscalls.js';
+import {
+  AT_SYMLINK_NOFOLLOW,
+  O,
+  STATX_OFF,
+  close,
+  fstatxRaw,
+  openat,
+  statxBuf,
+  statxRaw,
+} from '../../util/syscalls.js';
 import { makeFidWith, pathFid } from './common.js';
 import type { OpResult } from './result.js';
 import type { Session } from '../session.js';

@@ -172,7 +172,7 @@ describe('p9 hot paths', function () {
       const { fid } = await c.walk(root, ['big']);
       await c.lopen(fid, 0);
       const got: Buffer[] = [];
-      for (let off = 0; off < data.length; ) {
+      for (let off = 0; off < data.length;) {
         const b = await c.read(fid, off, 1024 * 1024);
         got.push(b);
         off += b.length;
@@ -203,7 +203,7 @@ describe('p9 hot paths', function () {
       // 1 MiB writes (threadpool) one after the other, then 100 KB and 60 KB ones (synchronous) pipelined.
       for (let off = 0; off < 2 << 20; off += 1 << 20) await c.write(fid, off, data.subarray(off, off + (1 << 20)));
       const writes: Array<Promise<number>> = [];
-      for (let off = 2 << 20; off < data.length; ) {
+      for (let off = 2 << 20; off < data.length;) {
         const n = Math.min(off % 3 === 0 ? 100_000 : 60_000, data.length - off);
         writes.push(c.write(fid, off, data.subarray(off, off + n)));
         off += n;
@@ -292,7 +292,10 @@ describe('p9 hot paths', function () {
         // A pipe whose reader drains it slowly: each 256 KiB write blocks (sleeps) until the reader catches up.
         const mk = spawn('mkfifo', [fifo]);
         assert.equal(await new Promise((r) => mk.once('exit', r)), 0);
-        const reader = spawn('sh', ['-c', `exec 3<"${fifo}"; while :; do sleep 0.02; dd bs=65536 count=1 <&3 >/dev/null 2>&1 || exit 0; done`]);
+        const reader = spawn('sh', [
+          '-c',
+          `exec 3<"${fifo}"; while :; do sleep 0.02; dd bs=65536 count=1 <&3 >/dev/null 2>&1 || exit 0; done`,
+        ]);
         const w = fs.openSync(fifo, 'w');
         try {
           for (let i = 0; i < 3 && guard.allowed(); i++) guard.write(w, Buffer.alloc(256 * 1024), null);
