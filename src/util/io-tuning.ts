@@ -5,8 +5,10 @@
 //    allocations of 128 KiB or more are mmapped, so the next allocation page-faults fresh zeroed pages in again:
 //    measured ~20% of the 9P server's CPU on 64 KiB writes. Keeping up to 64 MiB of free heap and serving up to
 //    4 MiB from the heap removes that churn (memory stays reserved, not leaked: it is reused).
-//  - libuv threadpool: uncached reads, large writes, fsync and truncation of every 9P connection share it with
-//    DNS and crypto; 4 threads (the default) let four blocked reads stall everything else. 16 unless set.
+// The other setting, 16 libuv threadpool threads instead of 4 (uncached reads, large writes, fsync and truncation
+// of every 9P connection share them with DNS and crypto: four blocked reads would stall everything else), is
+// UV_THREADPOOL_SIZE in the launchers `make build` writes: Node's ESM loader starts the pool before any module
+// code runs, so setting it here would be too late.
 import koffi from 'koffi';
 
 const M_TRIM_THRESHOLD = -1;
@@ -18,7 +20,6 @@ let applied = false;
 export function tuneProcessForFileServing(): void {
   if (applied) return;
   applied = true;
-  process.env.UV_THREADPOOL_SIZE ??= '16';
   if (process.platform !== 'linux') return;
   try {
     const mallopt = koffi.load('libc.so.6').func('int mallopt(int, int)');

@@ -96,7 +96,9 @@ export async function startOurServer(opts: ServerOptions): Promise<RunningServer
   if (opts.msize) args.push('--msize', String(opts.msize));
   if (opts.security) args.push('--security', opts.security);
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // As the launchers of `make build` run it (bin/lcowctl sets the libuv threadpool size).
+  const env = { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' };
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const server = supervise(child, 'ours', 0, opts.exportDir);
   let out = '';
   try {
