@@ -6,9 +6,11 @@
 // the bottleneck.
 //
 // The host is shared (other agents' VMs): every row runs P9RAW_ROUNDS rounds, alternating which server goes
-// first, and reports medians; CPU per op is the steadier figure. msize 65536 for both (diod's maximum), so a
-// "64 KiB" read or write carries msize - 24 = 65512 bytes, what the Linux client sends at that msize. The 1 MiB
-// rows run ours at msize 1 MiB + 24 against diod at its best (msize 65536), compared in MB/s.
+// first, and reports medians; ratios are medians of the per-round ratios (ours and diod back to back). CPU per op
+// is the steadier figure. msize 65536 for both (diod's maximum), so a "64 KiB" read or write carries msize - 24 =
+// 65512 bytes, what the Linux client sends at that msize. The 1 MiB rows are ours at msize 1 MiB + 24; diod
+// cannot negotiate that msize, so its figures there are its best (65512-byte ops at msize 65536), in MB/s, for
+// reference.
 // P9RAW_BASELINE=path/to/lcowctl.js adds a third server (another build) to every row.
 import { execFile } from 'node:child_process';
 import {
@@ -37,7 +39,7 @@ import {
 
 const execFileP = promisify(execFile);
 
-const ROUNDS = Math.max(1, Number(process.env.P9RAW_ROUNDS ?? 3));
+const ROUNDS = Math.max(1, Number(process.env.P9RAW_ROUNDS ?? 5));
 const SECS = Number(process.env.P9RAW_SECS ?? 1.5);
 const BASELINE = process.env.P9RAW_BASELINE;
 const ONLY = process.env.P9RAW_ONLY?.split(',');
@@ -171,15 +173,32 @@ interface Summary {
   clientCpuShare: number;
 }
 
+/** Throughput of one run: ops/s, or MB/s for the throughput rows. */
+function rateOf(r: LoadResult, throughput: boolean): number {
+  return throughput ? (r.opsPerSec * r.bytes) / 1e6 : r.opsPerSec;
+}
+
+/** Server CPU per op (µs), or per MB for the throughput rows (the servers move different sizes per op). */
+function cpuOf(r: LoadResult, throughput: boolean): number {
+  return (r.serverCpu / (throughput ? (r.ops * r.bytes) / 1e6 : r.ops)) * 1e6;
+}
+
 function summarize(rs: LoadResult[], throughput: boolean): Summary {
   return {
-    rate: median(rs.map((r) => (throughput ? (r.opsPerSec * r.bytes) / 1e6 : r.opsPerSec))),
+    rate: median(rs.map((r) => rateOf(r, throughput))),
     p50: median(rs.map((r) => r.p50us)),
     p99: median(rs.map((r) => r.p99us)),
-    // CPU per op: per MB for throughput rows (the servers move different sizes per op).
-    cpuPerOp: median(rs.map((r) => (r.serverCpu / (throughput ? (r.ops * r.bytes) / 1e6 : r.ops)) * 1e6)),
+    cpuPerOp: median(rs.map((r) => cpuOf(r, throughput))),
     clientCpuShare: Math.max(...rs.map((r) => r.clientCpu / r.secs)),
   };
+}
+
+/**
+ * Median over rounds of ours/other in the same round: the two ran back to back, so a round's ratio sees the
+ * host's load alike on both sides (steadier than the ratio of the two medians).
+ */
+function pairedRatio(a: LoadResult[], b: LoadResult[], f: (r: LoadResult) => number): number {
+  return median(a.map((r, i) => f(r) / f(b[i]!)));
 }
 
 export const suite: BenchSuite = {
@@ -221,28 +240,37 @@ export const suite: BenchSuite = {
             got.set(name, [...(got.get(name) ?? []), res]);
           }
         }
-        const o = summarize(got.get('ours')!, w.throughput ?? false);
-        const d = summarize(got.get('diod')!, w.throughput ?? false);
-        const b = base ? summarize(got.get('base')!, w.throughput ?? false) : undefined;
-        const cpuUnit = w.throughput ? 'µs/MB' : 'µs/op';
+        const tp = w.throughput ?? false;
+        const [ro, rd, rb] = [got.get('ours')!, got.get('diod')!, got.get('base')];
+        const o = summarize(ro, tp);
+        const d = summarize(rd, tp);
+        const rateRatio = pairedRatio(ro, rd, (r) => rateOf(r, tp));
+        const cpuRatio = pairedRatio(ro, rd, (r) => cpuOf(r, tp));
+        const cpuUnit = tp ? 'µs/MB' : 'µs/op';
         rows.push({
           suite: 'p9-raw',
           name: `${w.name}, ${w.conns}x${w.depth} (median of ${ROUNDS})`,
           value: o.rate,
-          unit: w.throughput ? 'MB/s' : 'ops/s',
+          unit: tp ? 'MB/s' : 'ops/s',
           extra: {
             diod: d.rate,
-            'ours/diod': o.rate / d.rate,
+            'ours/diod': rateRatio,
             'p50 µs ours/diod': `${o.p50.toFixed(0)}/${d.p50.toFixed(0)}`,
             'p99 µs ours/diod': `${o.p99.toFixed(0)}/${d.p99.toFixed(0)}`,
             'server cpu ours/diod': `${o.cpuPerOp.toFixed(1)}/${d.cpuPerOp.toFixed(1)} ${cpuUnit}`,
-            'cpu ratio': o.cpuPerOp / d.cpuPerOp,
+            'cpu ratio': cpuRatio,
             'client cpu max': `${(Math.max(o.clientCpuShare, d.clientCpuShare) * 100).toFixed(0)}%`,
-            ...(b ? { baseline: b.rate, 'ours/baseline': o.rate / b.rate, 'baseline cpu/op': b.cpuPerOp } : {}),
+            ...(rb
+              ? {
+                  baseline: summarize(rb, tp).rate,
+                  'ours/baseline': pairedRatio(ro, rb, (r) => rateOf(r, tp)),
+                  'baseline cpu ratio': pairedRatio(rb, rd, (r) => cpuOf(r, tp)),
+                }
+              : {}),
           },
         });
         process.stderr.write(
-          `p9-raw: ${rows[rows.length - 1]!.name}: ours/diod ${(o.rate / d.rate).toFixed(2)}, cpu ${(o.cpuPerOp / d.cpuPerOp).toFixed(2)}\n`,
+          `p9-raw: ${rows[rows.length - 1]!.name}: ours/diod ${rateRatio.toFixed(2)}, cpu ${cpuRatio.toFixed(2)}\n`,
         );
       }
       for (const s of servers) if (!s.running()) throw new Error(`${s.kind} server exited during the run:\n${s.log()}`);
