@@ -264,6 +264,7 @@ export const suite: BenchSuite = {
               ? {
                   baseline: summarize(rb, tp).rate,
                   'ours/baseline': pairedRatio(ro, rb, (r) => rateOf(r, tp)),
+                  'baseline/diod': pairedRatio(rb, rd, (r) => rateOf(r, tp)),
                   'baseline cpu ratio': pairedRatio(rb, rd, (r) => cpuOf(r, tp)),
                 }
               : {}),
