@@ -33,6 +33,7 @@ import { RequestTimer, type P9Observer } from './observer.js';
 import { releaseFid } from './ops/clunk.js';
 import { openThroughPathFd, reopenVerified } from './ops/common.js';
 import { O } from '../util/syscalls.js';
+import { parentPath } from './pathsafe.js';
 import type { ExportRoot } from './export.js';
 import type { Logger } from '../util/log.js';
 
@@ -104,7 +105,7 @@ export class Session {
     this.fids = new FidTable(limits.maxFids);
     this.fds = new HostFdTable(
       limits.maxHostFds,
-      (rootFd, path, ident) => reopenVerified(rootFd, path, ident, O.PATH | O.NOFOLLOW),
+      (rootFd, path, ident) => reopenVerified(rootFd, path, ident, O.PATH | O.NOFOLLOW, this.parentFd(rootFd, path)),
       (pathFd, flags) => openThroughPathFd(pathFd, flags),
     );
     this.reader = new FrameReader(
@@ -522,6 +523,22 @@ export class Session {
     // The write may have filled the socket past maxQueuedReplyBytes: reading stops until it drains.
     if (this.stream.writableLength > this.limits.maxQueuedReplyBytes) this.updateFlow();
   };
+
+  /**
+   * An open O_PATH fd of the directory holding `path` in the export whose root is `rootFd`, held by some fid of this
+   * connection (the Linux client keeps a fid per cached dentry, so the parent of a name it just walked has one),
+   * or -1. Reopening a fid's fd through it resolves one name instead of the whole path.
+   */
+  private parentFd(rootFd: number, path: string): number {
+    if (path === '') return -1;
+    const fids = this.fids.withPath(parentPath(path));
+    if (fids === undefined) return -1;
+    for (const f of fids) {
+      const ino = f.inode;
+      if (ino !== null && ino.rootFd === rootFd && ino.pathSlot.fd >= 0 && f.isDir) return ino.pathSlot.fd;
+    }
+    return -1;
+  }
 
   /** Fid lookup for handlers (EBADF when unknown). */
   fid(id: number): Fid {

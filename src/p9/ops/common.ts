@@ -35,11 +35,20 @@ export function sameIdentity(a: FileIdentity, st: StatX): boolean {
 }
 
 /**
- * Opens `path` beneath the export root and checks it is still the same file (ESTALE otherwise). Leaves the fd's
+ * Opens `path` beneath the export root (or `parentFd`, an open O_PATH fd of its directory) and checks it is still
+ * the same file (ESTALE otherwise). Leaves the fd's
  * statx in syscalls.statxBuf (HostFdTable.freshStat lets a Tgetattr use it instead of asking again).
  */
-export function reopenVerified(rootFd: number, path: string, ident: FileIdentity, flags: number): number {
-  const fd = openBeneath(rootFd, path, flags);
+export function reopenVerified(
+  rootFd: number,
+  path: string,
+  ident: FileIdentity,
+  flags: number,
+  parentFd = -1,
+): number {
+  // Through an open fd of the parent directory when the caller has one (one name, as a walk step), else beneath
+  // the root (openat2 resolves the whole path).
+  const fd = parentFd >= 0 ? openat(parentFd, baseName(path), flags | O.NOFOLLOW) : openBeneath(rootFd, path, flags);
   let same: boolean;
   try {
     const b = fstatxRaw(fd);

@@ -138,6 +138,34 @@ describe('p9 hot paths', function () {
       assert.equal(ga.rdev, 0xffffffffn);
     });
 
+    it('a walk opens nothing for its last name: first use opens it, checked against the walked file', async () => {
+      fx.file('a/b/c/deep', 'deep');
+      fx.file('x', 'walked');
+      fx.file('other', 'replacement');
+      const { c, root } = await fx.client();
+      const before = fx.server.hostFdCount;
+      const { fid: dir } = await c.walk(root, ['a', 'b', 'c']);
+      const { fid: x } = await c.walk(root, ['x']);
+      assert.equal(fx.server.hostFdCount, before, 'walks held no fd');
+      // Opened through the parent directory's fd when a fid holds one, else beneath the root: same answers.
+      await c.getattr(dir);
+      const { fid: deep } = await c.walk(dir, ['deep']);
+      assert.equal((await c.getattr(deep)).size, 4n);
+      await c.lopen(deep, 0);
+      assert.equal((await c.read(deep, 0, 100)).toString(), 'deep');
+      // The name now names another file: the fid does not silently switch to it.
+      fs.renameSync(fx.host('other'), fx.host('x'));
+      await assert.rejects(c.getattr(x), (e: unknown) => (e as { ecode?: number }).ecode === Errno.ESTALE);
+      fx.file('a/b/c/later', 'later');
+      const { fid: gone } = await c.walk(root, ['a', 'b', 'c', 'later']);
+      fs.rmSync(fx.host('a'), { recursive: true });
+      await assert.rejects(c.getattr(gone), (e: unknown) => (e as { ecode?: number }).ecode === Errno.ENOENT);
+      // A fid that was opened keeps its file (and so does any fid of the same inode).
+      assert.equal((await c.read(deep, 0, 100)).toString(), 'deep');
+      const { fid: same } = await c.walk(dir, ['deep']).catch(() => ({ fid: -1 }));
+      assert.equal(same, -1, 'the name is gone');
+    });
+
     it('readdir encodes names of every length, UTF-8 and types exactly as the host lists them', async () => {
       const names = ['a', 'bb', 'é', '日本語', 'x'.repeat(200), 'y'.repeat(255), 'z.with.dots'];
       for (let i = 0; i < 300; i++) names.push(`n${'-'.repeat(i % 40)}${i}`);
