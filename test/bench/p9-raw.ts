@@ -39,8 +39,8 @@ import {
 
 const execFileP = promisify(execFile);
 
-const ROUNDS = Math.max(1, Number(process.env.P9RAW_ROUNDS ?? 5));
-const SECS = Number(process.env.P9RAW_SECS ?? 1.5);
+const ROUNDS = Math.max(1, Number(process.env.P9RAW_ROUNDS ?? 7));
+const SECS = Number(process.env.P9RAW_SECS ?? 1);
 const BASELINE = process.env.P9RAW_BASELINE;
 const ONLY = process.env.P9RAW_ONLY?.split(',');
 const MSIZE = 65536;
