@@ -36,8 +36,9 @@ export class ReplyOut {
   }
 
   /**
-   * Room for `n` bytes at `pos` (n <= ARENA_REPLY_MAX); returns pos. When the arena is full, what it holds stays
-   * queued and a new arena is started: replies of one batch still leave in one write (a writev), however large.
+   * Room for `n` bytes at `pos`; returns pos. When the arena is full, what it holds stays queued and a new arena is
+   * started: replies of one batch still leave in one write (a writev), however large. Hot paths keep n within
+   * ARENA_REPLY_MAX; a larger reply gets an arena of its own size, dropped after its write.
    */
   reserve(n: number): number {
     if (this.pos + n <= this.buf.length) return this.pos;
@@ -89,7 +90,11 @@ export class ReplyOut {
     }
     q.length = 0;
     if (this.cut === 0) return;
-    if (this.reusable && stream.writableLength === 0) this.pos = this.cut = 0;
+    if (this.buf.length > MAX_ARENA) {
+      // Grown for one large reply (an xattr value read of up to msize): not kept.
+      this.buf = Buffer.allocUnsafeSlow(MIN_ARENA);
+      this.pos = this.cut = 0;
+    } else if (this.reusable && stream.writableLength === 0) this.pos = this.cut = 0;
     else {
       // The pending write holds the arena: continue in a new one of the same size.
       this.buf = Buffer.allocUnsafeSlow(this.buf.length);
