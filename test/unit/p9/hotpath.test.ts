@@ -315,8 +315,10 @@ describe('p9 hot paths', function () {
         const guard = new SyncWriteGuard();
         const file = fs.openSync(path.join(dir, 'f'), 'w');
         for (let i = 0; i < 100; i++) assert.equal(guard.write(file, Buffer.alloc(8192), i * 8192), 8192);
+        const pieces = [Buffer.from('ab'), Buffer.alloc(0), Buffer.from('cdef')];
+        assert.equal(guard.write(file, pieces, 3), 6);
         fs.closeSync(file);
-        assert.ok(guard.allowed());
+        assert.equal(fs.readFileSync(path.join(dir, 'f')).subarray(0, 12).toString('latin1'), '\0\0\0abcdef\0\0\0');
         // A pipe whose reader drains it slowly: each 256 KiB write blocks (sleeps) until the reader catches up.
         const mk = spawn('mkfifo', [fifo]);
         assert.equal(await new Promise((r) => mk.once('exit', r)), 0);
