@@ -23,7 +23,7 @@ import { writePieces } from './ops/io.js';
 import { Errno, P9Error, toLinuxErrno } from './errno.js';
 import { FidTable, type Fid } from './fids.js';
 import { FrameReader } from './framer.js';
-import { HostFdTable } from './hostfd.js';
+import { HostFdTable, type HostFd } from './hostfd.js';
 import { HEADER_SIZE, MsgType, NOTAG, type RMessage, type TMessage, type Tflush, type Tversion } from './messages.js';
 import { MAX_MSIZE, MIN_MSIZE, type SessionLimits } from './options.js';
 import { handlers, REPLIED, SUPPRESS, type OpResult } from './ops/index.js';
@@ -105,7 +105,7 @@ export class Session {
     this.fids = new FidTable(limits.maxFids);
     this.fds = new HostFdTable(
       limits.maxHostFds,
-      (rootFd, path, ident) => reopenVerified(rootFd, path, ident, O.PATH | O.NOFOLLOW, this.parentFd(rootFd, path)),
+      (rootFd, path, ident) => reopenVerified(rootFd, path, ident, O.PATH | O.NOFOLLOW, this.parentDirFd(rootFd, path)),
       (pathFd, flags) => openThroughPathFd(pathFd, flags),
     );
     this.reader = new FrameReader(
@@ -525,19 +525,26 @@ export class Session {
   };
 
   /**
-   * An open O_PATH fd of the directory holding `path` in the export whose root is `rootFd`, held by some fid of this
-   * connection (the Linux client keeps a fid per cached dentry, so the parent of a name it just walked has one),
-   * or -1. Reopening a fid's fd through it resolves one name instead of the whole path.
+   * The fd slot of the directory holding `path` in the export whose root is `rootFd`, open and held by some fid of
+   * this connection (the Linux client keeps a fid per cached dentry, so the parent of a name it just walked has
+   * one), or undefined. A name is then reached with one *at call on it, as a walk step from that fid would, instead
+   * of resolving the whole path beneath the root. Use its fd at once, or acquire() it across anything that may
+   * evict fds.
    */
-  private parentFd(rootFd: number, path: string): number {
-    if (path === '') return -1;
+  parentDirSlot(rootFd: number, path: string): HostFd | undefined {
+    if (path === '') return undefined;
     const fids = this.fids.withPath(parentPath(path));
-    if (fids === undefined) return -1;
+    if (fids === undefined) return undefined;
     for (const f of fids) {
       const ino = f.inode;
-      if (ino !== null && ino.rootFd === rootFd && ino.pathSlot.fd >= 0 && f.isDir) return ino.pathSlot.fd;
+      if (ino !== null && ino.rootFd === rootFd && ino.pathSlot.fd >= 0 && f.isDir) return ino.pathSlot;
     }
-    return -1;
+    return undefined;
+  }
+
+  /** parentDirSlot's fd, or -1: for a call made right away. */
+  parentDirFd(rootFd: number, path: string): number {
+    return this.parentDirSlot(rootFd, path)?.fd ?? -1;
   }
 
   /** Fid lookup for handlers (EBADF when unknown). */

@@ -53,7 +53,7 @@ const BINARY = join(repoRoot, 'build/bench/p9load');
 interface Workload {
   /** Row name. */
   name: string;
-  op: 'getattr' | 'walk' | 'read' | 'write' | 'create' | 'readdir';
+  op: 'getattr' | 'walk' | 'read' | 'write' | 'create' | 'readdir' | 'mix';
   conns: number;
   depth: number;
   bytes?: number;
@@ -76,6 +76,8 @@ function workloads(): Workload[] {
     { name: `write ${IO} B`, op: 'write', bytes: IO },
     { name: 'create (walk, lcreate, clunk, walk, remove)', op: 'create' },
     { name: 'readdir of 1000 entries (walk, lopen, readdir x2, clunk)', op: 'readdir' },
+    // What a guest's lookup + stat and a file's life look like: request types alternate, as from a real client.
+    { name: 'mixed: walk, getattr, clunk + the create chain', op: 'mix' },
     { name: 'read 1 MiB (ours msize 1 MiB; diod 65512 B at msize 65536)', op: 'read', throughput: true },
     { name: 'write 1 MiB (ours msize 1 MiB; diod 65512 B at msize 65536)', op: 'write', throughput: true },
   ];

@@ -14,6 +14,9 @@
  *            unlink when a server has no Tunlinkat, as Debian's diod 1.0.24: one workload both servers serve)
  *   readdir  Twalk root -> "dir1000" + Tlopen + Treaddir (count msize-24) until empty + Tclunk; every listing is
  *            checked to hold 1002 entries
+ *   mix      what a lookup, a stat and a file's life cost through the kernel client, one after the other:
+ *            Twalk root -> "small" + Tgetattr + Tclunk, then the create chain above (8 requests): the servers
+ *            see a mix of request types, as from a guest, not one type over and over
  * After --warmup seconds it measures for --secs: ops, latency percentiles (log histogram, 1% buckets), its own
  * CPU time, and, with --server-pid, the server's utime+stime (/proc/PID/stat) over exactly that window.
  * Prints one JSON object. Any Rlerror or protocol surprise exits 1 with a message on stderr. */
@@ -34,8 +37,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { OP_GETATTR, OP_WALK, OP_READ, OP_WRITE, OP_CREATE, OP_READDIR };
-static const char *op_names[] = {"getattr", "walk", "read", "write", "create", "readdir"};
+enum { OP_GETATTR, OP_WALK, OP_READ, OP_WRITE, OP_CREATE, OP_READDIR, OP_MIX };
+static const char *op_names[] = {"getattr", "walk", "read", "write", "create", "readdir", "mix"};
 
 #define Rlerror 7
 #define Tlopen 12
@@ -328,6 +331,34 @@ static void issue(struct conn *c, int s) {
     else simple_fid(c, Tremove, tag, sl->fid);
     break;
   }
+  case OP_MIX: {
+    char name[64];
+    snprintf(name, sizeof name, "m%d_%d_%u", c->idx, s, sl->seq);
+    switch (sl->step) {
+    case 0: walk1(c, tag, 0, sl->fid, "small"); break;
+    case 1:
+      p = begin(c, 12, Tgetattr, tag);
+      p32(&p, sl->fid);
+      p64(&p, 0x3fff);
+      end_msg(c, p);
+      break;
+    case 2: simple_fid(c, Tclunk, tag, sl->fid); break;
+    case 3: walk1(c, tag, 0, sl->fid, NULL); break;
+    case 4:
+      p = begin(c, 16 + strlen(name) + 2, Tlcreate, tag);
+      p32(&p, sl->fid);
+      pstr(&p, name);
+      p32(&p, 02 | 0100);
+      p32(&p, 0644);
+      p32(&p, 0);
+      end_msg(c, p);
+      break;
+    case 5: simple_fid(c, Tclunk, tag, sl->fid); break;
+    case 6: walk1(c, tag, 0, sl->fid, name); break;
+    default: simple_fid(c, Tremove, tag, sl->fid); break;
+    }
+    break;
+  }
   case OP_READDIR:
     if (sl->step == 0) walk1(c, tag, 0, sl->fid, "dir1000");
     else if (sl->step == 1) lopen(c, tag, sl->fid, 0);
@@ -394,6 +425,13 @@ static int on_reply(struct conn *c, int s, const uint8_t *f) {
     break;
   case OP_CREATE:
     if (++sl->step == 5) {
+      sl->step = 0;
+      sl->seq++;
+      op_done = 1;
+    }
+    break;
+  case OP_MIX:
+    if (++sl->step == 8) {
       sl->step = 0;
       sl->seq++;
       op_done = 1;
@@ -479,7 +517,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--file-size")) file_size = strtoull(v, 0, 10);
     else if (!strcmp(k, "--server-pid")) server_pid = atoi(v);
     else if (!strcmp(k, "--op")) {
-      for (int j = 0; j < 6; j++)
+      for (int j = 0; j < 7; j++)
         if (!strcmp(v, op_names[j])) op = j;
     } else die("unknown option %s", k);
   }

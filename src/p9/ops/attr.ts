@@ -36,13 +36,22 @@ import {
   fstatx,
   fstatxRaw,
   statxBuf,
+  statxRaw,
   STATX_OFF,
   makedev,
   procFdPath,
   readlinkat,
   utimensat,
 } from '../../util/syscalls.js';
-import { assertWritable, linkParentOf, openThroughPathFd, pathFid, viewFid, withPathFd } from './common.js';
+import {
+  assertWritable,
+  linkParentOf,
+  openThroughPathFd,
+  pathFid,
+  sameIdentityRaw,
+  viewFid,
+  withPathFd,
+} from './common.js';
 import { copy8, r16, r32, w32 } from '../codec.js';
 import { writeQidRaw } from '../qid.js';
 import type { OpResult } from './result.js';
@@ -60,7 +69,25 @@ const STATX_BTIME = 0x800;
  */
 export function getattr(s: Session, msg: Tgetattr): OpResult {
   const fid = pathFid(s, msg.fid);
-  const slot = fid.open !== null ? fid.open.slot : fid.inode!.pathSlot;
+  const inode = fid.inode!;
+  if (fid.open === null && inode.pathSlot.fd < 0) {
+    // A fid fresh from Twalk has no fd yet: a statx of its name in its directory (an fd another fid holds, one
+    // name, never followed) answers if it still names the walked file, as a path-based server's lstat would,
+    // without opening an fd only to close it at the Tclunk that follows a lookup.
+    const dfd = s.parentDirFd(inode.rootFd, fid.path);
+    if (dfd >= 0) {
+      let b: Buffer | undefined;
+      try {
+        b = statxRaw(dfd, baseName(fid.path), AT_SYMLINK_NOFOLLOW);
+      } catch {
+        // gone or unreachable: the general path below says why
+      }
+      if (b !== undefined && sameIdentityRaw(fid.ident, b) && !fid.exp.policy.mayHaveRecord(r16(b, STATX_OFF.mode))) {
+        return rgetattrFromRaw(s, fid, b);
+      }
+    }
+  }
+  const slot = fid.open !== null ? fid.open.slot : inode.pathSlot;
   const fd = s.fds.acquire(slot, fid.path);
   try {
     // An fd opened just now (a fid fresh from Twalk) was checked with a statx of its own: that one answers.

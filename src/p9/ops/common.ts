@@ -34,6 +34,15 @@ export function sameIdentity(a: FileIdentity, st: StatX): boolean {
   return a.ino === st.ino && a.devMajor === st.devMajor && a.devMinor === st.devMinor;
 }
 
+/** sameIdentity for a raw struct statx (syscalls.statxBuf layout). */
+export function sameIdentityRaw(a: FileIdentity, b: Buffer): boolean {
+  return (
+    r32(b, STATX_OFF.devMajor) === a.devMajor &&
+    r32(b, STATX_OFF.devMinor) === a.devMinor &&
+    b.readBigUInt64LE(STATX_OFF.ino) === a.ino
+  );
+}
+
 /**
  * Opens `path` beneath the export root (or `parentFd`, an open O_PATH fd of its directory) and checks it is still
  * the same file (ESTALE otherwise). Leaves the fd's
@@ -51,11 +60,7 @@ export function reopenVerified(
   const fd = parentFd >= 0 ? openat(parentFd, baseName(path), flags | O.NOFOLLOW) : openBeneath(rootFd, path, flags);
   let same: boolean;
   try {
-    const b = fstatxRaw(fd);
-    same =
-      b.readBigUInt64LE(STATX_OFF.ino) === ident.ino &&
-      r32(b, STATX_OFF.devMajor) === ident.devMajor &&
-      r32(b, STATX_OFF.devMinor) === ident.devMinor;
+    same = sameIdentityRaw(ident, fstatxRaw(fd));
   } catch (err) {
     close(fd);
     throw err;
