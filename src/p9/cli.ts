@@ -11,6 +11,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { P9Server } from './server.js';
+import { tuneProcessForFileServing } from '../util/io-tuning.js';
 import type { ExportConfig } from './export.js';
 import { SHARE_SECURITY_MODELS, type ShareSecurity } from './security.js';
 import { stderrLogger } from '../util/log.js';
@@ -120,6 +121,7 @@ export function parseServeArgs(argv: string[]): ServeArgs {
 
 async function serve(argv: string[]): Promise<number> {
   const args = parseServeArgs(argv);
+  tuneProcessForFileServing();
   const log = stderrLogger({ component: '9p' });
   const server = new P9Server({
     exports: args.exports,

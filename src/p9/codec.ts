@@ -241,91 +241,194 @@ export class DecodeError extends Error {
 /** Decoded header plus body fields; `type` selects the body shape. */
 export type Decoded<M extends AnyMessage = AnyMessage> = M & { tag: number };
 
+// ---- little-endian access without bounds checks (callers check sizes first) ----
+
+export function r16(b: Buffer, o: number): number {
+  return b[o]! | (b[o + 1]! << 8);
+}
+
+export function r32(b: Buffer, o: number): number {
+  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16)) + b[o + 3]! * 0x1000000;
+}
+
+export function w16(b: Buffer, o: number, v: number): void {
+  b[o] = v;
+  b[o + 1] = v >>> 8;
+}
+
+export function w32(b: Buffer, o: number, v: number): void {
+  b[o] = v;
+  b[o + 1] = v >>> 8;
+  b[o + 2] = v >>> 16;
+  b[o + 3] = v >>> 24;
+}
+
+/** A u64 from a safe non-negative integer. */
+export function w64n(b: Buffer, o: number, v: number): void {
+  w32(b, o, v % 0x100000000);
+  w32(b, o + 4, Math.floor(v / 0x100000000));
+}
+
+/** Copies 8 bytes (a u64 field, whatever its value) from src to dst. */
+export function copy8(dst: Buffer, d: number, src: Buffer, s: number): void {
+  dst[d] = src[s]!;
+  dst[d + 1] = src[s + 1]!;
+  dst[d + 2] = src[s + 2]!;
+  dst[d + 3] = src[s + 3]!;
+  dst[d + 4] = src[s + 4]!;
+  dst[d + 5] = src[s + 5]!;
+  dst[d + 6] = src[s + 6]!;
+  dst[d + 7] = src[s + 7]!;
+}
+
+function truncated(type: number): never {
+  throw new DecodeError(`message type ${type} truncated`);
+}
+
+/** A string field at `o` (len[2] bytes); returns its end offset through `strEnd`. */
+let strEnd = 0;
+function readStrAt(b: Buffer, o: number, end: number, type: number): string {
+  if (o + 2 > end) truncated(type);
+  const len = r16(b, o);
+  const s = o + 2;
+  if (s + len > end) truncated(type);
+  strEnd = s + len;
+  return b.toString('utf8', s, s + len);
+}
+
 /**
  * Decodes one whole frame (size[4] included). Payload buffers (Twrite data, Rread data) are views into `frame`,
  * not copies. Throws DecodeError for bodies that are too short; unknown types throw as well, but callers can
  * read the tag from bytes 5..6 to answer them.
  */
 export function decode(frame: Buffer): Decoded {
-  if (frame.length < HEADER_SIZE) throw new DecodeError('frame shorter than header');
-  const type = frame[4]!;
-  const tag = frame.readUInt16LE(5);
+  return decodeAt(frame, 0, frame.length);
+}
+
+/**
+ * decode() of the frame at [off, off + size) of `buf`. The messages the Linux client sends most (walk, getattr,
+ * clunk, read, write, lopen, readdir) are decoded by hand; the rest through their layout.
+ */
+export function decodeAt(buf: Buffer, off: number, size: number): Decoded {
+  if (size < HEADER_SIZE) throw new DecodeError('frame shorter than header');
+  const type = buf[off + 4]!;
+  const tag = r16(buf, off + 5);
+  const o = off + HEADER_SIZE;
+  const end = off + size;
+  switch (type) {
+    case MsgType.Tgetattr:
+      if (o + 12 > end) truncated(type);
+      return { type, tag, fid: r32(buf, o), requestMask: buf.readBigUInt64LE(o + 4) } as Decoded;
+    case MsgType.Tclunk:
+      if (o + 4 > end) truncated(type);
+      return { type, tag, fid: r32(buf, o) } as Decoded;
+    case MsgType.Tread:
+    case MsgType.Treaddir:
+      if (o + 16 > end) truncated(type);
+      return { type, tag, fid: r32(buf, o), offset: buf.readBigUInt64LE(o + 4), count: r32(buf, o + 12) } as Decoded;
+    case MsgType.Tlopen:
+      if (o + 8 > end) truncated(type);
+      return { type, tag, fid: r32(buf, o), flags: r32(buf, o + 4) } as Decoded;
+    case MsgType.Twrite: {
+      if (o + 16 > end) truncated(type);
+      const n = r32(buf, o + 12);
+      if (o + 16 + n > end) truncated(type);
+      return {
+        type,
+        tag,
+        fid: r32(buf, o),
+        offset: buf.readBigUInt64LE(o + 4),
+        data: buf.subarray(o + 16, o + 16 + n),
+      } as Decoded;
+    }
+    case MsgType.Twalk: {
+      if (o + 10 > end) truncated(type);
+      const n = r16(buf, o + 8);
+      // The count is bounded by the frame itself (each string needs >= 2 bytes); MAXWELEM is checked by walk.
+      if (n * 2 > end - (o + 10)) throw new DecodeError('walk name count exceeds frame');
+      const names: string[] = new Array<string>(n);
+      let p = o + 10;
+      for (let i = 0; i < n; i++) {
+        names[i] = readStrAt(buf, p, end, type);
+        p = strEnd;
+      }
+      return { type, tag, fid: r32(buf, o), newfid: r32(buf, o + 4), names } as Decoded;
+    }
+  }
+  return decodeByLayout(buf, type, tag, o, end);
+}
+
+function readQidAt(b: Buffer, o: number, end: number, type: number): Qid {
+  if (o + 13 > end) truncated(type);
+  return { type: b[o]!, version: r32(b, o + 1), path: b.readBigUInt64LE(o + 5) };
+}
+
+function decodeByLayout(frame: Buffer, type: number, tag: number, start: number, end: number): Decoded {
   const layout = layouts[type];
   if (layout === undefined) throw new DecodeError(`unknown message type ${type}`);
   const msg: Record<string, unknown> = { type, tag };
-  let off = HEADER_SIZE;
-  const need = (n: number): void => {
-    if (off + n > frame.length) throw new DecodeError(`message type ${type} truncated`);
-  };
-  const readStr = (): string => {
-    need(2);
-    const len = frame.readUInt16LE(off);
-    off += 2;
-    need(len);
-    const s = frame.toString('utf8', off, off + len);
-    off += len;
-    return s;
-  };
-  const readQid = (): Qid => {
-    need(13);
-    const q = { type: frame[off]!, version: frame.readUInt32LE(off + 1), path: frame.readBigUInt64LE(off + 5) };
-    off += 13;
-    return q;
-  };
+  let off = start;
   for (const [name, kind] of layout) {
     switch (kind) {
       case 'u8':
-        need(1);
+        if (off + 1 > end) truncated(type);
         msg[name] = frame[off];
         off += 1;
         break;
       case 'u16':
-        need(2);
-        msg[name] = frame.readUInt16LE(off);
+        if (off + 2 > end) truncated(type);
+        msg[name] = r16(frame, off);
         off += 2;
         break;
       case 'u32':
-        need(4);
-        msg[name] = frame.readUInt32LE(off);
+        if (off + 4 > end) truncated(type);
+        msg[name] = r32(frame, off);
         off += 4;
         break;
       case 'u64':
-        need(8);
+        if (off + 8 > end) truncated(type);
         msg[name] = frame.readBigUInt64LE(off);
         off += 8;
         break;
       case 'str':
-        msg[name] = readStr();
+        msg[name] = readStrAt(frame, off, end, type);
+        off = strEnd;
         break;
       case 'qid':
-        msg[name] = readQid();
+        msg[name] = readQidAt(frame, off, end, type);
+        off += 13;
         break;
       case 'strs': {
-        need(2);
-        const n = frame.readUInt16LE(off);
+        if (off + 2 > end) truncated(type);
+        const n = r16(frame, off);
         off += 2;
-        // The count is bounded by the frame itself (each string needs >= 2 bytes); MAXWELEM is checked by walk.
-        if (n * 2 > frame.length - off) throw new DecodeError('walk name count exceeds frame');
+        if (n * 2 > end - off) throw new DecodeError('walk name count exceeds frame');
         const names: string[] = [];
-        for (let i = 0; i < n; i++) names.push(readStr());
+        for (let i = 0; i < n; i++) {
+          names.push(readStrAt(frame, off, end, type));
+          off = strEnd;
+        }
         msg[name] = names;
         break;
       }
       case 'qids': {
-        need(2);
-        const n = frame.readUInt16LE(off);
+        if (off + 2 > end) truncated(type);
+        const n = r16(frame, off);
         off += 2;
-        need(n * 13);
+        if (off + n * 13 > end) truncated(type);
         const qids: Qid[] = [];
-        for (let i = 0; i < n; i++) qids.push(readQid());
+        for (let i = 0; i < n; i++) {
+          qids.push(readQidAt(frame, off, end, type));
+          off += 13;
+        }
         msg[name] = qids;
         break;
       }
       case 'data': {
-        need(4);
-        const n = frame.readUInt32LE(off);
+        if (off + 4 > end) truncated(type);
+        const n = r32(frame, off);
         off += 4;
-        need(n);
+        if (off + n > end) truncated(type);
         msg[name] = frame.subarray(off, off + n);
         off += n;
         break;
@@ -358,9 +461,10 @@ function fieldSize(kind: FieldKind, value: unknown): number {
   }
 }
 
-function writeQid(buf: Buffer, off: number, q: Qid): number {
+/** Writes a qid at `off`; returns the offset after it. */
+export function writeQid(buf: Buffer, off: number, q: Qid): number {
   buf[off] = q.type;
-  buf.writeUInt32LE(q.version >>> 0, off + 1);
+  w32(buf, off + 1, q.version >>> 0);
   buf.writeBigUInt64LE(BigInt.asUintN(64, q.path), off + 5);
   return off + 13;
 }
@@ -377,19 +481,26 @@ export function encodedSize(msg: AnyMessage): number {
 
 /** Encodes a message with its tag into a new exactly-sized buffer. */
 export function encode(msg: AnyMessage, tag: number): Buffer {
-  const layout = layouts[msg.type]!;
-  const fields = msg as unknown as Record<string, unknown>;
   const size = encodedSize(msg);
   const buf = Buffer.allocUnsafe(size);
-  buf.writeUInt32LE(size, 0);
-  buf[4] = msg.type;
-  buf.writeUInt16LE(tag, 5);
-  let off = HEADER_SIZE;
-  const writeStr = (s: string): void => {
-    const len = buf.write(s, off + 2, 'utf8');
-    buf.writeUInt16LE(len, off);
-    off += 2 + len;
-  };
+  encodeAt(buf, 0, msg, tag, size);
+  return buf;
+}
+
+function writeStrAt(buf: Buffer, off: number, s: string): number {
+  const len = buf.write(s, off + 2, 'utf8');
+  w16(buf, off, len);
+  return off + 2 + len;
+}
+
+/** Encodes a message of encodedSize `size` at `at` in `buf` (which has room); returns the end offset. */
+export function encodeAt(buf: Buffer, at: number, msg: AnyMessage, tag: number, size: number): number {
+  const layout = layouts[msg.type]!;
+  const fields = msg as unknown as Record<string, unknown>;
+  w32(buf, at, size);
+  buf[at + 4] = msg.type;
+  w16(buf, at + 5, tag);
+  let off = at + HEADER_SIZE;
   for (const [name, kind] of layout) {
     const v = fields[name];
     switch (kind) {
@@ -397,11 +508,11 @@ export function encode(msg: AnyMessage, tag: number): Buffer {
         buf[off++] = v as number;
         break;
       case 'u16':
-        buf.writeUInt16LE(v as number, off);
+        w16(buf, off, v as number);
         off += 2;
         break;
       case 'u32':
-        buf.writeUInt32LE((v as number) >>> 0, off);
+        w32(buf, off, (v as number) >>> 0);
         off += 4;
         break;
       case 'u64':
@@ -409,29 +520,29 @@ export function encode(msg: AnyMessage, tag: number): Buffer {
         off += 8;
         break;
       case 'str':
-        writeStr(v as string);
+        off = writeStrAt(buf, off, v as string);
         break;
       case 'qid':
         off = writeQid(buf, off, v as Qid);
         break;
       case 'strs':
-        buf.writeUInt16LE((v as string[]).length, off);
+        w16(buf, off, (v as string[]).length);
         off += 2;
-        for (const s of v as string[]) writeStr(s);
+        for (const s of v as string[]) off = writeStrAt(buf, off, s);
         break;
       case 'qids':
-        buf.writeUInt16LE((v as Qid[]).length, off);
+        w16(buf, off, (v as Qid[]).length);
         off += 2;
         for (const q of v as Qid[]) off = writeQid(buf, off, q);
         break;
       case 'data':
-        buf.writeUInt32LE((v as Buffer).length, off);
+        w32(buf, off, (v as Buffer).length);
         (v as Buffer).copy(buf, off + 4);
         off += 4 + (v as Buffer).length;
         break;
     }
   }
-  return buf;
+  return off;
 }
 
 /** Bytes of an Rread/Rreaddir header: size[4] type[1] tag[2] count[4]. */
@@ -448,9 +559,9 @@ export function allocDataReply(capacity: number): Buffer {
 /** Fills the header of a buffer from allocDataReply and trims it to the `count` bytes actually produced. */
 export function finishDataReply(buf: Buffer, type: number, tag: number, count: number): Buffer {
   const size = RDATA_HEADER + count;
-  buf.writeUInt32LE(size, 0);
+  w32(buf, 0, size);
   buf[4] = type;
-  buf.writeUInt16LE(tag, 5);
-  buf.writeUInt32LE(count, 7);
+  w16(buf, 5, tag);
+  w32(buf, 7, count);
   return size === buf.length ? buf : buf.subarray(0, size);
 }

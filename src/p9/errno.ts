@@ -88,13 +88,18 @@ const aliases: Record<string, number> = {
   EDEADLOCK: Errno.EDEADLK,
 };
 
-/** An error that is answered as Rlerror with a Linux errno. */
+/**
+ * An error that is answered as Rlerror with a Linux errno. Part of normal serving (EBADF, ENOENT...), so it
+ * carries no stack trace (capturing one costs more than most requests).
+ */
 export class P9Error extends Error {
-  constructor(
-    readonly errno: number,
-    message?: string,
-  ) {
+  readonly errno: number;
+  constructor(errno: number, message?: string) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message ?? errnoName(errno));
+    Error.stackTraceLimit = limit;
+    this.errno = errno;
     this.name = 'P9Error';
   }
 }

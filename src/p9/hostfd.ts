@@ -22,7 +22,7 @@ import type { FileIdentity } from './fids.js';
 
 /**
  * Opens a fresh O_PATH handle on the inode through `path` beneath the export root `rootFd` (verified against the
- * identity: ESTALE otherwise).
+ * identity: ESTALE otherwise), leaving the new fd's statx in syscalls.statxBuf (see freshStat).
  */
 export type PathOpener = (rootFd: number, path: string, ident: FileIdentity) => number;
 /** Opens the file an O_PATH fd names with `flags` (through its /proc magic link). */
@@ -77,6 +77,11 @@ export class HostFdTable {
   /** Every fd the table holds (LRU, pinned, and retired-but-busy ones). */
   private open = 0;
   private pinnedCount = 0;
+  /**
+   * The last acquire() opened the fd (it was closed) through the PathOpener, whose identity check left the fd's
+   * statx in syscalls.statxBuf: the caller may use that statx instead of making another.
+   */
+  freshStat = false;
 
   constructor(
     readonly capacity: number,
@@ -144,19 +149,26 @@ export class HostFdTable {
    */
   acquire(slot: HostFd, path: string): number {
     if (slot.retired && slot.fd < 0) throw new Error('host fd slot used after release');
+    this.freshStat = false;
     if (slot.fd < 0) {
+      let fresh: boolean;
       if (slot.flags === O_PATH_SLOT) {
         this.reserve(1);
         slot.fd = this.openPath(slot.inode.rootFd, path, slot.inode.ident);
+        fresh = true;
       } else {
         const pathFd = this.acquire(slot.inode.pathSlot, path);
+        fresh = this.freshStat;
         try {
+          const stats = this.evictionStats;
           this.reserve(1);
+          if (this.evictionStats !== stats) fresh = false; // the eviction's statx replaced it
           slot.fd = this.openFile(pathFd, slot.flags);
         } finally {
           this.release(slot.inode.pathSlot);
         }
       }
+      this.freshStat = fresh;
       this.open++;
       if (!slot.pinned) this.lru.set(slot, true);
     } else if (!slot.pinned) {
@@ -274,7 +286,11 @@ export class HostFdTable {
     return this.open + n <= this.capacity;
   }
 
+  /** statx calls made while evicting (they overwrite statxBuf: see freshStat). */
+  private evictionStats = 0;
+
   private isUnlinked(fd: number): boolean {
+    this.evictionStats++;
     try {
       return fstatx(fd).nlink === 0;
     } catch {

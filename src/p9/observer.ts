@@ -40,16 +40,17 @@ export class RequestTimer {
     private readonly fidCount: () => number,
   ) {}
 
-  /** A complete frame arrived (size[4] type[1] tag[2] ...). */
-  arrived(frame: Buffer): void {
+  /** A complete frame arrived (size[4] type[1] tag[2] ...) at [off, off + size) of `buf`. */
+  arrived(buf: Buffer, off = 0, size = buf.length): void {
     // A reused outstanding tag closes the connection; a request answered by nothing (flushed) is overwritten
     // when its tag comes back, and everything goes at close: the map is bounded by the 65536 tags.
-    this.arrivals.set(frame.readUInt16LE(5), { type: frame[4]!, bytes: frame.length, t0: performance.now() });
+    const tag = buf[off + 5]! | (buf[off + 6]! << 8);
+    this.arrivals.set(tag, { type: buf[off + 4]!, bytes: size, t0: performance.now() });
   }
 
-  /** A reply frame (tag already in place) is being written. */
-  replied(reply: Buffer): void {
-    const tag = reply.readUInt16LE(5);
+  /** A reply frame (tag already in place) at [off, off + size) of `buf` is being written. */
+  replied(buf: Buffer, off = 0, size = buf.length): void {
+    const tag = buf[off + 5]! | (buf[off + 6]! << 8);
     const a = this.arrivals.get(tag);
     if (a === undefined) return;
     this.arrivals.delete(tag);
@@ -57,9 +58,9 @@ export class RequestTimer {
       session: this.session,
       type: a.type,
       bytesIn: a.bytes,
-      bytesOut: reply.length,
+      bytesOut: size,
       seconds: (performance.now() - a.t0) / 1000,
-      error: reply[4] === RLERROR,
+      error: buf[off + 4] === RLERROR,
       fids: this.fidCount(),
     });
   }

@@ -18,17 +18,54 @@ const OVERFLOW_PREFIX = 0xffn << INO_BITS;
 export class QidMapper {
   private readonly deviceIndex = new Map<number, number>();
   private readonly overflow = new Map<string, bigint>();
+  /** The device looked up last (most lookups are of the export root's device). */
+  private lastDevKey = -1;
+  private lastIndex = -1;
 
   constructor(private readonly maxOverflow = 1 << 20) {}
 
-  path(devMajor: number, devMinor: number, ino: bigint): bigint {
+  /** The device's prefix index (assigned on first sight), or -1 once all direct prefixes are taken. */
+  private indexOf(devMajor: number, devMinor: number): number {
     const devKey = devMajor * 0x100000000 + devMinor;
+    if (devKey === this.lastDevKey) return this.lastIndex;
     let index = this.deviceIndex.get(devKey);
-    if (index === undefined && this.deviceIndex.size < DIRECT_DEVICES) {
+    if (index === undefined) {
+      if (this.deviceIndex.size >= DIRECT_DEVICES) return -1;
       index = this.deviceIndex.size;
       this.deviceIndex.set(devKey, index);
     }
-    if (index !== undefined && ino < INO_LIMIT) return (BigInt(index) << INO_BITS) | ino;
+    this.lastDevKey = devKey;
+    this.lastIndex = index;
+    return index;
+  }
+
+  /**
+   * Writes path(devMajor, devMinor, ino) at dst[off] (u64 LE), the inode being the u64 at src[inoOff]: no BigInt
+   * unless the inode or device needs the overflow table.
+   */
+  writePath(dst: Buffer, off: number, devMajor: number, devMinor: number, src: Buffer, inoOff: number): void {
+    const index = this.indexOf(devMajor, devMinor);
+    const inoHi =
+      (src[inoOff + 4]! | (src[inoOff + 5]! << 8) | (src[inoOff + 6]! << 16)) + src[inoOff + 7]! * 0x1000000;
+    if (index >= 0 && inoHi < 0x1000000) {
+      dst[off] = src[inoOff]!;
+      dst[off + 1] = src[inoOff + 1]!;
+      dst[off + 2] = src[inoOff + 2]!;
+      dst[off + 3] = src[inoOff + 3]!;
+      const hi = index * 0x1000000 + inoHi;
+      dst[off + 4] = hi;
+      dst[off + 5] = hi >>> 8;
+      dst[off + 6] = hi >>> 16;
+      dst[off + 7] = hi >>> 24;
+      return;
+    }
+    dst.writeBigUInt64LE(this.path(devMajor, devMinor, src.readBigUInt64LE(inoOff)), off);
+  }
+
+  path(devMajor: number, devMinor: number, ino: bigint): bigint {
+    const devKey = devMajor * 0x100000000 + devMinor;
+    const index = this.indexOf(devMajor, devMinor);
+    if (index >= 0 && ino < INO_LIMIT) return (BigInt(index) << INO_BITS) | ino;
     const key = `${devKey}:${ino}`;
     let mapped = this.overflow.get(key);
     if (mapped === undefined) {
@@ -54,6 +91,30 @@ export function qidTypeForMode(mode: number): number {
 export function qidVersion(st: StatX): number {
   const v = Number(BigInt.asUintN(32, st.mtimeSec ^ BigInt(st.mtimeNsec) ^ (st.size << 8n)));
   return v === 0 ? 1 : v;
+}
+
+/** qidVersion() of a raw struct statx (syscalls.statxBuf layout). */
+export function qidVersionRaw(b: Buffer): number {
+  const mtimeLo = b[112]! | (b[113]! << 8) | (b[114]! << 16) | (b[115]! << 24) | 0;
+  const nsec = b[120]! | (b[121]! << 8) | (b[122]! << 16) | (b[123]! << 24) | 0;
+  const size8 = (b[40]! << 8) | (b[41]! << 16) | (b[42]! << 24);
+  const v = (mtimeLo ^ nsec ^ size8) >>> 0;
+  return v === 0 ? 1 : v;
+}
+
+/** Writes the qid (type[1] version[4] path[8]) of a raw struct statx at dst[off]; returns its type. */
+export function writeQidRaw(mapper: QidMapper, dst: Buffer, off: number, b: Buffer): number {
+  const type = qidTypeForMode(b[28]! | (b[29]! << 8));
+  dst[off] = type;
+  const v = qidVersionRaw(b);
+  dst[off + 1] = v;
+  dst[off + 2] = v >>> 8;
+  dst[off + 3] = v >>> 16;
+  dst[off + 4] = v >>> 24;
+  const devMajor = (b[136]! | (b[137]! << 8) | (b[138]! << 16)) + b[139]! * 0x1000000;
+  const devMinor = (b[140]! | (b[141]! << 8) | (b[142]! << 16)) + b[143]! * 0x1000000;
+  mapper.writePath(dst, off + 5, devMajor, devMinor, b, 32);
+  return type;
 }
 
 export function qidFromStat(mapper: QidMapper, st: StatX): Qid {

@@ -7,7 +7,7 @@
 // the directory the same way: seek and read happen in one synchronous step.
 //
 // Cost per request: one lseek, getdents64 of at most about `count` bytes (count <= msize), one pass over them;
-// names are copied as bytes, no per-entry stat (qid type from d_type). On filesystems whose cookies are entry
+// names are copied as bytes straight into the reply arena, no per-entry stat (qid type from d_type). On filesystems whose cookies are entry
 // indexes (tmpfs, overlayfs merged directories) the kernel walks to the offset: O(entries before it), in the
 // kernel, bounded by the directory's size.
 
@@ -15,7 +15,8 @@ import { Errno, P9Error } from './errno.js';
 import type { QidMapper } from './qid.js';
 import { MsgType, QidType } from './messages.js';
 import { MAX_MSIZE } from './options.js';
-import { RDATA_HEADER, allocDataReply, finishDataReply } from './codec.js';
+import { copy8, w32 } from './codec.js';
+import type { REPLIED } from './ops/result.js';
 import { getdents64, seekTo } from '../util/syscalls.js';
 
 const DT_DIR = 4;
@@ -39,20 +40,28 @@ function dtypeToQidType(dtype: number): number {
   return QidType.FILE;
 }
 
+/** Where the reply is built: the session's reply arena (Session.beginReply / endReply). */
+export interface ReplyTarget {
+  beginReply(type: number, body: number): number;
+  endReply(end: number): typeof REPLIED;
+  readonly out: { readonly buf: Buffer };
+}
+
 /**
  * The Rreaddir reply for directory cookie `offset`: whole entries (qid[13] offset[8] type[1] name[s] each) in at
- * most `count` bytes, in a buffer of exactly that size. getdents64 fills the scratch buffer (one or more batches
- * while room is left); the entries are then encoded once, straight into the reply. `rootIno`: set for the
- * export root, whose `..` must not name the host directory above it.
+ * most `count` bytes. getdents64 fills the scratch buffer (one or more batches while room is left); the entries
+ * that fit are then encoded once, straight into the reply arena (no BigInt, no per-entry allocation). `rootIno`:
+ * set for the export root, whose `..` must not name the host directory above it.
  */
 export function readDirectoryReply(
+  target: ReplyTarget,
   fd: number,
   offset: bigint,
   count: number,
   qids: QidMapper,
   dev: { major: number; minor: number },
   rootIno: bigint | undefined,
-): Buffer {
+): typeof REPLIED {
   seekTo(fd, offset);
   // Pass 1: read dirents and find how many whole entries fit in `count`.
   const buf = scratchOf(Math.max(MIN_BATCH, count));
@@ -66,7 +75,7 @@ export function readDirectoryReply(
     if (n === 0) break;
     filled += n;
     while (take < filled) {
-      const reclen = buf.readUInt16LE(take + 16);
+      const reclen = buf[take + 16]! | (buf[take + 17]! << 8);
       const entry = 24 + nameLength(buf, take, reclen);
       if (size + entry > count) {
         full = true;
@@ -77,30 +86,46 @@ export function readDirectoryReply(
     }
   }
   if (size === 0 && take < filled) throw new P9Error(Errno.EINVAL, 'readdir count too small for the next entry');
-  // Pass 2: encode them into a reply of exactly their size.
-  const out = allocDataReply(size);
-  let pos = RDATA_HEADER;
+  // Pass 2: encode them into the reply.
+  const p = target.beginReply(MsgType.Rreaddir, 4 + size);
+  const out = target.out.buf;
+  w32(out, p, size);
+  let pos = p + 4;
   for (let off = 0; off < take;) {
-    const reclen = buf.readUInt16LE(off + 16);
+    const reclen = buf[off + 16]! | (buf[off + 17]! << 8);
     const nameLen = nameLength(buf, off, reclen);
-    let ino = buf.readBigUInt64LE(off);
-    if (rootIno !== undefined && nameLen === 2 && buf[off + 19] === 0x2e && buf[off + 20] === 0x2e) ino = rootIno;
     const dtype = buf[off + 18]!;
     out[pos] = dtypeToQidType(dtype);
-    out.writeUInt32LE(0, pos + 1);
-    out.writeBigUInt64LE(qids.path(dev.major, dev.minor, ino), pos + 5);
-    buf.copy(out, pos + 13, off + 8, off + 16); // d_off: the cookie to resume after this entry
+    out[pos + 1] = 0;
+    out[pos + 2] = 0;
+    out[pos + 3] = 0;
+    out[pos + 4] = 0;
+    if (rootIno !== undefined && nameLen === 2 && buf[off + 19] === 0x2e && buf[off + 20] === 0x2e) {
+      out.writeBigUInt64LE(qids.path(dev.major, dev.minor, rootIno), pos + 5);
+    } else {
+      qids.writePath(out, pos + 5, dev.major, dev.minor, buf, off);
+    }
+    copy8(out, pos + 13, buf, off + 8); // d_off: the cookie to resume after this entry
     out[pos + 21] = dtype;
-    out.writeUInt16LE(nameLen, pos + 22);
-    buf.copy(out, pos + 24, off + 19, off + 19 + nameLen);
-    pos += 24 + nameLen;
+    out[pos + 22] = nameLen;
+    out[pos + 23] = nameLen >>> 8;
+    const from = off + 19;
+    const to = pos + 24;
+    if (nameLen <= 32) for (let i = 0; i < nameLen; i++) out[to + i] = buf[from + i]!;
+    else buf.copy(out, to, from, from + nameLen);
+    pos = to + nameLen;
     off += reclen;
   }
-  return finishDataReply(out, MsgType.Rreaddir, 0, size);
+  return target.endReply(pos);
 }
 
-/** Length of the NUL-terminated name of the dirent at `off` (bounded by its record length). */
+/**
+ * Length of the NUL-terminated name of the dirent at `off`. The record is 19 header bytes, the name, a NUL and
+ * padding to 8 bytes, so the NUL lies in the last 8 bytes of the record (bounded by its length either way).
+ */
 function nameLength(buf: Buffer, off: number, reclen: number): number {
-  const end = buf.indexOf(0, off + 19);
-  return (end < 0 || end > off + reclen ? off + reclen : end) - (off + 19);
+  const end = off + reclen;
+  let i = Math.max(off + 19, end - 8);
+  while (i < end && buf[i] !== 0) i++;
+  return i - (off + 19);
 }

@@ -106,6 +106,15 @@ export class SharePolicy {
     return guestMode & (this.model === 'mapped' ? 0o755 : 0o777);
   }
 
+  /**
+   * Whether view() of an object with host mode `mode` may consult a record; when false the guest sees the host's
+   * attributes as they are (hot paths then skip building the view).
+   */
+  mayHaveRecord(mode: number): boolean {
+    if ((mode & S_IFMT) === S_IFLNK) return this.model === 'mapped';
+    return (mode & S_ISVTX) !== 0 && isRegOrDir(mode);
+  }
+
   /** The guest's view of an object: its host statx, overlaid with its record when there is a trusted one. */
   view(obj: HostObject, linkParent?: LinkParent): GuestStat {
     const st = obj.st;

@@ -18,6 +18,7 @@ import { readAll } from './start.js';
 import { mkdirPrivate } from '../util/private-fs.js';
 import { opsConfig } from '../ops/config.js';
 import { PodOps } from '../ops/pod-ops.js';
+import { tuneProcessForFileServing } from '../util/io-tuning.js';
 
 /** containerd holds the fifo open O_RDWR, so a non-blocking O_WRONLY open succeeds at once (ENXIO if not). */
 function openLogSink(bundle: string): LogSink {
@@ -41,6 +42,8 @@ async function openPipeLogSink(flags: ShimFlags): Promise<LogSink & { close?: ()
 }
 
 export async function serveAction(flags: ShimFlags): Promise<void> {
+  // The shim serves every share of the pod over 9P (src/p9): malloc and threadpool settings for that.
+  tuneProcessForFileServing();
   const bundle = flags.bundle || process.cwd();
   const windows = process.platform === 'win32';
   const sink = windows ? await openPipeLogSink(flags) : openLogSink(bundle);

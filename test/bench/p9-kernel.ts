@@ -31,6 +31,7 @@ import {
   diodUnavailable,
   freePort,
   ourServerPath,
+  processCpuSeconds,
   startDiod,
   startOurServer,
   type RunningServer,
@@ -93,6 +94,8 @@ export const suite: BenchSuite = {
           });
         jobs.push(...(r % 2 === 1 ? pair : pair.reverse()));
       }
+      // Server CPU over the whole run: each server only works during its own jobs, which are the same for both.
+      const cpu0 = servers.map((s) => processCpuSeconds(s.pid));
       const run = await runGuest({
         assets,
         accel,
@@ -101,6 +104,7 @@ export const suite: BenchSuite = {
         benchArgs: BENCH_ARGS,
         jobs,
       });
+      const cpu = servers.map((s, i) => processCpuSeconds(s.pid) - cpu0[i]!);
       const results = (kind: string): Array<Record<string, { value: number; unit: string }>> =>
         jobs
           .filter((j) => j.name.startsWith(kind))
@@ -114,7 +118,7 @@ export const suite: BenchSuite = {
       const d = results('diod');
       const b = base ? results('base') : undefined;
       const setting = `${accel}, trans=${TRANS}, msize=${MSIZE}, cache=none, median of ${ROUNDS}`;
-      return Object.entries(o[0]!).map(([metric, { unit }]) => {
+      const rows: BenchRow[] = Object.entries(o[0]!).map(([metric, { unit }]) => {
         const ov = o.map((b) => b[metric]?.value ?? NaN);
         const dv = d.map((b) => b[metric]?.value ?? NaN);
         const value = median(ov);
@@ -138,6 +142,19 @@ export const suite: BenchSuite = {
           },
         };
       });
+      // servers: ours, diod[, base]
+      rows.push({
+        suite: 'p9-kernel',
+        name: `server CPU per benchmark round, all metrics (${setting})`,
+        value: cpu[0]! / ROUNDS,
+        unit: 's',
+        extra: {
+          diod: cpu[1]! / ROUNDS,
+          'cpu ratio': cpu[0]! / cpu[1]!,
+          ...(base ? { baseline: cpu[2]! / ROUNDS, 'baseline cpu ratio': cpu[2]! / cpu[1]! } : {}),
+        },
+      });
+      return rows;
     } finally {
       await Promise.all(servers.map((s) => s.stop()));
       rmSync(dir, { recursive: true, force: true });

@@ -8,6 +8,7 @@ const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./ttrpc.js'),
   () => import('./telemetry.js'),
   () => import('./p9-local.js'),
+  () => import('./p9-raw.js'),
   () => import('./shim.js'),
   () => import('./uvm.js'),
   () => import('./targets.js'),

@@ -1,7 +1,7 @@
 // Starts 9P servers for the kernel-client tests and benchmarks: ours (`lcowctl 9p serve`) and Debian's diod.
 // Each listens on 127.0.0.1 on a free port; stop() kills it and waits for its exit.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -74,6 +74,17 @@ function supervise(child: ChildProcess, kind: RunningServer['kind'], port: numbe
   };
 }
 
+/** utime + stime of a process (all its threads) in seconds, from /proc/PID/stat. */
+export function processCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after "(comm)": state is field 3, utime and stime are fields 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** USER_HZ: the unit of /proc/PID/stat times (100 on every Linux architecture that matters here). */
+const CLOCK_TICKS = 100;
+
 export function ourServerPath(): string {
   return join(repoRoot, 'dist/shim/lcowctl.js');
 }
@@ -85,7 +96,9 @@ export async function startOurServer(opts: ServerOptions): Promise<RunningServer
   if (opts.msize) args.push('--msize', String(opts.msize));
   if (opts.security) args.push('--security', opts.security);
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // As the launchers of `make build` run it (bin/lcowctl sets the libuv threadpool size).
+  const env = { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' };
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const server = supervise(child, 'ours', 0, opts.exportDir);
   let out = '';
   try {

@@ -31,7 +31,7 @@ export class P9Client {
   private nextFid = 1;
   private readonly reader = new FrameReader(
     () => 0xffffffff,
-    (frame) => this.onFrame(frame),
+    (buf, off, size) => this.onFrame(buf.subarray(off, off + size)),
     () => this.stream.destroy(),
     () => false,
   );

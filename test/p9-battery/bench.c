@@ -1,7 +1,9 @@
 /* p9battery bench DIR [--seq-mib N] [--rand-secs S] [--meta N] [--tree N]
+ * (readdir: listings of the --meta directory for rand-secs/2 seconds)
  * Prints "bench NAME VALUE UNIT" lines, then "bench-done". Everything it creates under DIR is removed. */
 #include "battery.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +84,19 @@ int bench_main(int argc, char **argv) {
     close(f);
   }
   report("create", meta / (now_seconds() - t0), "ops/s");
+  /* Listing the directory just filled (cache=none: every listing reads it from the server). */
+  long listings = 0;
+  t0 = now_seconds();
+  do {
+    DIR *d = opendir("meta");
+    if (!d) return die("opendir meta");
+    int entries = 0;
+    while (readdir(d) != NULL) entries++;
+    closedir(d);
+    if (entries != meta + 2) return die("readdir meta count");
+    listings++;
+  } while (now_seconds() - t0 < rand_secs / 2);
+  report("readdir", listings / (now_seconds() - t0), "listings/s");
   struct stat st;
   t0 = now_seconds();
   for (int i = 0; i < meta; i++) {

@@ -737,6 +737,66 @@ static int check_lock_crossmount_flock_ex(void) {
   return blocking_lock("f", pb, 1);
 }
 
+/* Two mounts of one export (two 9P connections, cache=none) see each other's changes at once: data written
+ * through one is read through the other, also through a file the other had open before; creates, renames,
+ * mode changes and unlinks show up in lookups and listings. Nothing the server keeps per connection (fds,
+ * directory reading) may hide them. */
+static int dir_lists(const char *dir, const char *name) {
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  struct dirent *e;
+  int found = 0;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, name) == 0) found = 1;
+  closedir(d);
+  return found;
+}
+
+static int check_crossmount_coherence(void) {
+  const char *pf = need_peer("f"), *pg = need_peer("g"), *pd = need_peer("d"), *pdir = need_peer("");
+  if (!pf || !pg || !pd || !pdir) return skip("no second mount of the export (P9_PEER unset)");
+  char buf[64];
+  struct stat st;
+  SYS(write_file("f", "one", 3, 0644));
+  if (expect_content(pf, "one") != PASS) return FAIL;
+  int a = open("f", O_RDONLY); /* open on this mount before the other one changes the file */
+  SYS(a);
+  SYS(write_file(pf, "two!!", 5, 0644));
+  if (expect_content("f", "two!!") != PASS) return FAIL;
+  int b = open(pf, O_WRONLY);
+  SYS(b);
+  EXPECT(pwrite(b, "3", 1, 5) == 1, "pwrite on the peer: %s", errname(errno));
+  SYS(close(b));
+  ssize_t n = pread(a, buf, sizeof buf, 0);
+  EXPECT(n == 6 && memcmp(buf, "two!!3", 6) == 0, "the file open before read %zd bytes \"%.*s\"", n, (int)(n > 0 ? n : 0), buf);
+  SYS(fstat(a, &st));
+  EXPECT(st.st_size == 6, "fstat of the file open before: size %lld, expected 6", (long long)st.st_size);
+  SYS(mkdir(pd, 0755));
+  SYS(stat("d", &st));
+  EXPECT(S_ISDIR(st.st_mode), "a directory made on the peer is not a directory here (mode %o)", st.st_mode);
+  EXPECT(dir_lists(".", "d") == 1, "a directory made on the peer is not listed here");
+  SYS(rename("f", "g"));
+  EXPECT_ERRNO(stat(pf, &st), ENOENT);
+  SYS(stat(pg, &st));
+  EXPECT(st.st_size == 6, "the renamed file on the peer: size %lld", (long long)st.st_size);
+  EXPECT(dir_lists(pdir, "g") == 1 && dir_lists(pdir, "f") == 0, "the peer's listing does not show the rename");
+  SYS(chmod(pg, 0600));
+  SYS(stat("g", &st));
+  EXPECT((st.st_mode & 07777) == 0600, "mode %o after a chmod on the peer, expected 600", st.st_mode & 07777);
+  struct timespec ts[2] = {{.tv_sec = 1000000000, .tv_nsec = 0}, {.tv_sec = 1000000000, .tv_nsec = 0}};
+  SYS(utimensat(AT_FDCWD, "d", ts, 0));
+  SYS(stat(pd, &st));
+  EXPECT(st.st_mtim.tv_sec == 1000000000, "the peer sees mtime %lld after utimensat here", (long long)st.st_mtim.tv_sec);
+  SYS(unlink(pg));
+  n = pread(a, buf, sizeof buf, 0);
+  EXPECT(n == 6 && memcmp(buf, "two!!3", 6) == 0, "the open file after its unlink on the peer read %zd bytes", n);
+  /* Once closed, its dentry goes (cache=none keeps no unused dentry): the lookup asks the server. */
+  SYS(close(a));
+  EXPECT_ERRNO(stat("g", &st), ENOENT);
+  EXPECT(dir_lists(".", "g") == 0, "a file unlinked on the peer is still listed here");
+  return PASS;
+}
+
 /* ---- sizes, times, modes ------------------------------------------------------------------------------ */
 
 static int check_truncate_grow_shrink(void) {
@@ -1157,6 +1217,7 @@ const struct check posix_checks[] = {
     {"lock_crossmount_conflict", check_lock_crossmount_conflict},
     {"lock_crossmount_setlkw_prompt", check_lock_crossmount_setlkw_prompt},
     {"lock_crossmount_flock_ex", check_lock_crossmount_flock_ex},
+    {"crossmount_coherence", check_crossmount_coherence},
     {"truncate_grow_shrink", check_truncate_grow_shrink},
     {"sparse_large_offset", check_sparse_large_offset},
     {"utimensat_explicit", check_utimensat_explicit},

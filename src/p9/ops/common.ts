@@ -4,6 +4,8 @@
 import { Errno, P9Error } from '../errno.js';
 import { Fid, identityKey, type FileIdentity } from '../fids.js';
 import type { HostObject } from '../metadata.js';
+import type { Qid } from '../messages.js';
+import { r32 } from '../codec.js';
 import { baseName, openBeneath, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
 import type { GuestStat, LinkParent } from '../security.js';
@@ -12,7 +14,9 @@ import {
   O,
   close,
   fstatx,
+  fstatxRaw,
   openat,
+  STATX_OFF,
   procFdPath,
   S_IFMT,
   S_IFDIR,
@@ -30,38 +34,65 @@ export function sameIdentity(a: FileIdentity, st: StatX): boolean {
   return a.ino === st.ino && a.devMajor === st.devMajor && a.devMinor === st.devMinor;
 }
 
-/** Opens `path` beneath the export root and checks it is still the same file (ESTALE otherwise). */
-export function reopenVerified(rootFd: number, path: string, ident: FileIdentity, flags: number): number {
-  const fd = openBeneath(rootFd, path, flags);
-  let st: StatX;
+/** sameIdentity for a raw struct statx (syscalls.statxBuf layout). */
+export function sameIdentityRaw(a: FileIdentity, b: Buffer): boolean {
+  return (
+    r32(b, STATX_OFF.devMajor) === a.devMajor &&
+    r32(b, STATX_OFF.devMinor) === a.devMinor &&
+    b.readBigUInt64LE(STATX_OFF.ino) === a.ino
+  );
+}
+
+/**
+ * Opens `path` beneath the export root (or `parentFd`, an open O_PATH fd of its directory) and checks it is still
+ * the same file (ESTALE otherwise). Leaves the fd's
+ * statx in syscalls.statxBuf (HostFdTable.freshStat lets a Tgetattr use it instead of asking again).
+ */
+export function reopenVerified(
+  rootFd: number,
+  path: string,
+  ident: FileIdentity,
+  flags: number,
+  parentFd = -1,
+): number {
+  // Through an open fd of the parent directory when the caller has one (one name, as a walk step), else beneath
+  // the root (openat2 resolves the whole path).
+  const fd = parentFd >= 0 ? openat(parentFd, baseName(path), flags | O.NOFOLLOW) : openBeneath(rootFd, path, flags);
+  let same: boolean;
   try {
-    st = fstatx(fd);
+    same = sameIdentityRaw(ident, fstatxRaw(fd));
   } catch (err) {
     close(fd);
     throw err;
   }
-  if (!sameIdentity(ident, st)) {
+  if (!same) {
     close(fd);
     throw new P9Error(Errno.ESTALE, 'file replaced on the host');
   }
   return fd;
 }
 
-/** Opens the file an O_PATH fd names, through its /proc magic link (the exact inode, no path re-resolution). */
-export function openThroughPathFd(pathFd: number, flags: number, noatime = false): number {
+/**
+ * Opens the file an O_PATH fd names, through its /proc magic link (the exact inode, no path re-resolution); a
+ * directory (isDir) as "." beneath the fd.
+ */
+export function openThroughPathFd(pathFd: number, flags: number, noatime = false, isDir = false): number {
+  // A directory is reopened as "." beneath its own O_PATH fd: the same inode, without a /proc lookup (measured
+  // 5 µs against 8 to 11 µs here).
+  const [dirfd, path] = isDir ? [pathFd, '.'] : [AT_FDCWD, procFdPath(pathFd)];
   if (noatime) {
     try {
-      return openat(AT_FDCWD, procFdPath(pathFd), flags | O.NOATIME);
+      return openat(dirfd, path, flags | O.NOATIME);
     } catch (err) {
       if ((err as { code?: string }).code !== 'EPERM') throw err;
     }
   }
-  return openat(AT_FDCWD, procFdPath(pathFd), flags);
+  return openat(dirfd, path, flags);
 }
 
 /**
  * Creates a fid for `path` whose O_PATH handle `fd` was just opened (the connection's fd table keeps it or
- * closes it; the inode is shared with other fids naming it).
+ * closes it; the inode is shared with other fids naming it), or -1: opened by path when first needed.
  */
 export function makeFid(
   s: Session,
@@ -76,10 +107,23 @@ export function makeFid(
   try {
     qid = qidFromStat(exp.qids, st);
   } catch (err) {
-    close(fd);
+    if (fd >= 0) close(fd);
     throw err;
   }
-  const ident = identityOf(st);
+  return makeFidWith(s, id, exp, path, fd, identityOf(st), qid, uid);
+}
+
+/** makeFid with the identity and qid already known. */
+export function makeFidWith(
+  s: Session,
+  id: number,
+  exp: ExportRoot,
+  path: string,
+  fd: number,
+  ident: FileIdentity,
+  qid: Qid,
+  uid: number | undefined,
+): Fid {
   const inode = s.fds.ref(`${exp.name}\0${identityKey(ident)}`, ident, exp.rootFd, fd);
   return new Fid(id, exp, path, qid, ident, inode, uid);
 }

@@ -50,15 +50,18 @@ import {
 } from '../../util/syscalls.js';
 import { assertWritable, dirFid, pathFid, withPathFd } from './common.js';
 import { releaseFid } from './clunk.js';
+import { ARENA_REPLY_MAX } from '../reply.js';
+import type { OpResult } from './result.js';
 import type { Session } from '../session.js';
 
-export function readdir(s: Session, msg: Treaddir): RMessage | Buffer {
+export function readdir(s: Session, msg: Treaddir): OpResult {
   const fid = pathFid(s, msg.fid);
   const open = fid.open;
   if (open === null || !fid.isDir) throw new P9Error(Errno.EBADF, 'directory not open');
-  const count = Math.min(msg.count, s.maxPayload);
+  const count = Math.min(msg.count, s.maxPayload, ARENA_REPLY_MAX - 11);
   return s.fds.with(open.slot, fid.path, (fd) =>
     readDirectoryReply(
+      s,
       fd,
       msg.offset,
       count,
@@ -316,11 +319,16 @@ export function remove(s: Session, msg: Tremove): RMessage {
     if (fid.xattr !== null || fid.inode === null) throw new P9Error(Errno.EINVAL);
     assertWritable(fid.exp);
     if (fid.path === '') throw new P9Error(Errno.EBUSY);
-    const dfd = openBeneath(fid.exp.rootFd, parentPath(fid.path), O.PATH | O.DIRECTORY);
+    // The directory through an fd another fid holds (as a walk from that fid would; held in use, as making room
+    // for the fds an unlink pins may close idle ones), else opened beneath the root.
+    const dir = parentPath(fid.path);
+    const held = s.parentDirSlot(fid.exp.rootFd, fid.path);
+    const dfd = held !== undefined ? s.fds.acquire(held, dir) : openBeneath(fid.exp.rootFd, dir, O.PATH | O.DIRECTORY);
     try {
       removeEntry(s, fid, dfd, baseName(fid.path), fid.path, fid.isDir ? AT_REMOVEDIR : 0);
     } finally {
-      close(dfd);
+      if (held !== undefined) s.fds.release(held);
+      else close(dfd);
     }
   } catch (err) {
     failure = err;

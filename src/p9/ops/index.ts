@@ -13,12 +13,13 @@ import { withReplay } from './replay.js';
 import { walk } from './walk.js';
 import { xattrcreate, xattrwalk } from './xattr-ops.js';
 
-export { SUPPRESS, type OpResult } from './result.js';
+export { REPLIED, SUPPRESS, type OpResult } from './result.js';
 
-// Each handler receives the message of its own type; the table erases that to one signature.
-type Handler = (s: Session, msg: TMessage, req: Inflight) => OpResult | Promise<OpResult>;
+// Each handler receives the message of its own type; the table erases that to one signature. `req` is the
+// request's Inflight record, given to Tlock only (the only request that can be parked or cancelled).
+type Handler = (s: Session, msg: TMessage, req: Inflight | undefined) => OpResult | Promise<OpResult>;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const h = (fn: (s: Session, msg: any, req: Inflight) => OpResult | Promise<OpResult>): Handler => fn;
+const h = (fn: (s: Session, msg: any, req: any) => OpResult | Promise<OpResult>): Handler => fn;
 
 const baseHandlers: Readonly<Record<number, Handler>> = {
   [MsgType.Tauth]: h(auth),

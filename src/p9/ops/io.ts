@@ -22,9 +22,11 @@ import {
 } from '../messages.js';
 import { checkNewName, joinPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
-import { allocDataReply, finishDataReply } from '../codec.js';
+import { RDATA_HEADER, allocDataReply, finishDataReply, r32, w32 } from '../codec.js';
+import { ARENA_REPLY_MAX } from '../reply.js';
+import type { HostFd } from '../hostfd.js';
+import type { OpResult } from './result.js';
 import {
-  AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
   O,
   S_IFMT,
@@ -32,11 +34,17 @@ import {
   S_ISVTX,
   close,
   fstatx,
+  fstatxRaw,
   openat,
   preadNoWait,
-  procFdPath,
+  preadNoWaitAt,
+  STATX_OFF,
+  S_IFDIR,
+  statxBuf,
+  statxFromRaw,
   statx,
   unlinkat as unlinkAt,
+  type StatX,
 } from '../../util/syscalls.js';
 import {
   assertOpenableType,
@@ -50,10 +58,11 @@ import {
 } from './common.js';
 import { reopenFlags, toHostOpenFlags } from './openflags.js';
 import { writeXattr } from '../xattr.js';
+import { skipBytes } from '../syncwrite.js';
 import type { Session } from '../session.js';
 
 const fsRead = promisify(fs.read);
-const fsWrite = promisify(fs.write);
+const fsWritev = promisify(fs.writev);
 const fsFsync = promisify(fs.fsync);
 const fsFdatasync = promisify(fs.fdatasync);
 
@@ -69,12 +78,18 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   // Room for the O_PATH fd (if closed) and the open file's fd, or ENFILE before anything is opened.
   s.fds.reserveRoom(fid.inode!.pathSlot.fd < 0 ? 2 : 1);
   const fd = withPathFd(s, fid, (pfd) => {
-    const st = fstatx(pfd);
-    assertOpenableType(st);
-    // A placeholder of a guest-made FIFO or device is opened by nobody either: the guest serves those itself.
-    if (st.mode & S_ISVTX) assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd: pfd, st }).mode });
-    if ((st.mode & S_IFMT) !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
-    return openThroughPathFd(pfd, host.flags, host.noatime);
+    // The identity check of an fd opened just now made a statx of it: that one answers.
+    const b = s.fds.freshStat ? statxBuf : fstatxRaw(pfd);
+    const mode = r32(b, STATX_OFF.mode) & 0xffff;
+    const fmt = mode & S_IFMT;
+    if (fmt !== S_IFREG && fmt !== S_IFDIR) throw new P9Error(Errno.ENXIO, 'special file');
+    if (mode & S_ISVTX) {
+      // A placeholder of a guest-made FIFO or device is opened by nobody either: the guest serves those itself.
+      const st = statxFromRaw(b);
+      assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd: pfd, st }).mode });
+    }
+    if (fmt !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
+    return openThroughPathFd(pfd, host.flags, host.noatime, fmt === S_IFDIR);
   });
   if (host.flags & O.TRUNC) {
     try {
@@ -88,6 +103,12 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   return { type: MsgType.Rlopen, qid: fid.qid, iounit: iounit(s) };
 }
 
+/**
+ * Tlcreate. The file is made with O_EXCL first, so that only a file this request made gets the creator's
+ * attributes and an existing entry is never opened through O_CREAT; only when the name is taken (and the guest
+ * did not ask for O_EXCL) is the entry looked at, and opened if it is a regular file. The new fid holds the
+ * open file only: its O_PATH fd is opened on demand (HostFdTable), which a created-written-closed file never needs.
+ */
 export function lcreate(s: Session, msg: Tlcreate): RMessage {
   const dir = dirFid(s, msg.fid);
   if (dir.open !== null) throw new P9Error(Errno.EINVAL, 'fid already open');
@@ -98,29 +119,27 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   const policy = dir.exp.policy;
   const guestMode = S_IFREG | (msg.mode & 0o7777);
   const uid = dir.uid ?? policy.serverUid;
-  // The new file's O_PATH and open fds, plus the directory's if it was closed: ENFILE before creating anything.
-  s.fds.reserveRoom(dir.inode!.pathSlot.fd < 0 ? 3 : 2);
-  const { ioFd, pathFd, st } = withPathFd(s, dir, (dfd) => {
-    // An existing non-regular entry would be *opened* by O_CREAT without O_EXCL: refuse it before touching it.
-    let exists = true;
-    try {
-      const existing = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
-      if ((existing.mode & S_IFMT) !== S_IFREG) throw new P9Error(host.flags & O.EXCL ? Errno.EEXIST : Errno.ENXIO);
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'ENOENT') throw err;
-      exists = false;
-    }
+  // The new file's fd, plus the directory's if it was closed: ENFILE before creating anything.
+  s.fds.reserveRoom(dir.inode!.pathSlot.fd < 0 ? 2 : 1);
+  const { ioFd, st } = withPathFd(s, dir, (dfd) => {
     const base = host.flags | O.CREAT | O.NOFOLLOW | O.NONBLOCK;
     const perm = policy.createPerm(guestMode);
     let ioFd: number;
-    let created = !exists;
+    let created = true;
     try {
-      // O_EXCL when the name is free, so that only a file this request made gets the creator's attributes.
-      ioFd = openat(dfd, msg.name, exists ? base : base | O.EXCL, perm);
+      ioFd = openat(dfd, msg.name, base | O.EXCL, perm);
     } catch (err) {
-      if (exists || host.flags & O.EXCL || (err as { code?: string }).code !== 'EEXIST') throw err;
-      ioFd = openat(dfd, msg.name, base, perm); // appeared meanwhile: opened, not created
+      if (host.flags & O.EXCL || (err as { code?: string }).code !== 'EEXIST') throw err;
       created = false;
+      let existing: StatX | undefined;
+      try {
+        existing = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ENOENT') throw e;
+      }
+      // A non-regular entry would be *opened* by O_CREAT without O_EXCL: refused before it is touched.
+      if (existing !== undefined && (existing.mode & S_IFMT) !== S_IFREG) throw new P9Error(Errno.ENXIO);
+      ioFd = openat(dfd, msg.name, base, perm);
     }
     try {
       let st = fstatx(ioFd);
@@ -134,7 +153,7 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
         }
         st = fstatx(ioFd);
       }
-      return { ioFd, pathFd: openat(AT_FDCWD, procFdPath(ioFd), O.PATH), st };
+      return { ioFd, st };
     } catch (err) {
       close(ioFd);
       throw err;
@@ -142,7 +161,7 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   });
   let fresh;
   try {
-    fresh = makeFid(s, dir.id, dir.exp, path, pathFd, st, dir.uid);
+    fresh = makeFid(s, dir.id, dir.exp, path, -1, st, dir.uid);
   } catch (err) {
     close(ioFd);
     throw err;
@@ -159,8 +178,20 @@ const MAX_OFFSET = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Above this count a Tread first looks at the file size, so a small file does not cost a msize-sized buffer. */
 const SIZE_PROBE_MIN = 64 * 1024;
+/** Largest Rread payload built in the reply arena (larger ones get their own buffer). */
+const ARENA_READ_MAX = ARENA_REPLY_MAX - RDATA_HEADER;
 
-export async function read(s: Session, msg: Tread): Promise<RMessage | Buffer> {
+/** File size from a raw statx (exact below 2^53, which is all a Tread offset can reach here). */
+function rawSize(b: Buffer): number {
+  return r32(b, STATX_OFF.size) + r32(b, STATX_OFF.size + 4) * 0x100000000;
+}
+
+/**
+ * Tread. Page-cached data is read synchronously (preadv2 RWF_NOWAIT) straight into the reply: into the reply
+ * arena when it fits (no allocation, no copy), else into a buffer of its own. Whatever is not cached is read on
+ * the threadpool (the only asynchronous path).
+ */
+export function read(s: Session, msg: Tread): OpResult | Promise<OpResult> {
   const fid = s.fid(msg.fid);
   let count = Math.min(msg.count, s.maxPayload);
   if (fid.xattr !== null) {
@@ -171,91 +202,150 @@ export async function read(s: Session, msg: Tread): Promise<RMessage | Buffer> {
   }
   const open = fid.open;
   if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
-  if (msg.offset > MAX_OFFSET) return { type: MsgType.Rread, data: Buffer.alloc(0) };
+  if (msg.offset > MAX_OFFSET) return { type: MsgType.Rread, data: EMPTY };
   const pos = Number(msg.offset);
-  const fd = s.fds.acquire(open.slot, fid.path);
+  const slot = open.slot;
+  const fd = s.fds.acquire(slot, fid.path);
+  let handedOff = false;
   try {
     // The Linux client asks for rsize (~msize) whatever the file size, and reads again until it gets 0: size the
     // reply by the file when it is smaller. A size of 0 is not trusted (procfs-like files), and a file that grew
     // since the statx gets a short read, which the client follows with another Tread.
     let sized = false;
     if (count > SIZE_PROBE_MIN) {
-      const size = fstatx(fd).size;
-      if (size > 0n) {
-        const left = size > BigInt(pos) ? Number(size - BigInt(pos)) : 0;
-        if (left === 0) return finishDataReply(allocDataReply(0), MsgType.Rread, 0, 0);
+      const size = rawSize(fstatxRaw(fd));
+      if (size > 0) {
+        const left = size > pos ? size - pos : 0;
         if (left < count) {
           count = left;
           sized = true;
         }
       }
     }
-    const reply = allocDataReply(count);
-    // -1: nothing cached; 0: end of file; short: partly cached or end of file.
-    let n = count === 0 ? 0 : preadNoWait(fd, reply.subarray(11, 11 + count), pos);
-    const atEof = n === 0 || (n > 0 && n < count && (sized || fstatx(fd).size <= BigInt(pos + n)));
-    if (n < 0) n = 0;
-    if (n < count && !atEof) {
-      const { bytesRead } = await fsRead(fd, reply, 11 + n, count - n, pos + n);
-      n += bytesRead;
+    if (count <= ARENA_READ_MAX) {
+      const p = s.beginReply(MsgType.Rread, 4 + count);
+      // -1: nothing cached; 0: end of file; short: partly cached or end of file.
+      const n = count === 0 ? 0 : preadNoWaitAt(fd, s.out.address + p + 4, count, pos);
+      if (n === count || n === 0 || (n > 0 && (sized || rawSize(fstatxRaw(fd)) <= pos + n))) {
+        w32(s.out.buf, p, n);
+        return s.endReply(p + 4 + n);
+      }
+      // Not (all) cached: the rest comes from the threadpool, into a reply of its own.
+      const reply = allocDataReply(count);
+      if (n > 0) s.out.buf.copy(reply, RDATA_HEADER, p + 4, p + 4 + n);
+      handedOff = true;
+      return readRest(s, slot, fd, reply, Math.max(0, n), count, pos);
     }
-    return finishDataReply(reply, MsgType.Rread, 0, n);
+    const reply = allocDataReply(count);
+    const n = preadNoWait(fd, reply.subarray(RDATA_HEADER, RDATA_HEADER + count), pos);
+    if (n === count || n === 0 || (n > 0 && (sized || rawSize(fstatxRaw(fd)) <= pos + n))) {
+      return finishDataReply(reply, MsgType.Rread, 0, n);
+    }
+    handedOff = true;
+    return readRest(s, slot, fd, reply, Math.max(0, n), count, pos);
   } finally {
-    s.fds.release(open.slot);
+    if (!handedOff) s.fds.release(slot);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** The uncached part of a Tread, on the threadpool; releases the fd slot when done. */
+async function readRest(
+  s: Session,
+  slot: HostFd,
+  fd: number,
+  reply: Buffer,
+  have: number,
+  count: number,
+  pos: number,
+): Promise<OpResult> {
+  try {
+    const { bytesRead } = await fsRead(fd, reply, RDATA_HEADER + have, count - have, pos + have);
+    return finishDataReply(reply, MsgType.Rread, 0, have + bytesRead);
+  } finally {
+    s.fds.release(slot);
   }
 }
 
 /**
  * Writes up to this size are written synchronously on the event loop (an 8 KiB pwrite measured 2.7 µs here
- * against 23 µs through the threadpool). Buffered writes can block (dirty-page throttling, slow filesystems): a
- * synchronous write that takes longer than SYNC_WRITE_SLOW_MS turns the synchronous path off for the session
- * for SYNC_WRITE_BACKOFF_MS.
+ * against 23 µs through the threadpool). Buffered writes can block (dirty-page throttling, slow filesystems):
+ * see SyncWriteGuard.
  */
 const SYNC_WRITE_MAX = 64 * 1024;
-const SYNC_WRITE_SLOW_MS = 2;
-const SYNC_WRITE_BACKOFF_MS = 5000;
 
-function writeSyncBounded(s: Session, fd: number, data: Buffer, pos: number): number | undefined {
-  if (data.length > SYNC_WRITE_MAX || s.syncWritesOffUntil > performance.now()) return undefined;
-  const t0 = performance.now();
-  let done = 0;
-  try {
-    while (done < data.length) {
-      const n = fs.writeSync(fd, data, done, data.length - done, pos + done);
-      if (n === 0) break;
-      done += n;
-    }
-  } finally {
-    const t1 = performance.now();
-    if (t1 - t0 > SYNC_WRITE_SLOW_MS) s.syncWritesOffUntil = t1 + SYNC_WRITE_BACKOFF_MS;
-  }
-  return done;
+/** Rwrite in the reply arena. */
+function rwrite(s: Session, count: number): OpResult {
+  const p = s.beginReply(MsgType.Rwrite, 4);
+  w32(s.out.buf, p, count);
+  return s.endReply(p + 4);
 }
 
-export async function write(s: Session, msg: Twrite): Promise<RMessage> {
-  const fid = s.fid(msg.fid);
+/**
+ * Twrite. Up to SYNC_WRITE_MAX bytes are written synchronously unless the session's writes were found to block
+ * (SyncWriteGuard); larger writes and blocked sessions use the threadpool.
+ */
+export function write(s: Session, msg: Twrite): OpResult | Promise<OpResult> {
+  return writeData(s, msg.fid, msg.offset, msg.data, msg.data.length);
+}
+
+/** Twrite whose data arrived in pieces (a frame spanning socket chunks): written with pwritev, never joined. */
+export function writePieces(
+  s: Session,
+  fidId: number,
+  offset: bigint,
+  pieces: Buffer[],
+  length: number,
+): OpResult | Promise<OpResult> {
+  return writeData(s, fidId, offset, pieces, length);
+}
+
+function writeData(
+  s: Session,
+  fidId: number,
+  offset: bigint,
+  data: Buffer | Buffer[],
+  length: number,
+): OpResult | Promise<OpResult> {
+  const fid = s.fid(fidId);
   if (fid.xattr !== null) {
     if (fid.xattr.kind !== 'write') throw new P9Error(Errno.EINVAL);
-    return { type: MsgType.Rwrite, count: writeXattr(fid.xattr, msg.offset, msg.data) };
+    const bytes = Buffer.isBuffer(data) ? data : Buffer.concat(data, length);
+    return { type: MsgType.Rwrite, count: writeXattr(fid.xattr, offset, bytes) };
   }
   const open = fid.open;
   if (open === null) throw new P9Error(Errno.EBADF, 'fid not open');
   if (!open.writable) throw new P9Error(Errno.EBADF, 'fid not open for writing');
-  if (msg.offset > MAX_OFFSET) throw new P9Error(Errno.EFBIG);
-  const fd = s.fds.acquire(open.slot, fid.path);
+  if (offset > MAX_OFFSET) throw new P9Error(Errno.EFBIG);
+  const slot = open.slot;
+  const fd = s.fds.acquire(slot, fid.path);
+  let handedOff = false;
   try {
-    const pos = Number(msg.offset);
-    const syncDone = writeSyncBounded(s, fd, msg.data, pos);
-    if (syncDone !== undefined) return { type: MsgType.Rwrite, count: syncDone };
+    const pos = Number(offset);
+    if (length <= SYNC_WRITE_MAX && s.syncWrites.allowed()) {
+      return rwrite(s, s.syncWrites.write(fd, data, pos));
+    }
+    handedOff = true;
+    return writeAsync(s, slot, fd, Buffer.isBuffer(data) ? [data] : data, pos);
+  } finally {
+    if (!handedOff) s.fds.release(slot);
+  }
+}
+
+async function writeAsync(s: Session, slot: HostFd, fd: number, data: Buffer[], pos: number): Promise<OpResult> {
+  try {
     let done = 0;
-    while (done < msg.data.length) {
-      const { bytesWritten } = await fsWrite(fd, msg.data, done, msg.data.length - done, pos + done);
+    let rest = data;
+    while (rest.length > 0) {
+      const { bytesWritten } = await fsWritev(fd, rest, pos + done);
       if (bytesWritten === 0) break;
       done += bytesWritten;
+      rest = skipBytes(rest, bytesWritten);
     }
     return { type: MsgType.Rwrite, count: done };
   } finally {
-    s.fds.release(open.slot);
+    s.fds.release(slot);
   }
 }
 

@@ -17,6 +17,8 @@
 //    not already give it (it can never write to the host through it).
 // The only change outside this file: the dispatch table wraps each handler (withReplay) so that a request naming
 // a replay fid comes here, and Fid.replay marks the tree.
+// A Twrite that spans socket chunks does not go through the dispatch table (session.ts onScatteredWrite), but it
+// needs an open fid, and no replay fid is ever opened on the host: it gets EBADF.
 
 import { Errno, P9Error } from '../errno.js';
 import { Fid } from '../fids.js';
@@ -41,7 +43,7 @@ import type { OpResult } from './result.js';
 import type { ExportRoot } from '../export.js';
 import type { Inflight, Session } from '../session.js';
 
-type Handler = (s: Session, msg: TMessage, req: Inflight) => OpResult | Promise<OpResult>;
+type Handler = (s: Session, msg: TMessage, req: Inflight | undefined) => OpResult | Promise<OpResult>;
 
 /** Phantom qid.paths: above the qid map's overflow range (qid.ts), so they never name a host file. */
 const PHANTOM_PREFIX = 0xff80_0000_0000_0000n;

@@ -416,7 +416,7 @@ describe('9P attacks by a hostile guest (raw 9P client against `lcowctl 9p serve
       a.c.close();
     });
 
-    it('pinned fds count against the budget: ENFILE when it is full, then recovery after clunks', async () => {
+    it('pinned fds count against the budget: the fd count stays within it, then recovery after clunks', async () => {
       const { srv: small } = await server('budget', { extraArgs: ['--max-host-fds', '64'] });
       const a = await attacker(small);
       const fids: number[] = [];
@@ -425,7 +425,9 @@ describe('9P attacks by a hostile guest (raw 9P client against `lcowctl 9p serve
         small,
         async () => {
           // Each file stays referenced by an open fid after its unlink: its fd is pinned, until the budget is
-          // all pinned fds and the next open gets a clear errno.
+          // all pinned fds. Then a create either gets a clear errno, or (a new file needs one fd, which an idle
+          // fd makes room for) goes on while files unlinked beyond the budget leave stale fids: the fd count
+          // stays within the budget either way (checked by the probe).
           let made = 0;
           for (; made < 200; made++) {
             const { fid: d } = await a.c.walk(a.root, []);
@@ -439,7 +441,7 @@ describe('9P attacks by a hostile guest (raw 9P client against `lcowctl 9p serve
             fids.push(d);
             await a.c.unlinkat(a.root, `f${made}`);
           }
-          assert.ok(made >= 56 && made <= 64, `the 64-fd budget was full after ${made} unlinked files`);
+          assert.ok(made >= 56, `only ${made} unlinked files fit in the 64-fd budget`);
           const { fid: d } = await a.c.walk(a.root, []);
           assert.equal((await a.c.getattr(a.root)).qid.type, 0x80, 'the connection goes on');
           // Clunking unlinked files gives their fds back: the others read again, new files can be made.

@@ -272,9 +272,57 @@ describe('p9 frame reader', () => {
           const got: Buffer[] = [];
           const r = new FrameReader(
             () => 1000,
-            (f) => got.push(Buffer.from(f)),
+            (b, off, size) => got.push(Buffer.from(b.subarray(off, off + size))),
             () => assert.fail('bad size'),
             () => false,
+          );
+          let off = 0;
+          for (let i = 0; off < stream.length; i++) {
+            const n = cuts[i % cuts.length]!;
+            r.push(stream.subarray(off, off + n));
+            off += n;
+          }
+          assert.deepEqual(got, frames);
+        },
+      ),
+    );
+  });
+
+  it('hands frames of the scatter type that span chunks out as pieces: byte-exact, header contiguous', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.boolean(), fc.uint8Array({ minLength: 16, maxLength: 300 })), {
+          minLength: 1,
+          maxLength: 10,
+        }),
+        fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 20 }),
+        (bodies, cuts) => {
+          const frames = bodies.map(([scatter, b]) => {
+            const f = Buffer.alloc(7 + b.length);
+            f.writeUInt32LE(f.length, 0);
+            Buffer.from(b).copy(f, 7);
+            f[4] = scatter ? 118 : 100;
+            return f;
+          });
+          const stream = Buffer.concat(frames);
+          const got: Buffer[] = [];
+          const r = new FrameReader(
+            () => 1000,
+            (b, off, size) => got.push(Buffer.from(b.subarray(off, off + size))),
+            () => assert.fail('bad size'),
+            () => false,
+            {
+              type: 118,
+              head: 23,
+              minSize: 30,
+              onFrame: (pieces, size) => {
+                assert.ok(pieces[0]!.length >= 23, 'the header is contiguous');
+                const f = Buffer.concat(pieces);
+                assert.equal(f.length, size);
+                assert.equal(f[4], 118);
+                got.push(f);
+              },
+            },
           );
           let off = 0;
           for (let i = 0; off < stream.length; i++) {
@@ -293,7 +341,7 @@ describe('p9 frame reader', () => {
     const got: number[] = [];
     const r = new FrameReader(
       () => 100,
-      (f) => got.push(f.length),
+      (_b, _off, size) => got.push(size),
       () => assert.fail(),
       () => blocked,
     );
