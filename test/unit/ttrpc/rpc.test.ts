@@ -26,6 +26,8 @@ describe('ttrpc client <-> server (unix socket)', () => {
   let fx: Fixture;
   const seen: CallContext[] = [];
   const hangAborts: unknown[] = [];
+  let delaysRunning = 0;
+  let maxDelaysRunning = 0;
 
   before(async () => {
     fx = await startServer(
@@ -33,7 +35,10 @@ describe('ttrpc client <-> server (unix socket)', () => {
         s.register('test.Echo', 'Echo', async (p) => p);
         // Answers after the number of milliseconds in the payload: later calls finish first.
         s.register('test.Echo', 'Delay', async (p, ctx) => {
+          delaysRunning++;
+          maxDelaysRunning = Math.max(maxDelaysRunning, delaysRunning);
           await sleep(Number(text(p)));
+          delaysRunning--;
           seen.push(ctx);
           return bytes(`${text(p)}:${ctx.streamId}`);
         });
@@ -82,15 +87,14 @@ describe('ttrpc client <-> server (unix socket)', () => {
   it('answers many concurrent calls out of order, each with its own result', async () => {
     const client = await fx.connect();
     const delays = Array.from({ length: 50 }, (_, i) => (50 - i) % 17);
-    const started = Date.now();
     const results = await Promise.all(delays.map((d) => client.call('test.Echo', 'Delay', bytes(String(d)))));
     for (let i = 0; i < delays.length; i++) {
       const [d, id] = text(results[i]!).split(':');
       assert.equal(Number(d), delays[i]);
       assert.equal(Number(id), 2 * i + 1, 'odd stream ids from 1, step 2');
     }
-    // Concurrent, not serial: 50 calls of up to 16 ms take far less than their sum (~400 ms).
-    assert.ok(Date.now() - started < 300, `took ${Date.now() - started} ms`);
+    // Concurrent, not serial: the handlers ran side by side (measured by the server, not by the clock).
+    assert.ok(maxDelaysRunning > 1, `at most ${maxDelaysRunning} handler ran at a time`);
     // Completion order differed from issue order.
     const completionIds = seen.slice(-50).map((c) => c.streamId);
     assert.notDeepEqual(
@@ -177,8 +181,9 @@ describe('ttrpc client <-> server (unix socket)', () => {
     });
     sock.write(frame.head);
     const [resp] = await answer;
+    // Not before the deadline; that the answer came from the server's timer is what the status says.
     const took = Date.now() - started;
-    assert.ok(took >= 95 && took < 1000, `took ${took} ms`);
+    assert.ok(took >= 95, `took ${took} ms`);
     assert.equal(resp!.type, 2);
     const status = decodeStatus(decodeResponse(resp!.data).status!);
     assert.equal(status.code, Code.DEADLINE_EXCEEDED);
@@ -215,8 +220,10 @@ describe('ttrpc client <-> server (unix socket)', () => {
       await assert.rejects(client.call('s', 'm', new Uint8Array(0), { timeoutMs: 50 }), {
         code: Code.DEADLINE_EXCEEDED,
       });
+      // Rejected, not answered: the client's timer fired before the peer's 300 ms answer (no upper bound on the
+      // clock, which a loaded host cannot promise).
       const took = Date.now() - started;
-      assert.ok(took >= 45 && took < 250, `took ${took} ms`);
+      assert.ok(took >= 45, `took ${took} ms`);
       await sleep(350); // the late answer for stream 1 arrives now and must be ignored
       assert.equal(text(await client.call('s', 'm', new Uint8Array(0))), 'answer 3');
       client.close();
