@@ -228,8 +228,11 @@ export class NtfsHostFs implements HostFs {
     return decodeMeta(this.vol.readStream(path, META_STREAM, META_SIZE));
   }
 
-  private writeMetaAt(path: string, st: NtfsStat, m: NtfsMeta): void {
+  private writeMetaAt(path: string, st: NtfsStat, meta: NtfsMeta): void {
     if (st.kind === 'reparse') throw errno(Errno.EPERM, 'no metadata on a host reparse point');
+    // The default bits are not stored: an object back to them needs no stream.
+    const m =
+      meta.perm === (st.kind === 'dir' ? DEFAULT_DIR_PERM : DEFAULT_FILE_PERM) ? { ...meta, perm: undefined } : meta;
     if (isEmptyMeta(m)) this.vol.removeStream(path, META_STREAM);
     else this.vol.writeStream(path, META_STREAM, encodeMeta(m));
   }
