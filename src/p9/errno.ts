@@ -1,6 +1,9 @@
 // Linux errno numbers, the only error vocabulary 9P2000.L has (Rlerror carries them verbatim to guest syscalls).
 // Host errors are translated by *name* (Node's err.code), never by number, so a non-Linux host still sends
-// Linux numbers.
+// Linux numbers: Node reports libuv's error names on every OS, but their numbers (err.errno) are the host's own
+// (on Windows libuv's arbitrary negative values, UV_ENOENT = -4058...), so a number is never looked at. Every
+// name libuv can report is in the one table below (hostErrorNames), either as itself or mapped to the closest
+// Linux errno.
 
 export const Errno = {
   EPERM: 1,
@@ -78,15 +81,49 @@ export const Errno = {
   ECANCELED: 125,
   EREMOTEIO: 121,
   EOWNERDEAD: 130,
+  EUNATCH: 49,
+  ENONET: 64,
+  EDESTADDRREQ: 89,
+  ESOCKTNOSUPPORT: 94,
+  ESHUTDOWN: 108,
+  EHOSTDOWN: 112,
 } as const;
 
-/** Aliases some hosts report under another name. */
-const aliases: Record<string, number> = {
+/**
+ * Host error names that are not Linux errno names, or are another name for one: aliases some hosts report, and
+ * libuv's own names (Node's err.code on Windows, where there is no errno underneath).
+ */
+const hostOnlyNames: Record<string, number> = {
   EWOULDBLOCK: Errno.EAGAIN,
   ENOATTR: Errno.ENODATA,
   ENOTSUP: Errno.EOPNOTSUPP,
   EDEADLOCK: Errno.EDEADLK,
+  // libuv: a name Windows cannot represent (invalid UTF-16 / unpaired surrogate).
+  ECHARSET: Errno.EILSEQ,
+  // libuv: inappropriate file type or format.
+  EFTYPE: Errno.EINVAL,
+  // libuv: end of file reported as an error, and an OS error it has no name for.
+  EOF: Errno.EIO,
+  UNKNOWN: Errno.EIO,
+  // libuv's getaddrinfo errors (never from a file operation; an I/O error if ever).
+  EAI_ADDRFAMILY: Errno.EIO,
+  EAI_AGAIN: Errno.EIO,
+  EAI_BADFLAGS: Errno.EIO,
+  EAI_BADHINTS: Errno.EIO,
+  EAI_CANCELED: Errno.ECANCELED,
+  EAI_FAIL: Errno.EIO,
+  EAI_FAMILY: Errno.EIO,
+  EAI_MEMORY: Errno.ENOMEM,
+  EAI_NODATA: Errno.EIO,
+  EAI_NONAME: Errno.EIO,
+  EAI_OVERFLOW: Errno.EIO,
+  EAI_PROTOCOL: Errno.EIO,
+  EAI_SERVICE: Errno.EIO,
+  EAI_SOCKTYPE: Errno.EIO,
 };
+
+/** The one table: every host error name we know (Linux names, aliases, libuv names) to its Linux errno. */
+export const hostErrorNames: Readonly<Record<string, number>> = Object.freeze({ ...Errno, ...hostOnlyNames });
 
 /**
  * An error that is answered as Rlerror with a Linux errno. Part of normal serving (EBADF, ENOENT...), so it
@@ -112,7 +149,7 @@ export function errnoName(errno: number): string {
 
 /** Linux errno for a Node error code name ('ENOENT'), or undefined when the name is unknown. */
 export function errnoFromCode(code: string): number | undefined {
-  return (Errno as Record<string, number>)[code] ?? aliases[code];
+  return Object.prototype.hasOwnProperty.call(hostErrorNames, code) ? hostErrorNames[code] : undefined;
 }
 
 /**

@@ -2,13 +2,13 @@
 // attach to it, its security policy (security.ts), plus the server's lock table (one per server and keyed by
 // file identity, so two exports that overlap on the host still see each other's locks).
 
+import type { HostFs } from './hostfs.js';
 import type { LockTable } from './locks.js';
 import type { MetadataStore } from './metadata.js';
-import { UserXattrStore } from './metadata-xattr.js';
 import { QidMapper } from './qid.js';
 import { ReplayPlan } from './replay-plan.js';
 import { SharePolicy, parseShareSecurity, type ShareSecurity } from './security.js';
-import { O, close, fstatx, openat, AT_FDCWD, S_IFDIR, S_IFMT, type StatX } from '../util/syscalls.js';
+import { S_IFDIR, S_IFMT, type StatX } from '../util/syscalls.js';
 
 export interface ExportConfig {
   /** Name matched against Tattach's aname (the directory path matches too). */
@@ -20,7 +20,10 @@ export interface ExportConfig {
    * user may reach) or `passthrough-existing` (container rootfs snapshots under root-only directories).
    */
   security?: ShareSecurity;
-  /** Where guest metadata is kept; default: user.lcow.* xattrs (Linux). */
+  /**
+   * Where guest metadata is kept; default: the host filesystem layer's own store (user.lcow.* xattrs on Linux,
+   * the lcow.meta stream on NTFS).
+   */
   metadata?: MetadataStore;
   /**
    * Host change replay (ops/replay.ts): attaches with this uid form the replay tree, whose operations are
@@ -47,18 +50,25 @@ export class ExportRoot {
     readonly path: string,
     readonly readOnly: boolean,
     readonly locks: LockTable,
+    /** The host filesystem layer (hostfs.ts) serving it. */
+    readonly fs: HostFs,
     security: ShareSecurity = 'mapped',
-    metadata: MetadataStore = new UserXattrStore(),
+    metadata: MetadataStore = fs.defaultMetadataStore(),
     replay?: ExportConfig['replay'],
   ) {
     if (replay && !(Number.isInteger(replay.uid) && replay.uid > 0 && replay.uid < 0xffffffff))
       throw new Error(`export ${name}: the replay uid must be an integer in 1..4294967294`);
     this.replay = replay ? { uid: replay.uid, plan: new ReplayPlan(replay.maxPlanEntries) } : null;
     this.policy = new SharePolicy(parseShareSecurity(security), metadata);
-    this.rootFd = openat(AT_FDCWD, path, O.PATH | O.DIRECTORY);
-    this.rootStat = fstatx(this.rootFd);
+    this.rootFd = fs.openRoot(path);
+    try {
+      this.rootStat = fs.fstatx(this.rootFd);
+    } catch (err) {
+      fs.close(this.rootFd);
+      throw err;
+    }
     if ((this.rootStat.mode & S_IFMT) !== S_IFDIR) {
-      close(this.rootFd);
+      fs.close(this.rootFd);
       throw new Error(`export ${path} is not a directory`);
     }
     // The root's device claims qid device index 0.
@@ -66,6 +76,6 @@ export class ExportRoot {
   }
 
   close(): void {
-    close(this.rootFd);
+    this.fs.close(this.rootFd);
   }
 }

@@ -17,8 +17,8 @@
 // the last fid of the inode goes.
 
 import { Errno, P9Error } from './errno.js';
-import { close as closeFd, fstatx } from '../util/syscalls.js';
 import type { FileIdentity } from './fids.js';
+import type { HostFs } from './hostfs.js';
 
 /**
  * Opens a fresh O_PATH handle on the inode through `path` beneath the export root `rootFd` (verified against the
@@ -85,6 +85,7 @@ export class HostFdTable {
 
   constructor(
     readonly capacity: number,
+    private readonly host: Pick<HostFs, 'close' | 'fstatx'>,
     private readonly openPath: PathOpener,
     private readonly openFile: FileOpener,
   ) {}
@@ -238,7 +239,7 @@ export class HostFdTable {
 
   private adopt(slot: HostFd, fd: number): void {
     if (slot.fd >= 0 || !this.tryReserve(1)) {
-      closeFd(fd);
+      this.host.close(fd);
       return;
     }
     slot.fd = fd;
@@ -258,7 +259,7 @@ export class HostFdTable {
       slot.pinned = false;
       this.pinnedCount--;
     }
-    closeFd(slot.fd);
+    this.host.close(slot.fd);
     slot.fd = -1;
     this.open--;
   }
@@ -292,7 +293,7 @@ export class HostFdTable {
   private isUnlinked(fd: number): boolean {
     this.evictionStats++;
     try {
-      return fstatx(fd).nlink === 0;
+      return this.host.fstatx(fd).nlink === 0;
     } catch {
       return false;
     }

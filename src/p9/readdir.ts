@@ -17,7 +17,7 @@ import { MsgType, QidType } from './messages.js';
 import { MAX_MSIZE } from './options.js';
 import { copy8, w32 } from './codec.js';
 import type { REPLIED } from './ops/result.js';
-import { getdents64, seekTo } from '../util/syscalls.js';
+import type { HostFs } from './hostfs.js';
 
 const DT_DIR = 4;
 const DT_LNK = 10;
@@ -55,6 +55,7 @@ export interface ReplyTarget {
  */
 export function readDirectoryReply(
   target: ReplyTarget,
+  host: Pick<HostFs, 'getdents64' | 'seekTo'>,
   fd: number,
   offset: bigint,
   count: number,
@@ -62,7 +63,7 @@ export function readDirectoryReply(
   dev: { major: number; minor: number },
   rootIno: bigint | undefined,
 ): typeof REPLIED {
-  seekTo(fd, offset);
+  host.seekTo(fd, offset);
   // Pass 1: read dirents and find how many whole entries fit in `count`.
   const buf = scratchOf(Math.max(MIN_BATCH, count));
   let filled = 0; // bytes of dirents in buf
@@ -71,7 +72,7 @@ export function readDirectoryReply(
   for (let full = false; !full;) {
     const room = Math.min(buf.length - filled, Math.max(MIN_BATCH, count - size));
     if (room < MIN_BATCH / 2 || count - size < 25) break;
-    const n = getdents64(fd, buf.subarray(filled, filled + room));
+    const n = host.getdents64(fd, buf.subarray(filled, filled + room));
     if (n === 0) break;
     filled += n;
     while (take < filled) {

@@ -3,6 +3,8 @@
 
 import type { Duplex } from 'node:stream';
 import { ExportRoot, type ExportConfig } from './export.js';
+import type { HostFs } from './hostfs.js';
+import { defaultHostFs } from './hostfs-select.js';
 import { LockTable } from './locks.js';
 import { clampMsize, defaultLimits, type SessionLimits } from './options.js';
 import { Session } from './session.js';
@@ -16,6 +18,11 @@ export interface P9ServerOptions extends Partial<SessionLimits> {
   observer?: P9Observer;
   /** Connections served at once; a connection beyond is closed at once (default 1024). */
   maxConnections?: number;
+  /**
+   * The host filesystem layer (hostfs.ts); default by platform: the Linux syscalls, or on Windows the NTFS layer
+   * (ntfs/hostfs-ntfs.ts) over Node's fs.
+   */
+  hostFs?: HostFs;
 }
 
 export const DEFAULT_MAX_CONNECTIONS = 1024;
@@ -28,6 +35,7 @@ export class P9Server {
   private readonly observer: P9Observer | undefined;
   private closed = false;
   readonly maxConnections: number;
+  readonly fs: HostFs;
   /** Connections refused because maxConnections were open (diagnostics, tests). */
   refusedConnections = 0;
 
@@ -53,6 +61,7 @@ export class P9Server {
     if (!Number.isInteger(maxConnections) || maxConnections <= 0)
       throw new Error('9p: maxConnections must be a positive integer');
     this.maxConnections = maxConnections;
+    this.fs = opts.hostFs ?? defaultHostFs();
     const opened: ExportRoot[] = [];
     try {
       const locks = new LockTable({
@@ -61,7 +70,9 @@ export class P9Server {
         maxWaitersPerFile: limits.maxLockWaitersPerFile,
       });
       for (const e of opts.exports) {
-        opened.push(new ExportRoot(e.name, e.path, e.readOnly ?? false, locks, e.security, e.metadata, e.replay));
+        opened.push(
+          new ExportRoot(e.name, e.path, e.readOnly ?? false, locks, this.fs, e.security, e.metadata, e.replay),
+        );
       }
     } catch (err) {
       for (const r of opened) r.close();
@@ -92,6 +103,7 @@ export class P9Server {
       this.log,
       (s) => this.sessions.delete(s),
       this.observer,
+      this.fs,
     );
     this.sessions.add(session);
     return session;
@@ -132,3 +144,4 @@ export type { ShareSecurity } from './security.js';
 export { SHARE_SECURITY_MODELS } from './security.js';
 export type { MetadataStore, GuestAttrs, HostObject } from './metadata.js';
 export type { SessionLimits } from './options.js';
+export type { HostFs } from './hostfs.js';

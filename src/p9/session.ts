@@ -31,7 +31,8 @@ import { ReplyOut } from './reply.js';
 import { SyncWriteGuard } from './syncwrite.js';
 import { RequestTimer, type P9Observer } from './observer.js';
 import { releaseFid } from './ops/clunk.js';
-import { openThroughPathFd, reopenVerified } from './ops/common.js';
+import { reopenVerified } from './ops/common.js';
+import type { HostFs } from './hostfs.js';
 import { O } from '../util/syscalls.js';
 import { parentPath } from './pathsafe.js';
 import type { ExportRoot } from './export.js';
@@ -98,15 +99,20 @@ export class Session {
     readonly limits: SessionLimits,
     readonly log: Logger,
     private readonly onClosed: (s: Session) => void,
-    observer?: P9Observer,
+    observer: P9Observer | undefined,
+    /** The host filesystem layer of every export of the server. */
+    readonly fs: HostFs,
   ) {
+    if (!fs.syncWrites) this.syncWrites.disable();
     this.timer = observer ? new RequestTimer(observer, this.id, () => this.fids.size) : undefined;
     this.out = new ReplyOut(stream);
     this.fids = new FidTable(limits.maxFids);
     this.fds = new HostFdTable(
       limits.maxHostFds,
-      (rootFd, path, ident) => reopenVerified(rootFd, path, ident, O.PATH | O.NOFOLLOW, this.parentDirFd(rootFd, path)),
-      (pathFd, flags) => openThroughPathFd(pathFd, flags),
+      fs,
+      (rootFd, path, ident) =>
+        reopenVerified(fs, rootFd, path, ident, O.PATH | O.NOFOLLOW, this.parentDirFd(rootFd, path)),
+      (pathFd, flags) => fs.openThrough(pathFd, flags, false, false),
     );
     this.reader = new FrameReader(
       () => (this.msize > 0 ? this.msize : Math.min(MAX_MSIZE, limits.msize)),

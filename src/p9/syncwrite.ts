@@ -37,6 +37,11 @@ export class SyncWriteGuard {
   private windowStart = 0;
   private blockedMs = 0;
 
+  /** Small writes always go through the threadpool (a host whose layer does not want them on the event loop). */
+  disable(): void {
+    this.offUntil = Infinity;
+  }
+
   /** True when a small write may be done synchronously now. */
   allowed(): boolean {
     return this.offUntil === 0 || performance.now() >= this.offUntil;

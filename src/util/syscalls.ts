@@ -89,38 +89,57 @@ export class SyscallError extends Error {
   }
 }
 
-const libc = koffi.load('libc.so.6');
+/**
+ * The libc bindings. Loaded on Linux only: on another OS (the 9P server on Windows serves through its NTFS layer,
+ * src/p9/ntfs) this module still imports (its constants and struct layouts are used everywhere), and any call
+ * of a Linux syscall fails with ENOSYS instead.
+ */
+function bindLibc() {
+  const libc = koffi.load('libc.so.6');
+  return {
+    syscall: libc.func('long syscall(long, ...)'),
+    openat: libc.func('int openat(int, const char *, int, uint32_t)'),
+    close: libc.func('int close(int)'),
+    fcntl: libc.func('int fcntl(int, int, int)'),
+    statx: libc.func('int statx(int, const char *, int, uint32_t, void *)'),
+    mkdirat: libc.func('int mkdirat(int, const char *, uint32_t)'),
+    mknodat: libc.func('int mknodat(int, const char *, uint32_t, uint64_t)'),
+    symlinkat: libc.func('int symlinkat(const char *, int, const char *)'),
+    readlinkat: libc.func('long readlinkat(int, const char *, void *, size_t)'),
+    linkat: libc.func('int linkat(int, const char *, int, const char *, int)'),
+    renameat2: libc.func('int renameat2(int, const char *, int, const char *, uint32_t)'),
+    unlinkat: libc.func('int unlinkat(int, const char *, int)'),
+    fchownat: libc.func('int fchownat(int, const char *, uint32_t, uint32_t, int)'),
+    utimensat: libc.func('int utimensat(int, const char *, void *, int)'),
+    getdents64: libc.func('long getdents64(int, void *, size_t)'),
+    lseek: libc.func('int64_t lseek(int, int64_t, int)'),
+    lgetxattr: libc.func('long lgetxattr(const char *, const char *, void *, size_t)'),
+    lsetxattr: libc.func('int lsetxattr(const char *, const char *, void *, size_t, int)'),
+    llistxattr: libc.func('long llistxattr(const char *, void *, size_t)'),
+    lremovexattr: libc.func('int lremovexattr(const char *, const char *)'),
+    getxattr: libc.func('long getxattr(const char *, const char *, void *, size_t)'),
+    setxattr: libc.func('int setxattr(const char *, const char *, void *, size_t, int)'),
+    listxattr: libc.func('long listxattr(const char *, void *, size_t)'),
+    removexattr: libc.func('int removexattr(const char *, const char *)'),
+    fchmodat: libc.func('int fchmodat(int, const char *, uint32_t, int)'),
+    preadv2: libc.func('long preadv2(int, void *, int, int64_t, int)'),
+    getrusage: libc.func('int getrusage(int, void *)'),
+    flock: libc.func('int flock(int, int)'),
+  };
+}
 
-const raw = {
-  syscall: libc.func('long syscall(long, ...)'),
-  openat: libc.func('int openat(int, const char *, int, uint32_t)'),
-  close: libc.func('int close(int)'),
-  fcntl: libc.func('int fcntl(int, int, int)'),
-  statx: libc.func('int statx(int, const char *, int, uint32_t, void *)'),
-  mkdirat: libc.func('int mkdirat(int, const char *, uint32_t)'),
-  mknodat: libc.func('int mknodat(int, const char *, uint32_t, uint64_t)'),
-  symlinkat: libc.func('int symlinkat(const char *, int, const char *)'),
-  readlinkat: libc.func('long readlinkat(int, const char *, void *, size_t)'),
-  linkat: libc.func('int linkat(int, const char *, int, const char *, int)'),
-  renameat2: libc.func('int renameat2(int, const char *, int, const char *, uint32_t)'),
-  unlinkat: libc.func('int unlinkat(int, const char *, int)'),
-  fchownat: libc.func('int fchownat(int, const char *, uint32_t, uint32_t, int)'),
-  utimensat: libc.func('int utimensat(int, const char *, void *, int)'),
-  getdents64: libc.func('long getdents64(int, void *, size_t)'),
-  lseek: libc.func('int64_t lseek(int, int64_t, int)'),
-  lgetxattr: libc.func('long lgetxattr(const char *, const char *, void *, size_t)'),
-  lsetxattr: libc.func('int lsetxattr(const char *, const char *, void *, size_t, int)'),
-  llistxattr: libc.func('long llistxattr(const char *, void *, size_t)'),
-  lremovexattr: libc.func('int lremovexattr(const char *, const char *)'),
-  getxattr: libc.func('long getxattr(const char *, const char *, void *, size_t)'),
-  setxattr: libc.func('int setxattr(const char *, const char *, void *, size_t, int)'),
-  listxattr: libc.func('long listxattr(const char *, void *, size_t)'),
-  removexattr: libc.func('int removexattr(const char *, const char *)'),
-  fchmodat: libc.func('int fchmodat(int, const char *, uint32_t, int)'),
-  preadv2: libc.func('long preadv2(int, void *, int, int64_t, int)'),
-  getrusage: libc.func('int getrusage(int, void *)'),
-  flock: libc.func('int flock(int, int)'),
-};
+type Libc = ReturnType<typeof bindLibc>;
+
+function noLibc(): Libc {
+  const fail = (): never => {
+    const err = new Error(`Linux syscalls are not available on ${process.platform}`) as Error & { code: string };
+    err.code = 'ENOSYS';
+    throw err;
+  };
+  return new Proxy({} as Libc, { get: () => fail });
+}
+
+const raw: Libc = process.platform === 'linux' ? bindLibc() : noLibc();
 
 function check(name: string, ret: number | bigint): number {
   const n = Number(ret);

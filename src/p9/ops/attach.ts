@@ -7,11 +7,10 @@
 
 import { Errno, P9Error } from '../errno.js';
 import { MsgType, NOFID, NONUNAME, type RMessage, type Tattach } from '../messages.js';
-import { O, openat } from '../../util/syscalls.js';
+import { O } from '../../util/syscalls.js';
 import { makeFid } from './common.js';
 import type { ExportRoot } from '../export.js';
 import type { Session } from '../session.js';
-import { fstatx } from '../../util/syscalls.js';
 
 export function auth(): RMessage {
   return { type: MsgType.Rlerror, ecode: Errno.ENOENT };
@@ -35,8 +34,15 @@ export function attach(s: Session, msg: Tattach): RMessage {
   if (msg.afid !== NOFID) throw new P9Error(Errno.EINVAL, 'authentication is not used');
   const exp = findExport(s.exports, msg.aname);
   s.fids.checkFree(msg.fid);
-  const fd = openat(exp.rootFd, '.', O.PATH | O.DIRECTORY);
-  const fid = makeFid(s, msg.fid, exp, '', fd, fstatx(fd), attachUid(msg));
+  const fd = s.fs.openat(exp.rootFd, '.', O.PATH | O.DIRECTORY);
+  let st;
+  try {
+    st = s.fs.fstatx(fd);
+  } catch (err) {
+    s.fs.close(fd);
+    throw err;
+  }
+  const fid = makeFid(s, msg.fid, exp, '', fd, st, attachUid(msg));
   s.fids.add(fid);
   return { type: MsgType.Rattach, qid: fid.qid };
 }

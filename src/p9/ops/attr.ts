@@ -17,11 +17,10 @@ import {
   type Tsetattr,
   type Tstatfs,
 } from '../messages.js';
-import { baseName, openBeneath, parentPath } from '../pathsafe.js';
+import { baseName, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
 import {
   AT_EMPTY_PATH,
-  AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
   O,
   S_IFDIR,
@@ -30,28 +29,10 @@ import {
   S_IFREG,
   UTIME_NOW,
   UTIME_OMIT,
-  chmodFd,
-  close,
-  fchownat,
-  fstatx,
-  fstatxRaw,
-  statxBuf,
-  statxRaw,
   STATX_OFF,
   makedev,
-  procFdPath,
-  readlinkat,
-  utimensat,
 } from '../../util/syscalls.js';
-import {
-  assertWritable,
-  linkParentOf,
-  openThroughPathFd,
-  pathFid,
-  sameIdentityRaw,
-  viewFid,
-  withPathFd,
-} from './common.js';
+import { assertWritable, linkParentOf, pathFid, sameIdentityRaw, viewFid, withPathFd } from './common.js';
 import { copy8, r16, r32, w32 } from '../codec.js';
 import { writeQidRaw } from '../qid.js';
 import type { OpResult } from './result.js';
@@ -78,7 +59,7 @@ export function getattr(s: Session, msg: Tgetattr): OpResult {
     if (dfd >= 0) {
       let b: Buffer | undefined;
       try {
-        b = statxRaw(dfd, baseName(fid.path), AT_SYMLINK_NOFOLLOW);
+        b = s.fs.statxRaw(dfd, baseName(fid.path), AT_SYMLINK_NOFOLLOW);
       } catch {
         // gone or unreachable: the general path below says why
       }
@@ -91,7 +72,7 @@ export function getattr(s: Session, msg: Tgetattr): OpResult {
   const fd = s.fds.acquire(slot, fid.path);
   try {
     // An fd opened just now (a fid fresh from Twalk) was checked with a statx of its own: that one answers.
-    const b = s.fds.freshStat ? statxBuf : fstatxRaw(fd);
+    const b = s.fds.freshStat ? s.fs.statxBuf : s.fs.fstatxRaw(fd);
     const mode = r16(b, STATX_OFF.mode);
     if (!fid.exp.policy.mayHaveRecord(mode)) return rgetattrFromRaw(s, fid, b);
   } finally {
@@ -194,7 +175,7 @@ export async function setattr(s: Session, msg: Tsetattr): Promise<RMessage> {
   const slot = fid.inode!.pathSlot;
   const pfd = s.fds.acquire(slot, fid.path);
   try {
-    const st = fstatx(pfd);
+    const st = s.fs.fstatx(pfd);
     const fmt = st.mode & S_IFMT;
     const isLink = fmt === S_IFLNK;
     if (v & (V.MODE | V.UID | V.GID)) {
@@ -216,21 +197,21 @@ export async function setattr(s: Session, msg: Tsetattr): Promise<RMessage> {
     if (v & (V.ATIME | V.MTIME)) {
       const at = timeArg(v, V.ATIME, V.ATIME_SET, msg.atimeSec, msg.atimeNsec);
       const mt = timeArg(v, V.MTIME, V.MTIME_SET, msg.mtimeSec, msg.mtimeNsec);
-      if (!isLink) utimensat(AT_FDCWD, procFdPath(pfd), at, mt, 0);
+      if (!isLink) s.fs.utimensFd(pfd, at, mt);
       else {
         // A symlink's own times: through its parent directory fd, with NOFOLLOW on the final name.
-        const dfd = openBeneath(fid.exp.rootFd, parentPath(fid.path), O.PATH | O.DIRECTORY);
+        const dfd = s.fs.openBeneath(fid.exp.rootFd, parentPath(fid.path), O.PATH | O.DIRECTORY);
         try {
-          utimensat(dfd, baseName(fid.path), at, mt, AT_SYMLINK_NOFOLLOW);
+          s.fs.utimensat(dfd, baseName(fid.path), at, mt, AT_SYMLINK_NOFOLLOW);
         } finally {
-          close(dfd);
+          s.fs.close(dfd);
         }
       }
     } else if (v === V.CTIME) {
       // Only a ctime bump was asked for. chown(-1, -1) would clear setuid/setgid of a regular file; re-applying
       // the current mode bumps ctime and changes nothing else (host special files and symlinks: chown(-1, -1)).
-      if (fmt === S_IFREG || fmt === S_IFDIR) chmodFd(pfd, st.mode & 0o7777);
-      else fchownat(pfd, '', -1, -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+      if (fmt === S_IFREG || fmt === S_IFDIR) s.fs.chmodFd(pfd, st.mode & 0o7777);
+      else s.fs.fchownat(pfd, '', -1, -1, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
     }
     if (v & V.SIZE) await truncate(s, fid, pfd, fmt, msg.size);
   } finally {
@@ -257,11 +238,11 @@ async function truncate(s: Session, fid: Fid, pfd: number, fmt: number, size: bi
     }
     return;
   }
-  const fd = openThroughPathFd(pfd, O.WRONLY | O.NONBLOCK);
+  const fd = s.fs.openThrough(pfd, O.WRONLY | O.NONBLOCK, false, false);
   try {
     await fsFtruncate(fd, Number(size));
   } finally {
-    close(fd);
+    s.fs.close(fd);
   }
 }
 
@@ -269,9 +250,7 @@ export function statfs(s: Session, msg: Tstatfs): RMessage {
   const fid = pathFid(s, msg.fid);
   const isLink = (fid.qid.type & 0x02) !== 0;
   // Through the fid's own inode; a symlink's magic link could lead outside, so those report the export root.
-  const st = isLink
-    ? fs.statfsSync(procFdPath(fid.exp.rootFd), { bigint: true })
-    : withPathFd(s, fid, (pfd) => fs.statfsSync(procFdPath(pfd), { bigint: true }));
+  const st = isLink ? s.fs.statfs(fid.exp.rootFd) : withPathFd(s, fid, (pfd) => s.fs.statfs(pfd));
   const dev = BigInt(fid.ident.devMajor) * 0x100000000n + BigInt(fid.ident.devMinor);
   return {
     type: MsgType.Rstatfs,
@@ -290,6 +269,6 @@ export function statfs(s: Session, msg: Tstatfs): RMessage {
 export function readlink(s: Session, msg: Treadlink): RMessage {
   const fid = pathFid(s, msg.fid);
   if ((fid.qid.type & 0x02) === 0) throw new P9Error(Errno.EINVAL, 'not a symlink');
-  const target = withPathFd(s, fid, (pfd) => readlinkat(pfd, ''));
+  const target = withPathFd(s, fid, (pfd) => s.fs.readlinkat(pfd, ''));
   return { type: MsgType.Rreadlink, target: target.toString('utf8') };
 }

@@ -5,7 +5,6 @@
 import { identityKey, type Fid } from '../fids.js';
 import { MsgType, type RMessage, type Tclunk } from '../messages.js';
 import { commitXattr } from '../xattr.js';
-import { fstatx } from '../../util/syscalls.js';
 import { withPathFd } from './common.js';
 import type { Session } from '../session.js';
 
@@ -24,7 +23,7 @@ export function releaseFid(s: Session, fid: Fid, commit: boolean): void {
       s.pendingXattrs--;
       if (commit) {
         try {
-          withPathFd(s, fid, (fd) => commitXattr(x, fid.exp.policy, { fd, st: fstatx(fd) }));
+          withPathFd(s, fid, (fd) => commitXattr(x, fid.exp.policy, { fd, st: s.fs.fstatx(fd) }));
         } catch (err) {
           failure = err;
         }

@@ -21,7 +21,7 @@ import {
   type Tsymlink,
   type Tunlinkat,
 } from '../messages.js';
-import { baseName, checkNewName, joinPath, openBeneath, parentPath } from '../pathsafe.js';
+import { baseName, checkNewName, joinPath, parentPath } from '../pathsafe.js';
 import { qidFromStat } from '../qid.js';
 import { readDirectoryReply } from '../readdir.js';
 import {
@@ -37,17 +37,9 @@ import {
   S_IFMT,
   S_IFREG,
   S_IFSOCK,
-  close,
-  fstatx,
-  linkat,
-  mkdirat,
-  openat,
-  renameat2,
-  statx,
-  symlinkat,
-  unlinkat as unlinkAt,
   type StatX,
 } from '../../util/syscalls.js';
+import type { HostFs } from '../hostfs.js';
 import { assertWritable, dirFid, pathFid, withPathFd } from './common.js';
 import { releaseFid } from './clunk.js';
 import { ARENA_REPLY_MAX } from '../reply.js';
@@ -62,6 +54,7 @@ export function readdir(s: Session, msg: Treaddir): OpResult {
   return s.fds.with(open.slot, fid.path, (fd) =>
     readDirectoryReply(
       s,
+      s.fs,
       fd,
       msg.offset,
       count,
@@ -98,21 +91,21 @@ function createEntry(
     create(dfd);
     const isDir = (guestMode & S_IFMT) === S_IFDIR;
     try {
-      let st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
+      let st = s.fs.statx(dfd, name, AT_SYMLINK_NOFOLLOW);
       if (policy.createNeedsFinish(st, guestMode, uid, gid, rdev)) {
-        const fd = openat(dfd, name, O.PATH | O.NOFOLLOW);
+        const fd = s.fs.openat(dfd, name, O.PATH | O.NOFOLLOW);
         try {
-          const obj: HostObject = { fd, st: fstatx(fd) };
+          const obj: HostObject = { fd, st: s.fs.fstatx(fd) };
           policy.finishCreate(obj, guestMode, uid, gid, rdev);
-          st = fstatx(fd);
+          st = s.fs.fstatx(fd);
         } finally {
-          close(fd);
+          s.fs.close(fd);
         }
       }
       return { qid: qidFromStat(dir.exp.qids, st) };
     } catch (err) {
       try {
-        unlinkAt(dfd, name, isDir ? AT_REMOVEDIR : 0);
+        s.fs.unlinkat(dfd, name, isDir ? AT_REMOVEDIR : 0);
       } catch {
         // already gone
       }
@@ -125,7 +118,7 @@ export function mkdir(s: Session, msg: Tmkdir): RMessage {
   const dir = dirFid(s, msg.dfid);
   const mode = S_IFDIR | (msg.mode & 0o7777);
   const perm = dir.exp.policy.createPerm(mode);
-  const { qid } = createEntry(s, dir, msg.name, mode, msg.gid, (dfd) => mkdirat(dfd, msg.name, perm));
+  const { qid } = createEntry(s, dir, msg.name, mode, msg.gid, (dfd) => s.fs.mkdirat(dfd, msg.name, perm));
   return { type: MsgType.Rmkdir, qid };
 }
 
@@ -138,15 +131,15 @@ export function symlink(s: Session, msg: Tsymlink): RMessage {
   const uid = creatorUid(dir);
   // The target is stored verbatim; it is never followed on the host (walks use O_NOFOLLOW).
   const qid = withPathFd(s, dir, (dfd) => {
-    symlinkat(msg.symtgt, dfd, msg.name);
-    let st = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
+    s.fs.symlinkat(msg.symtgt, dfd, msg.name);
+    let st = s.fs.statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
     if (st.uid !== uid || st.gid !== msg.gid) {
-      const fd = openat(dfd, msg.name, O.PATH | O.NOFOLLOW);
+      const fd = s.fs.openat(dfd, msg.name, O.PATH | O.NOFOLLOW);
       try {
-        policy.finishSymlink({ fd, st }, { fd: dfd, st: fstatx(dfd) }, msg.name, uid, msg.gid);
-        st = fstatx(fd);
+        policy.finishSymlink({ fd, st }, { fd: dfd, st: s.fs.fstatx(dfd) }, msg.name, uid, msg.gid);
+        st = s.fs.fstatx(fd);
       } finally {
-        close(fd);
+        s.fs.close(fd);
       }
     }
     return qidFromStat(dir.exp.qids, st);
@@ -175,7 +168,7 @@ export function mknod(s: Session, msg: Tmknod): RMessage {
     msg.name,
     mode,
     msg.gid,
-    (dfd) => close(openat(dfd, msg.name, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.NONBLOCK, perm)),
+    (dfd) => s.fs.close(s.fs.openat(dfd, msg.name, O.WRONLY | O.CREAT | O.EXCL | O.NOFOLLOW | O.NONBLOCK, perm)),
     rdev,
   );
   return { type: MsgType.Rmknod, qid };
@@ -189,8 +182,8 @@ export function link(s: Session, msg: Tlink): RMessage {
   if (target.exp !== dir.exp) throw new P9Error(Errno.EXDEV);
   if (target.isDir) throw new P9Error(Errno.EPERM);
   withPathFd(s, target, (tfd) => {
-    dir.exp.policy.checkLinkTarget(fstatx(tfd));
-    withPathFd(s, dir, (dfd) => linkat(tfd, '', dfd, msg.name, AT_EMPTY_PATH));
+    dir.exp.policy.checkLinkTarget(s.fs.fstatx(tfd));
+    withPathFd(s, dir, (dfd) => s.fs.linkat(tfd, '', dfd, msg.name, AT_EMPTY_PATH));
   });
   return { type: MsgType.Rlink };
 }
@@ -227,15 +220,15 @@ function removingName<T>(s: Session, path: string, op: () => T): T {
 function mappedLink(dir: Fid, dfd: number, name: string): StatX | undefined {
   if (dir.exp.policy.model !== 'mapped') return undefined;
   try {
-    const st = statx(dfd, name, AT_SYMLINK_NOFOLLOW);
+    const st = dir.exp.fs.statx(dfd, name, AT_SYMLINK_NOFOLLOW);
     return (st.mode & S_IFMT) === S_IFLNK ? st : undefined;
   } catch {
     return undefined;
   }
 }
 
-function dirObject(dfd: number): HostObject {
-  return { fd: dfd, st: fstatx(dfd) };
+function dirObject(fs: HostFs, dfd: number): HostObject {
+  return { fd: dfd, st: fs.fstatx(dfd) };
 }
 
 function renameEntry(s: Session, from: Fid, oldPath: string, to: Fid, newName: string): void {
@@ -247,26 +240,26 @@ function renameEntry(s: Session, from: Fid, oldPath: string, to: Fid, newName: s
   if (newPath === oldPath) return;
   if (newPath.startsWith(oldPath + '/')) throw new P9Error(Errno.EINVAL, 'rename into itself');
   const store = from.exp.policy.store;
-  const oldDirFd = openBeneath(from.exp.rootFd, parentPath(oldPath), O.PATH | O.DIRECTORY);
+  const oldDirFd = s.fs.openBeneath(from.exp.rootFd, parentPath(oldPath), O.PATH | O.DIRECTORY);
   try {
     withPathFd(s, to, (ndfd) => {
       const oldName = baseName(oldPath);
       const link = mappedLink(from, oldDirFd, oldName);
-      const rec = link !== undefined ? store.readLink(dirObject(oldDirFd), oldName, link) : undefined;
+      const rec = link !== undefined ? store.readLink(dirObject(s.fs, oldDirFd), oldName, link) : undefined;
       // Fids naming the replaced target keep their (now unlinked) file alive.
-      removingName(s, newPath, () => renameat2(oldDirFd, oldName, ndfd, newName));
+      removingName(s, newPath, () => s.fs.renameat2(oldDirFd, oldName, ndfd, newName));
       if (link !== undefined) {
         // The symlink's record moves with it (best effort: the link itself has moved).
         try {
-          store.writeLink(dirObject(oldDirFd), oldName, link, undefined);
-          store.writeLink(dirObject(ndfd), newName, link, rec);
+          store.writeLink(dirObject(s.fs, oldDirFd), oldName, link, undefined);
+          store.writeLink(dirObject(s.fs, ndfd), newName, link, rec);
         } catch {
           // the link shows the server's owner
         }
       }
     });
   } finally {
-    close(oldDirFd);
+    s.fs.close(oldDirFd);
   }
   s.fids.renamed(oldPath, newPath);
 }
@@ -289,10 +282,10 @@ export function renameat(s: Session, msg: Trenameat): RMessage {
 /** Removes `name` from the directory `dfd` (fids pinned, a mapped symlink's record dropped). */
 function removeEntry(s: Session, exportFid: Fid, dfd: number, name: string, path: string, flags: number): void {
   const link = mappedLink(exportFid, dfd, name);
-  removingName(s, path, () => unlinkAt(dfd, name, flags));
+  removingName(s, path, () => s.fs.unlinkat(dfd, name, flags));
   if (link !== undefined) {
     try {
-      exportFid.exp.policy.store.writeLink(dirObject(dfd), name, link, undefined);
+      exportFid.exp.policy.store.writeLink(dirObject(s.fs, dfd), name, link, undefined);
     } catch {
       // a stale record names another inode and is ignored
     }
@@ -323,12 +316,13 @@ export function remove(s: Session, msg: Tremove): RMessage {
     // for the fds an unlink pins may close idle ones), else opened beneath the root.
     const dir = parentPath(fid.path);
     const held = s.parentDirSlot(fid.exp.rootFd, fid.path);
-    const dfd = held !== undefined ? s.fds.acquire(held, dir) : openBeneath(fid.exp.rootFd, dir, O.PATH | O.DIRECTORY);
+    const dfd =
+      held !== undefined ? s.fds.acquire(held, dir) : s.fs.openBeneath(fid.exp.rootFd, dir, O.PATH | O.DIRECTORY);
     try {
       removeEntry(s, fid, dfd, baseName(fid.path), fid.path, fid.isDir ? AT_REMOVEDIR : 0);
     } finally {
       if (held !== undefined) s.fds.release(held);
-      else close(dfd);
+      else s.fs.close(dfd);
     }
   } catch (err) {
     failure = err;

@@ -32,30 +32,12 @@ import {
   S_IFMT,
   S_IFREG,
   S_ISVTX,
-  close,
-  fstatx,
-  fstatxRaw,
-  openat,
-  preadNoWait,
-  preadNoWaitAt,
   STATX_OFF,
   S_IFDIR,
-  statxBuf,
   statxFromRaw,
-  statx,
-  unlinkat as unlinkAt,
   type StatX,
 } from '../../util/syscalls.js';
-import {
-  assertOpenableType,
-  assertWritable,
-  dirFid,
-  iounit,
-  makeFid,
-  openThroughPathFd,
-  pathFid,
-  withPathFd,
-} from './common.js';
+import { assertOpenableType, assertWritable, dirFid, iounit, makeFid, pathFid, withPathFd } from './common.js';
 import { reopenFlags, toHostOpenFlags } from './openflags.js';
 import { writeXattr } from '../xattr.js';
 import { skipBytes } from '../syncwrite.js';
@@ -79,7 +61,7 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   s.fds.reserveRoom(fid.inode!.pathSlot.fd < 0 ? 2 : 1);
   const fd = withPathFd(s, fid, (pfd) => {
     // The identity check of an fd opened just now made a statx of it: that one answers.
-    const b = s.fds.freshStat ? statxBuf : fstatxRaw(pfd);
+    const b = s.fds.freshStat ? s.fs.statxBuf : s.fs.fstatxRaw(pfd);
     const mode = r32(b, STATX_OFF.mode) & 0xffff;
     const fmt = mode & S_IFMT;
     if (fmt !== S_IFREG && fmt !== S_IFDIR) throw new P9Error(Errno.ENXIO, 'special file');
@@ -89,13 +71,13 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
       assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd: pfd, st }).mode });
     }
     if (fmt !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
-    return openThroughPathFd(pfd, host.flags, host.noatime, fmt === S_IFDIR);
+    return s.fs.openThrough(pfd, host.flags, host.noatime, fmt === S_IFDIR);
   });
   if (host.flags & O.TRUNC) {
     try {
-      fid.qid = qidFromStat(fid.exp.qids, fstatx(fd));
+      fid.qid = qidFromStat(fid.exp.qids, s.fs.fstatx(fd));
     } catch (err) {
-      close(fd);
+      s.fs.close(fd);
       throw err;
     }
   }
@@ -127,35 +109,35 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
     let ioFd: number;
     let created = true;
     try {
-      ioFd = openat(dfd, msg.name, base | O.EXCL, perm);
+      ioFd = s.fs.openat(dfd, msg.name, base | O.EXCL, perm);
     } catch (err) {
       if (host.flags & O.EXCL || (err as { code?: string }).code !== 'EEXIST') throw err;
       created = false;
       let existing: StatX | undefined;
       try {
-        existing = statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
+        existing = s.fs.statx(dfd, msg.name, AT_SYMLINK_NOFOLLOW);
       } catch (e) {
         if ((e as { code?: string }).code !== 'ENOENT') throw e;
       }
       // A non-regular entry would be *opened* by O_CREAT without O_EXCL: refused before it is touched.
       if (existing !== undefined && (existing.mode & S_IFMT) !== S_IFREG) throw new P9Error(Errno.ENXIO);
-      ioFd = openat(dfd, msg.name, base, perm);
+      ioFd = s.fs.openat(dfd, msg.name, base, perm);
     }
     try {
-      let st = fstatx(ioFd);
+      let st = s.fs.fstatx(ioFd);
       if ((st.mode & S_IFMT) !== S_IFREG) throw new P9Error(Errno.ENXIO);
       if (created && policy.createNeedsFinish(st, guestMode, uid, msg.gid)) {
         try {
           policy.finishCreate({ fd: ioFd, st }, guestMode, uid, msg.gid);
         } catch (err) {
-          unlinkAt(dfd, msg.name, 0);
+          s.fs.unlinkat(dfd, msg.name, 0);
           throw err;
         }
-        st = fstatx(ioFd);
+        st = s.fs.fstatx(ioFd);
       }
       return { ioFd, st };
     } catch (err) {
-      close(ioFd);
+      s.fs.close(ioFd);
       throw err;
     }
   });
@@ -163,7 +145,7 @@ export function lcreate(s: Session, msg: Tlcreate): RMessage {
   try {
     fresh = makeFid(s, dir.id, dir.exp, path, -1, st, dir.uid);
   } catch (err) {
-    close(ioFd);
+    s.fs.close(ioFd);
     throw err;
   }
   // The fid now names the new, open file: replace the directory fid in place.
@@ -213,7 +195,7 @@ export function read(s: Session, msg: Tread): OpResult | Promise<OpResult> {
     // since the statx gets a short read, which the client follows with another Tread.
     let sized = false;
     if (count > SIZE_PROBE_MIN) {
-      const size = rawSize(fstatxRaw(fd));
+      const size = rawSize(s.fs.fstatxRaw(fd));
       if (size > 0) {
         const left = size > pos ? size - pos : 0;
         if (left < count) {
@@ -225,8 +207,8 @@ export function read(s: Session, msg: Tread): OpResult | Promise<OpResult> {
     if (count <= ARENA_READ_MAX) {
       const p = s.beginReply(MsgType.Rread, 4 + count);
       // -1: nothing cached; 0: end of file; short: partly cached or end of file.
-      const n = count === 0 ? 0 : preadNoWaitAt(fd, s.out.address + p + 4, count, pos);
-      if (n === count || n === 0 || (n > 0 && (sized || rawSize(fstatxRaw(fd)) <= pos + n))) {
+      const n = count === 0 ? 0 : s.fs.preadNoWaitAt(fd, s.out.address + p + 4, count, pos);
+      if (n === count || n === 0 || (n > 0 && (sized || rawSize(s.fs.fstatxRaw(fd)) <= pos + n))) {
         w32(s.out.buf, p, n);
         return s.endReply(p + 4 + n);
       }
@@ -237,8 +219,8 @@ export function read(s: Session, msg: Tread): OpResult | Promise<OpResult> {
       return readRest(s, slot, fd, reply, Math.max(0, n), count, pos);
     }
     const reply = allocDataReply(count);
-    const n = preadNoWait(fd, reply.subarray(RDATA_HEADER, RDATA_HEADER + count), pos);
-    if (n === count || n === 0 || (n > 0 && (sized || rawSize(fstatxRaw(fd)) <= pos + n))) {
+    const n = s.fs.preadNoWait(fd, reply.subarray(RDATA_HEADER, RDATA_HEADER + count), pos);
+    if (n === count || n === 0 || (n > 0 && (sized || rawSize(s.fs.fstatxRaw(fd)) <= pos + n))) {
       return finishDataReply(reply, MsgType.Rread, 0, n);
     }
     handedOff = true;

@@ -11,19 +11,10 @@
 import { Errno, P9Error } from '../errno.js';
 import { Fid } from '../fids.js';
 import { MAXWELEM, MsgType, type Qid, type Twalk } from '../messages.js';
-import { checkWalkName, joinPath, openBeneath, parentPath } from '../pathsafe.js';
+import { checkWalkName, joinPath, parentPath } from '../pathsafe.js';
 import { writeQidRaw } from '../qid.js';
 import { r32, w16 } from '../codec.js';
-import {
-  AT_SYMLINK_NOFOLLOW,
-  O,
-  STATX_OFF,
-  close,
-  fstatxRaw,
-  openat,
-  statxBuf,
-  statxRaw,
-} from '../../util/syscalls.js';
+import { AT_SYMLINK_NOFOLLOW, O, STATX_OFF } from '../../util/syscalls.js';
 import { makeFidWith, pathFid } from './common.js';
 import type { OpResult } from './result.js';
 import type { Session } from '../session.js';
@@ -39,6 +30,7 @@ export function walk(s: Session, msg: Twalk): OpResult {
   }
   const exp = src.exp;
   const inode = src.inode!;
+  const fs = s.fs;
 
   if (names.length === 0) {
     // A clone names the same inode: it shares the source's fds (a walk of a fid onto itself changes nothing).
@@ -68,38 +60,38 @@ export function walk(s: Session, msg: Twalk): OpResult {
         checkWalkName(name);
         if (name === '..') {
           nextPath = parentPath(path);
-          next = openBeneath(exp.rootFd, nextPath, O.PATH | O.DIRECTORY);
+          next = fs.openBeneath(exp.rootFd, nextPath, O.PATH | O.DIRECTORY);
         } else if (i === last && name !== '.') {
           // The last name is looked at, not opened (lstat-like, never followed): the new fid's O_PATH fd is
           // opened on its first use, by path and checked against this identity (ESTALE if replaced), or shared
           // with another fid of the inode. A walk that ends in a clunk costs one statx.
           nextPath = joinPath(path, name);
-          statxRaw(fd, name, AT_SYMLINK_NOFOLLOW);
+          fs.statxRaw(fd, name, AT_SYMLINK_NOFOLLOW);
           next = -1;
         } else {
           nextPath = name === '.' ? path : joinPath(path, name);
-          next = openat(fd, name, O.PATH | O.NOFOLLOW);
+          next = fs.openat(fd, name, O.PATH | O.NOFOLLOW);
         }
       } catch (err) {
         if (i === 0) throw err;
-        if (fd !== srcFd) close(fd);
+        if (fd !== srcFd) fs.close(fd);
         w16(out, p, i);
         return s.endReply(q);
       }
-      if (fd !== srcFd) close(fd);
+      if (fd !== srcFd) fs.close(fd);
       fd = next;
       path = nextPath;
-      writeQidRaw(exp.qids, out, q, fd < 0 ? statxBuf : fstatxRaw(fd));
+      writeQidRaw(exp.qids, out, q, fd < 0 ? fs.statxBuf : fs.fstatxRaw(fd));
       q += 13;
     }
   } catch (err) {
-    if (fd !== srcFd && fd >= 0) close(fd);
+    if (fd !== srcFd && fd >= 0) fs.close(fd);
     throw err;
   } finally {
     s.fds.release(srcSlot);
   }
   // The last step's statx is still in the raw buffer, and its qid in the reply.
-  const b = statxBuf;
+  const b = fs.statxBuf;
   const ident = {
     devMajor: r32(b, STATX_OFF.devMajor),
     devMinor: r32(b, STATX_OFF.devMinor),

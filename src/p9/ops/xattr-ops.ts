@@ -4,7 +4,6 @@
 import { Errno, P9Error } from '../errno.js';
 import { Fid } from '../fids.js';
 import { MsgType, type RMessage, type Txattrcreate, type Txattrwalk } from '../messages.js';
-import { fstatx } from '../../util/syscalls.js';
 import { XATTR_FID_OVERHEAD } from '../options.js';
 import { readState, startXattrWrite } from '../xattr.js';
 import { assertWritable, pathFid, withPathFd } from './common.js';
@@ -23,7 +22,7 @@ export function xattrwalk(s: Session, msg: Txattrwalk): RMessage {
   reserveXattrBytes(s, XATTR_FID_OVERHEAD);
   const policy = fid.exp.policy;
   const value = withPathFd(s, fid, (fd) => {
-    const obj = { fd, st: fstatx(fd) };
+    const obj = { fd, st: s.fs.fstatx(fd) };
     if (msg.name === '') return policy.filterXattrList(obj.st, policy.store.listXattrs(obj, policy.xattrView));
     policy.checkXattrRead(obj.st, msg.name);
     return policy.store.getXattr(obj, msg.name, policy.xattrView);

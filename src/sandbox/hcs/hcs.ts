@@ -99,7 +99,8 @@ export function hcsSystemId(podId: string, stateDir: string): string {
 
 /**
  * Each share's 9P server: our P9Server over the host path, its module loaded when the first share is made (a
- * UVM without host shares needs none; it is Linux-only until its NTFS metadata mapping exists).
+ * UVM without host shares needs none). On Windows the server picks its NTFS layer by itself (p9/hostfs-select.ts:
+ * mapped metadata in NTFS streams, docs/security.md "9P on NTFS").
  */
 export function p9ShareServers(log: Logger): ShareServerFactory {
   let mod: Promise<typeof import('../../p9/server.js')> | undefined;
@@ -110,10 +111,9 @@ export function p9ShareServers(log: Logger): ShareServerFactory {
       ({ P9Server } = await mod);
     } catch (err) {
       mod = undefined;
-      throw new Error(
-        `the 9P file server cannot run on ${process.platform} yet (it needs the NTFS metadata mapping): ${(err as Error).message}`,
-        { cause: err },
-      );
+      throw new Error(`the 9P file server could not be loaded on ${process.platform}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     return new P9Server({ exports: [{ name: id, path: hostPath, readOnly }], logger: log.with({ share: id }) });
   };

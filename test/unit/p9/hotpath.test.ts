@@ -12,6 +12,7 @@ import { PassThrough } from 'node:stream';
 import fc from 'fast-check';
 import { decode, decodeAt, encode } from '../../../src/p9/codec.js';
 import { Errno } from '../../../src/p9/errno.js';
+import { linuxHostFs } from '../../../src/p9/hostfs-linux.js';
 import { HostFdTable } from '../../../src/p9/hostfd.js';
 import { MsgType, QidType, type AnyMessage } from '../../../src/p9/messages.js';
 import { QidMapper, qidFromStat, qidVersion, qidVersionRaw, writeQidRaw } from '../../../src/p9/qid.js';
@@ -276,6 +277,7 @@ describe('p9 hot paths', function () {
       const rootFd = openat(AT_FDCWD, dir, O.PATH | O.DIRECTORY);
       const table = new HostFdTable(
         4,
+        linuxHostFs,
         (root, p) => openat(root, p, O.PATH | O.NOFOLLOW),
         (p) => p,
       );
