@@ -1,6 +1,73 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+// Layering (docs/architecture.md, "Layers"): which folders of src/ each folder may import. Per folder, either
+// `only` (everything of ours outside the folder is refused except these) or `never` (these are refused; an entry
+// may name a subfolder, e.g. sandbox/qemu). Checked on import/export declarations (type-only ones too) and on
+// dynamic import() with a literal path.
+const HOST_NEVER = ['agent'];
+const BACKENDS = ['sandbox/qemu', 'sandbox/hcs', 'sandbox/process'];
+const LAYERS = {
+  util: { only: [] },
+  ttrpc: { only: ['util', 'gen'] }, // gen: google.rpc.Status
+  p9: { only: ['util'] },
+  transport: { only: ['util'] },
+  // The guest agent shares only these with the host side.
+  agent: { only: ['gen', 'telemetry', 'transport', 'ttrpc', 'util'] },
+  notify: { never: HOST_NEVER },
+  telemetry: { never: HOST_NEVER },
+  // Backends are loaded by name through sandbox/index.ts; the shim and the Task service use that and the
+  // Sandbox interface only.
+  shim: { never: [...HOST_NEVER, ...BACKENDS] },
+  task: { never: [...HOST_NEVER, ...BACKENDS, 'shim', 'ops'] },
+  sandbox: { never: [...HOST_NEVER, 'task', 'shim', 'ops'] },
+  ops: { never: HOST_NEVER },
+  doctor: { never: HOST_NEVER },
+};
+
+const alt = (names) => names.map((n) => n.replace(/[.]/g, '\\.')).join('|');
+
+/** One config object per folder and depth (relative specifiers climb one `../` per level to reach src/). */
+function layering() {
+  const configs = [];
+  for (const [folder, rule] of Object.entries(LAYERS)) {
+    for (let depth = 0; depth <= 4; depth++) {
+      const up = '\\.\\./'.repeat(depth + 1);
+      const regex = rule.only
+        ? `^${up}${rule.only.length ? `(?!(?:${alt(rule.only)})/)` : ''}`
+        : `^${up}(?:${alt(rule.never)})(?:/|$)`;
+      const message = rule.only
+        ? `src/${folder} may import only ${rule.only.length ? rule.only.map((f) => `src/${f}`).join(', ') : 'itself'} of ours (docs/architecture.md, Layers).`
+        : `src/${folder} must not import ${rule.never.map((f) => `src/${f}`).join(', ')} (docs/architecture.md, Layers).`;
+      configs.push({
+        files: [`src/${folder}/${'*/'.repeat(depth)}*.ts`],
+        rules: {
+          'no-restricted-imports': ['error', { patterns: [{ regex, message }] }],
+          // esquery regex literals cannot hold a '/', even escaped: \x2f stands for it.
+          'no-restricted-syntax': [
+            'error',
+            { selector: `ImportExpression[source.value=/${regex.replaceAll('/', '\\x2f')}/]`, message },
+          ],
+        },
+      });
+    }
+  }
+  // Entry points: only the agent's own imports src/agent.
+  const message = 'Only shim/lcow-agent.ts may import src/agent (docs/architecture.md, Layers).';
+  configs.push({
+    files: ['shim/*.ts'],
+    ignores: ['shim/lcow-agent.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./src/agent(?:/|$)', message }] }],
+      'no-restricted-syntax': [
+        'error',
+        { selector: 'ImportExpression[source.value=/^\\.\\.\\x2fsrc\\x2fagent(?:\\x2f|$)/]', message },
+      ],
+    },
+  });
+  return configs;
+}
+
 export default tseslint.config(
   { ignores: ['dist/**', 'build/**', 'src/gen/**', 'node_modules/**'] },
   js.configs.recommended,
@@ -29,4 +96,5 @@ export default tseslint.config(
       '@typescript-eslint/no-misused-promises': 'error',
     },
   },
+  ...layering(),
 );
