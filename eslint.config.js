@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -27,11 +28,22 @@ const LAYERS = {
 
 const alt = (names) => names.map((n) => n.replace(/[.]/g, '\\.')).join('|');
 
+/** How deep below src/<folder>/ its .ts files sit (0: directly in it). */
+function depths(folder) {
+  const found = new Set([0]);
+  for (const f of readdirSync(new URL(`./src/${folder}/`, import.meta.url), { recursive: true }))
+    if (String(f).endsWith('.ts')) found.add(String(f).split(/[\\/]/).length - 1);
+  return [...found];
+}
+
 /** One config object per folder and depth (relative specifiers climb one `../` per level to reach src/). */
 function layering() {
+  for (const d of readdirSync(new URL('./src/', import.meta.url), { withFileTypes: true }))
+    if (d.isDirectory() && d.name !== 'gen' && !(d.name in LAYERS))
+      throw new Error(`eslint.config.js: src/${d.name} has no entry in LAYERS (see docs/architecture.md, Layers)`);
   const configs = [];
   for (const [folder, rule] of Object.entries(LAYERS)) {
-    for (let depth = 0; depth <= 4; depth++) {
+    for (const depth of depths(folder)) {
       const up = '\\.\\./'.repeat(depth + 1);
       const regex = rule.only
         ? `^${up}${rule.only.length ? `(?!(?:${alt(rule.only)})/)` : ''}`
