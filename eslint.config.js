@@ -1,4 +1,5 @@
 import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -31,14 +32,14 @@ const alt = (names) => names.map((n) => n.replace(/[.]/g, '\\.')).join('|');
 /** How deep below src/<folder>/ its .ts files sit (0: directly in it). */
 function depths(folder) {
   const found = new Set([0]);
-  for (const f of readdirSync(new URL(`./src/${folder}/`, import.meta.url), { recursive: true }))
+  for (const f of readdirSync(join(import.meta.dirname, 'src', folder), { recursive: true }))
     if (String(f).endsWith('.ts')) found.add(String(f).split(/[\\/]/).length - 1);
   return [...found];
 }
 
 /** One config object per folder and depth (relative specifiers climb one `../` per level to reach src/). */
 function layering() {
-  for (const d of readdirSync(new URL('./src/', import.meta.url), { withFileTypes: true }))
+  for (const d of readdirSync(join(import.meta.dirname, 'src'), { withFileTypes: true }))
     if (d.isDirectory() && d.name !== 'gen' && !(d.name in LAYERS))
       throw new Error(`eslint.config.js: src/${d.name} has no entry in LAYERS (see docs/architecture.md, Layers)`);
   const configs = [];
