@@ -318,7 +318,9 @@ export class Agent {
     } catch (err) {
       log.warn('container create failed', { error: err });
       io.close();
-      await this.cleanupContainer(c).catch(() => undefined);
+      await this.cleanupContainer(c).catch((cleanErr: unknown) =>
+        log.warn('cleaning up the failed container failed', { error: cleanErr }),
+      );
       this.containers.delete(req.containerId);
       throw err instanceof RuncError ? new AgentError('Internal', err.message) : err;
     }
@@ -565,17 +567,27 @@ export class Agent {
       if (p.status !== 'exited') p.markExited({ status: 255, exitedAt: new Date() });
       p.io.close();
     }
-    if (c.mountedRootfs) await runCmd('umount', ['-l', join(c.bundle, 'rootfs')]).catch(() => undefined);
-    await rm(c.bundle, { recursive: true, force: true }).catch(() => undefined);
+    if (c.mountedRootfs)
+      await runCmd('umount', ['-l', join(c.bundle, 'rootfs')]).catch((err: unknown) =>
+        this.log.warn('unmounting the container rootfs failed', { container: c.id, error: err }),
+      );
+    await rm(c.bundle, { recursive: true, force: true }).catch((err: unknown) =>
+      this.log.warn('removing the container bundle failed', { container: c.id, error: err }),
+    );
   }
 
   /** Kills and deletes every container (agent shutdown). */
   async shutdown(): Promise<void> {
     for (const c of [...this.containers.values()]) {
-      await this.cleanupContainer(c).catch(() => undefined);
+      await this.cleanupContainer(c).catch((err: unknown) =>
+        this.log.warn('shutdown: cleaning up a container failed', { container: c.id, error: err }),
+      );
       this.containers.delete(c.id);
     }
-    for (const id of [...this.shares.keys()]) await this.removeShare(id).catch(() => undefined);
+    for (const id of [...this.shares.keys()])
+      await this.removeShare(id).catch((err: unknown) =>
+        this.log.warn('shutdown: removing a share failed', { share: id, error: err }),
+      );
     if (!this.opts.reaper) this.reaper.stop();
   }
 

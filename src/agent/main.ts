@@ -104,8 +104,8 @@ export async function main(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('agent stopping');
-    await agent.shutdown().catch(() => undefined);
-    await server.close().catch(() => undefined);
+    await agent.shutdown().catch((err: unknown) => log.warn('agent shutdown failed', { error: err }));
+    await server.close().catch((err: unknown) => log.warn('closing the agent server failed', { error: err }));
     await shutdownTelemetry();
     process.exit(0);
   };

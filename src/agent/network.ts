@@ -111,7 +111,9 @@ export class PodNetwork {
         for (const args of networkCommands(req, found)) await this.run('ip', args);
       } catch (err) {
         // Deleting the namespace returns the NIC to the root namespace; nothing half-configured stays.
-        await this.run('ip', ['netns', 'del', POD_NETNS]).catch(() => undefined);
+        await this.run('ip', ['netns', 'del', POD_NETNS]).catch((delErr: unknown) =>
+          this.log.warn('removing the half-configured pod netns failed', { error: delErr }),
+        );
         throw new AgentError('Internal', `configuring the pod network failed: ${(err as Error).message}`);
       }
       this.configured = join(NETNS_DIR, POD_NETNS);

@@ -5,7 +5,8 @@ import { closeSync } from 'node:fs';
 import net from 'node:net';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import tty from 'node:tty';
-import { pipe, recvFdNonBlocking, setWinsize } from './sys.js';
+import { pipe } from '../util/pipe.js';
+import { recvFdNonBlocking, setWinsize } from './sys.js';
 
 export interface StdioWanted {
   terminal: boolean;

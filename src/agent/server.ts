@@ -226,7 +226,10 @@ export function createAgentServer(
       async subscribeEvents(_req, out) {
         await new Promise<void>((resolve) => {
           const off = agent.onOom((containerId) => {
-            void out.send({ containerId, event: { case: 'oom', value: {} } }).catch(() => undefined);
+            // Fire-and-forget: the OOM callback is synchronous; a send fails only when the subscriber went away.
+            void out
+              .send({ containerId, event: { case: 'oom', value: {} } })
+              .catch((err: unknown) => log.debug('OOM event not sent', { container: containerId, error: err }));
           });
           out.signal.addEventListener('abort', () => {
             off();

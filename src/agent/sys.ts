@@ -1,4 +1,4 @@
-// Linux system calls Node does not expose, through koffi: pipes, waitpid on adopted (non-libuv) children,
+// Linux system calls Node does not expose, through koffi: waitpid on adopted (non-libuv) children,
 // the child subreaper flag, SCM_RIGHTS reception (runc --console-socket) and TIOCSWINSZ.
 import { createRequire } from 'node:module';
 
@@ -8,7 +8,6 @@ const require = createRequire(import.meta.url);
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Fn = (...args: any[]) => any;
 interface Libc {
-  pipe2: Fn;
   waitpid: Fn;
   prctl: Fn;
   recvmsg: Fn;
@@ -34,7 +33,6 @@ function lib(): Libc {
     msg_flags: 'int',
   });
   libc = {
-    pipe2: c.func('int pipe2(_Out_ int *fds, int flags)'),
     waitpid: c.func('int waitpid(int pid, _Out_ int *status, int options)'),
     prctl: c.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
     recvmsg: c.func('long recvmsg(int fd, _Inout_ lcow_agent_msghdr *msg, int flags)'),
@@ -45,18 +43,10 @@ function lib(): Libc {
   return libc;
 }
 
-const O_CLOEXEC = 0o2000000;
 const WNOHANG = 1;
 const PR_SET_CHILD_SUBREAPER = 36;
 const MSG_DONTWAIT = 0x40;
 const TIOCSWINSZ = 0x5414;
-
-/** An anonymous pipe (a real one: libuv's 'pipe' stdio gives socketpairs, which break `> /dev/stdout`). */
-export function pipe(): { read: number; write: number } {
-  const fds = new Int32Array(2);
-  if (lib().pipe2(fds, O_CLOEXEC) !== 0) throw new Error('pipe2 failed');
-  return { read: fds[0]!, write: fds[1]! };
-}
 
 /** Marks this process a child subreaper, so that orphaned container processes are reparented to it. */
 export function setChildSubreaper(): boolean {

@@ -145,7 +145,12 @@ export class PodOps implements PodHooks {
     cur.logs?.update({ stoppedAt: new Date().toISOString() });
     cur.logs?.close();
     for (const u of cur.unobserve) u();
-    void cur.adminReady.then(() => cur.admin.close()).catch(() => undefined);
+    // Fire-and-forget on purpose: podStopped is a synchronous hook of the Task service; close() awaits it again.
+    void cur.adminReady
+      .then(() => cur.admin.close())
+      .catch((err: unknown) =>
+        this.opts.logger.with({ pod: cur.id }).warn('closing the admin endpoint failed', { error: err }),
+      );
   }
 
   /** Shim exit: whatever is still open. */
@@ -154,6 +159,10 @@ export class PodOps implements PodHooks {
     if (!cur) return;
     this.podStopped(cur.id);
     await cur.adminReady;
-    await cur.admin.close().catch(() => undefined);
+    await cur.admin
+      .close()
+      .catch((err: unknown) =>
+        this.opts.logger.with({ pod: cur.id }).warn('closing the admin endpoint failed', { error: err }),
+      );
   }
 }

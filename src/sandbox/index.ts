@@ -31,6 +31,19 @@ export async function createSandbox(backend: string | undefined, opts: SandboxOp
   }
 }
 
+/**
+ * Starts the backend's guest agent ahead of the first Create, so its start-up overlaps the shim daemon's module
+ * loading. Only the process backend has one to start early; light on purpose (no ttrpc, no protobuf).
+ */
+export async function prespawnAgent(backend: string, stateDir: string): Promise<void> {
+  if (backend === 'process') (await import('./process/spawn.js')).prespawnAgent(stateDir);
+}
+
+/** Kills an agent prespawned by prespawnAgent() that no sandbox took (shim exit). */
+export async function discardPrespawnedAgent(): Promise<void> {
+  (await import('./process/spawn.js')).discardPrespawnedAgent();
+}
+
 /** Best-effort teardown from a record (the owning shim is dead). */
 export async function cleanupSandboxRecord(rec: SandboxRecord): Promise<void> {
   switch (rec.backend) {

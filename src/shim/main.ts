@@ -31,8 +31,8 @@ export async function main(argv: string[], entryUrl: string): Promise<void> {
       delete process.env.LCOW_SHIM_GROUP;
       const idRe = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
       if (process.env.LCOW_SANDBOX?.trim() === 'process' && idRe.test(group) && idRe.test(flags.namespace)) {
-        const { prespawnAgent } = await import('../sandbox/process/spawn.js');
-        prespawnAgent(`${stateRootFor(flags.namespace)}/${group}`);
+        const { prespawnAgent } = await import('../sandbox/index.js');
+        await prespawnAgent('process', `${stateRootFor(flags.namespace)}/${group}`);
       }
       await (await import('./serve.js')).serveAction(flags);
       break;

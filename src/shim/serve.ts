@@ -5,7 +5,7 @@ import { constants, existsSync, openSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { stateRootFor } from '../task/record.js';
-import { createSandbox } from '../sandbox/index.js';
+import { createSandbox, discardPrespawnedAgent } from '../sandbox/index.js';
 import { TaskService } from '../task/service.js';
 import { createTaskServer } from '../task/server.js';
 import { Logger, parseLogLevel, type LogSink } from '../util/log.js';
@@ -66,13 +66,13 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
     if (exiting) return;
     exiting = true;
     log.info('shim exiting', { reason: why });
-    await svc.close().catch(() => undefined);
-    await podOps.close().catch(() => undefined);
-    (await import('../sandbox/process/spawn.js')).discardPrespawnedAgent();
+    await svc.close().catch((err: unknown) => log.warn('closing the task service failed', { error: err }));
+    await podOps.close().catch((err: unknown) => log.warn('closing the pod operations failed', { error: err }));
+    await discardPrespawnedAgent();
     await publisher.flush(3000);
     publisher.close();
     await shutdownTelemetry();
-    await server.close().catch(() => undefined);
+    await server.close().catch((err: unknown) => log.warn('closing the ttrpc server failed', { error: err }));
     (sink as { close?: () => void }).close?.();
     // A named pipe vanishes with its server; a unix socket file stays unless removed.
     if (flags.socket && !windows) {

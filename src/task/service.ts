@@ -167,6 +167,7 @@ export class TaskService {
 
   /** An exit seen from outside Start (agent wait, sandbox gone): recorded only after Start's outcome. */
   private async recordExit(p: Proc, status: number, at: Date): Promise<void> {
+    // Only Start's outcome matters here, not its error: Start reports that to its own caller.
     for (let s = p.starting; s; s = p.starting === s ? undefined : p.starting) await s.catch(() => undefined);
     this.finish(p, status, at);
   }
@@ -392,7 +393,11 @@ export class TaskService {
       log.warn('create failed', { error: err });
       stdio?.close();
       if (containerCreated || (stdio && !isDeadlineExceeded(err)))
-        await pod.agent.deleteContainer({ containerId: req.id }).catch(() => undefined);
+        await pod.agent
+          .deleteContainer({ containerId: req.id })
+          .catch((delErr: unknown) =>
+            log.warn('deleting the half-created container in the guest failed', { error: delErr }),
+          );
       await this.releaseFs(task);
       // A pod whose only task failed to be created has no reason to keep its sandbox.
       if (pod.tasks.size === 0 && this.creating.size <= 1) await this.stopPod(pod);
@@ -818,6 +823,7 @@ export class TaskService {
 
   /** Tears everything down (SIGTERM to the shim). */
   async close(): Promise<void> {
+    // A boot that fails has nothing to tear down here, and its error went to the Create that started it.
     const pod = this.pod ?? (await this.podBooting?.catch(() => undefined));
     if (pod) {
       for (const t of pod.tasks.values()) for (const p of t.procs) p.stdio.close();

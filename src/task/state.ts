@@ -121,6 +121,7 @@ export class ProcessLock {
 
   run<T>(fn: () => Promise<T>): Promise<T> {
     const result = this.tail.then(fn);
+    // The caller gets `result` and its error; the tail only orders the next call after this one settled.
     this.tail = result.catch(() => undefined);
     return result;
   }

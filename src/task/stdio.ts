@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { OutputStream, type Agent as AgentDesc } from '../gen/agent/v1/agent_pb.js';
-import { pipe } from '../agent/sys.js';
+import { pipe } from '../util/pipe.js';
 import type { ServiceClient } from '../ttrpc/index.js';
 import type { Logger } from '../util/log.js';
 import { isPipePath } from '../util/platform.js';

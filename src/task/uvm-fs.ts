@@ -189,7 +189,11 @@ export async function releaseContainerFs(
   for (const holder of p.fileHolders.splice(0)) {
     for (const name of await readdir(holder).catch(() => [] as string[])) {
       const target = join(holder, name);
-      await run('umount', [target]).catch(() => run('umount', ['-l', target]).catch(() => undefined));
+      await run('umount', [target]).catch(() =>
+        run('umount', ['-l', target]).catch((err: unknown) =>
+          log.warn('unmounting a single-file bind failed', { target, error: err }),
+        ),
+      );
       sandbox.trackHostMount?.(target, false);
     }
     await rm(holder, { recursive: true, force: true }).catch((err: unknown) =>
@@ -199,7 +203,11 @@ export async function releaseContainerFs(
   if (p.hostRootfs) {
     const root = p.hostRootfs;
     p.hostRootfs = undefined;
-    await run('umount', [root]).catch(() => run('umount', ['-l', root]).catch(() => undefined));
+    await run('umount', [root]).catch(() =>
+      run('umount', ['-l', root]).catch((err: unknown) =>
+        log.warn('unmounting the host rootfs failed', { target: root, error: err }),
+      ),
+    );
     sandbox.trackHostMount?.(root, false);
   }
 }

@@ -137,6 +137,8 @@ export function installTracing(
 export async function shutdownTelemetry(): Promise<void> {
   const m = metricsExport;
   metricsExport = undefined;
+  // Best effort at exit (this module has no logger): the OTLP exporters report failed exports through OTel's
+  // own diagnostics, and a collector that is down must not keep the process from exiting.
   await m?.shutdown().catch(() => undefined);
   const p = installed;
   tracer = undefined;
@@ -148,6 +150,7 @@ export async function shutdownTelemetry(): Promise<void> {
     api?.context.disable();
     contextManager = undefined;
   }
+  // As above: best effort at exit.
   await p?.forceFlush?.().catch(() => undefined);
   await p?.shutdown?.().catch(() => undefined);
 }
@@ -233,6 +236,7 @@ function runRpcSpan<T>(
         throw err;
       } finally {
         span.end();
+        // afterEnd only ships spans (flushGuestSpans): losing them must not fail the RPC whose reply waits here.
         if (afterEnd) await afterEnd().catch(() => undefined);
       }
     },

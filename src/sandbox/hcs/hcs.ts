@@ -233,7 +233,9 @@ export class HcsSandbox implements Sandbox {
       this.timings.ready = Date.now() - t0;
       this.log.info('UVM ready', { hcsId: this.systemId, vmId: this.vmId, ms: this.timings.ready });
     } catch (err) {
-      await this.stop('force').catch(() => undefined);
+      await this.stop('force').catch((stopErr: unknown) =>
+        this.log.warn('stopping the UVM after a failed boot failed', { error: stopErr }),
+      );
       throw err;
     }
     // HCS does not say which host process runs the VM (vmwp.exe / vmmem): the shim stands for the sandbox.
@@ -405,6 +407,7 @@ export class HcsSandbox implements Sandbox {
       });
       return r.guestPath;
     })();
+    // Marked handled only: every user of the disk awaits `ready` (releaseDisk too).
     entry.ready.catch(() => undefined);
     this.disks.set(path, entry);
     return entry;
@@ -475,7 +478,11 @@ export class HcsSandbox implements Sandbox {
         if (mode === 'graceful') {
           // The agent kills its containers and exits; init then powers the VM off.
           if (this.agent && !this.client?.closed)
-            await this.agent.shutdown({}, { timeoutMs: 5000 }).catch(() => undefined);
+            await this.agent
+              .shutdown({}, { timeoutMs: 5000 })
+              .catch((err: unknown) =>
+                this.log.warn('agent Shutdown failed; waiting for power-off anyway', { error: err }),
+              );
           if (!(await system.waitExited(10_000))) {
             this.log.warn('UVM did not power off; HCS shutdown');
             await system.shutdown().catch((err: unknown) => this.log.warn('HCS shutdown failed', { error: err }));

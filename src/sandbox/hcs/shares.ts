@@ -64,10 +64,12 @@ export class ShareRouter {
   create(hostPath: string, readOnly: boolean, mount: (e: ShareEntry) => Promise<string>): ShareEntry {
     const id = `s${++this.seq}`;
     const server = this.newServer({ id, hostPath, readOnly });
+    // Marked handled only: `ready` carries a failed server to every adder, and connect/release check it again.
     server.catch(() => undefined);
     const token = randomBytes(SHARE_TOKEN_LENGTH);
     const base = { id, key: key(hostPath, readOnly), hostPath, readOnly, token, server };
     const e: ShareEntry = { ...base, refs: 1, connected: false, ready: server.then(() => mount(e)) };
+    // Marked handled only: every adder awaits `ready`.
     e.ready.catch(() => undefined);
     this.byId.set(id, e);
     this.byKey.set(e.key, e);

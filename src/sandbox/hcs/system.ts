@@ -42,6 +42,7 @@ export async function runOperation(
     const r = await api.waitForOperationResult(op, timeoutMs);
     if (r.hr === HCS_E_OPERATION_TIMEOUT) {
       await api.cancelOperation(op);
+      // Only waits for the cancelled call to settle before the handle is closed; the timeout is what is reported.
       await api.waitForOperationResult(op, CANCEL_SETTLE_MS).catch(() => undefined);
       throw new HcsTimeoutError(
         `${name}${systemId ? ` ${systemId}` : ''}: no result within ${timeoutMs} ms (cancelled)`,
@@ -124,6 +125,7 @@ export class HcsComputeSystem {
       id,
     ).catch(async (err: unknown) => {
       if (system) {
+        // Best effort under the create error, which is the one reported (the handle is closed either way).
         await submitOperation(
           api,
           'HcsTerminateComputeSystem',
@@ -139,6 +141,7 @@ export class HcsComputeSystem {
     try {
       await cs.registerCallback();
     } catch (err) {
+      // Best effort under registerCallback's error, which is the one reported; close() follows either way.
       await cs.terminate().catch(() => undefined);
       await cs.close();
       throw err;

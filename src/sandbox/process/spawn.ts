@@ -58,6 +58,7 @@ export function spawnAgent(stateDir: string): SpawnedAgent {
     child.once('error', (err) => done(err));
     child.once('exit', (code) => done(new Error(`guest agent exited during boot (code ${code})`)));
   });
+  // Marked handled only: whoever takes this agent awaits `ready` and gets its error; one never taken is killed.
   ready.catch(() => undefined);
   return {
     stateDir,

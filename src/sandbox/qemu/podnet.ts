@@ -170,6 +170,8 @@ export function redirectCommands(iface: string, tap: string): string[][] {
 
 /** Removes the redirect from the CNI interface (the tap goes away with QEMU's fd). Never throws. */
 export async function detachPodNetwork(netnsPath: string, iface: string): Promise<void> {
+  // Failing is the expected case at teardown: CNI DEL may have removed the interface or the netns already, and
+  // the qdisc goes with them.
   await inNetns(netnsPath, 'tc', ['qdisc', 'del', 'dev', iface, 'handle', 'ffff:', 'ingress']).catch(() => undefined);
 }
 
@@ -212,7 +214,10 @@ export async function attachPodNetwork(i: AttachInputs): Promise<{ guestNetnsPat
     });
     return { guestNetnsPath, iface };
   } catch (err) {
-    for (const u of undo.reverse()) await u().catch(() => undefined);
+    for (const u of undo.reverse())
+      await u().catch((undoErr: unknown) =>
+        i.log.warn('pod network: undoing a step of the failed attach failed', { error: undoErr }),
+      );
     throw err;
   }
 }

@@ -339,7 +339,9 @@ export class QemuSandbox implements Sandbox {
       clearTimeout(timer);
     }
     // QEMU made the QMP socket with the shim's umask: 0600 (the 0700 state dir already keeps others out).
-    await chmod(this.qmpSocket, 0o600).catch(() => undefined);
+    await chmod(this.qmpSocket, 0o600).catch((err: unknown) =>
+      this.log.warn('cannot make the QMP socket 0600 (the 0700 state dir still guards it)', { error: err }),
+    );
     // A clone's QMP connection is the one its restore used (QEMU takes one client per QMP socket).
     this.qmpReady ??= QmpClient.connect(this.qmpSocket, 5000);
     this.qmpReady.then(
@@ -601,6 +603,7 @@ export class QemuSandbox implements Sandbox {
     this.sharesByKey.set(key, e);
     let rpcOver: string | undefined;
     const dialed = this.connectShare(e, () => rpcOver);
+    // Marked handled only: both outcomes of AddShare below await `dialed`.
     dialed.catch(() => undefined);
     e.ready = this.agent
       .addShare(
@@ -627,7 +630,8 @@ export class QemuSandbox implements Sandbox {
         },
         async (err: unknown) => {
           rpcOver = 'AddShare failed';
-          await dialed.catch(() => undefined);
+          // AddShare's error is the one reported; the dial fails because the agent gave up on the share.
+          await dialed.catch((dialErr: unknown) => this.log.debug('share dial ended', { share: id, error: dialErr }));
           throw err;
         },
       );
@@ -755,6 +759,7 @@ export class QemuSandbox implements Sandbox {
       return r.guestNetnsPath;
     })();
     this.podNet = net;
+    // Not a swallower: the caller gets net.guest's error; this only forgets a failed attach so a retry can run.
     net.guest.catch(() => {
       if (this.podNet === net) this.podNet = undefined;
     });
@@ -798,10 +803,15 @@ export class QemuSandbox implements Sandbox {
       if (mode === 'graceful') {
         // The agent kills its containers and exits; init then powers the VM off.
         if (this.agent && !this.client?.closed)
-          await this.agent.shutdown({}, { timeoutMs: 5000 }).catch(() => undefined);
+          await this.agent
+            .shutdown({}, { timeoutMs: 5000 })
+            .catch((err: unknown) =>
+              this.log.warn('agent Shutdown failed; waiting for power-off anyway', { error: err }),
+            );
         if (!(await waitExit(10_000)) && this.qmp) {
           this.log.warn('UVM did not power off; QMP quit');
-          await this.qmp.execute('quit').catch(() => undefined);
+          // QEMU may close QMP before it answers `quit`; the exit (or SIGKILL) below is what counts.
+          await this.qmp.execute('quit').catch((err: unknown) => this.log.debug('QMP quit', { error: err }));
           await waitExit(3000);
         }
       }

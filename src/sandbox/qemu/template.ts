@@ -402,7 +402,8 @@ async function buildTemplate(
     await qmp.execute('stop');
     await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` });
     await pollMigration(qmp, deadline, 'template save');
-    await qmp.execute('quit').catch(() => undefined);
+    // QEMU may close QMP before it answers `quit`; the exit (or SIGKILL) below is what counts.
+    await qmp.execute('quit').catch((err: unknown) => log.debug('template save: QMP quit', { error: err }));
     if (!(await waitExit(child, 10_000))) child.kill('SIGKILL');
     await rm(tokenFile, { force: true });
     await rm(qmpSocket, { force: true });

@@ -108,7 +108,9 @@ describe('shim on Windows: pipes (FAKE named pipes: unix sockets)', function () 
     const outPath = join(dir, 'stdout');
     const inPath = join(dir, 'stdin');
     let outConn: Promise<string> | undefined;
-    const outSrv = await listen(outPath, (s) => (outConn = readAll(s)));
+    const outSrv = await listen(outPath, (s) => {
+      outConn = readAll(s);
+    });
     let clientSide: net.Socket | undefined;
     const inSrv = await listen(inPath, (s) => (clientSide = s));
     try {

@@ -31,6 +31,8 @@ import {
 
 /** One end of an in-memory byte pipe; `sent` records every byte this end wrote. */
 interface End extends HandshakeIo {
+  /** Synchronous here: the bytes are in the peer's inbox on return. */
+  write(b: Buffer): void;
   sent: Buffer[];
   close(): void;
 }
