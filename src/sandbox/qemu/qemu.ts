@@ -213,13 +213,14 @@ export class QemuSandbox implements Sandbox {
   async boot(): Promise<BootedSandbox> {
     this.life.boot();
     const t0 = Date.now();
+    // A forced vsock the host cannot do fails here, saying what is missing, before anything is made.
+    const channel: QemuTransport = chooseTransport(this.cfg.transport, this.opts.vsockProbe ?? (() => probeVsock()));
+    this.transport = channel === 'vsock' ? 'vsock' : 'tcp+token';
     // A CNI result we cannot carry into the VM fails here, before QEMU starts (podnet.ts names what it found).
     if (this.opts.podNetns) await inspectPodNetns(this.opts.podNetns);
     const dir = this.opts.stateDir;
     mkdirPrivate(dir);
     const tokenFile = join(dir, 'token');
-    const channel: QemuTransport = chooseTransport(this.cfg.transport, this.opts.vsockProbe ?? (() => probeVsock()));
-    this.transport = channel === 'vsock' ? 'vsock' : 'tcp+token';
     this.accel = await probeAccel(this.cfg, this.log);
     const cpus = this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1);
     this.log.info('starting UVM', {

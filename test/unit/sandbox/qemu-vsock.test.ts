@@ -334,6 +334,7 @@ describe('qemu backend boot over vsock (fake QEMU; this host cannot run a vsock 
       /^Error: transport = "vsock" but virtio-vsock is unusable on this host: no \/dev\/vhost-vsock \(test\)$/,
     );
     assert.equal(sb.pid, undefined);
+    assert.ok(!existsSync(join(dir, 'state')), 'nothing was made');
   });
 
   it('auto on a host without vsock boots over tcp+token as before', async () => {
