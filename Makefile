@@ -11,7 +11,7 @@ DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz
   protobuf-compiler libprotobuf-dev socat binutils inotify-tools mmdebstrap \
   containernetworking-plugins iptables util-linux erofs-utils
 
-.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e install clean guest e2e e2e-apps bench demo windows stress
+.PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e test-vsock install clean guest e2e e2e-apps bench demo windows stress
 
 all: build
 
@@ -63,9 +63,16 @@ test-integration: setup build
 
 test-e2e: e2e
 
-# One mocha run so that the closing summary line counts every test.
+# One mocha run so that the closing summary line counts every test. The QEMU transport is pinned to tcp+token: on a
+# host with /dev/vhost-vsock, `auto` would pick vsock, a path never run end to end by this project's CI (no
+# vhost-vsock there); `make test-vsock` is that run, on a host that has it.
 test: setup build lint guest
-	$(MOCHA) --timeout 600000 'dist/test/unit/**/*.test.js' 'dist/test/integration/**/*.test.js' 'dist/test/e2e/**/*.test.js'
+	LCOW_QEMU_TRANSPORT=tcp $(MOCHA) --timeout 600000 'dist/test/unit/**/*.test.js' 'dist/test/integration/**/*.test.js' 'dist/test/e2e/**/*.test.js'
+
+# The UVM end-to-end suite over virtio-vsock (transport forced: it fails at once, saying why, without a usable
+# /dev/vhost-vsock, as on the machine this project is developed and tested on).
+test-vsock: setup build guest
+	LCOW_QEMU_TRANSPORT=vsock $(MOCHA) --timeout 600000 'dist/test/e2e/uvm/uvm.test.js'
 
 bench: setup build
 	node dist/test/bench/run.js

@@ -15,6 +15,9 @@
 #   lcow.p9accept=URL   where the agent listens for the shim's 9P share connections (e.g. tcp+token://10.0.2.15:564)
 #   lcow.dial=URL       instead of lcow.accept: the agent dials the host's control port, e.g. vsock://2:1024
 #   lcow.p9=URL         with lcow.dial: where the agent dials for 9P shares (same transport)
+#   lcow.transport=vsock  QEMU virtio-vsock (vhost-vsock-pci): load the virtio vsock transport; the agent dials
+#                       the host at the vsock ports QEMU fw_cfg opt/lcow/vsock names (the host's listeners took
+#                       free ports, and vsock ports are host-wide)
 #   lcow.token=PATH     the per-UVM secret (default: QEMU fw_cfg opt/lcow/token); under Hyper-V vsock://2:PORT,
 #                       where the host hands it out once (there is no fw_cfg)
 #   lcow.hv=1           Hyper-V (HCS) guest: load the VMBus drivers (hv_sock), skip the virtio ones
@@ -28,20 +31,29 @@ export PATH
 
 # Hyper-V (HCS) passes lcow.hv=1: VMBus first (it creates /sys/bus/vmbus), then hv_sock and friends; the virtio
 # drivers are skipped there (no PCI, and the virtio vsock transport must not take hv_sock's place). Under QEMU
-# the hv_* modules and the SCSI disk stack are skipped. Runs in both stages (what stage 1 loaded is skipped).
+# the hv_* modules and the SCSI disk stack are skipped. The vsock core and the virtio vsock transport only when
+# this guest uses them (lcow.transport=vsock; vsock_loopback only for lcow.mode=vsocktest): a guest on tcp+token
+# has no AF_VSOCK at all. Runs in both stages (what stage 1 loaded is skipped).
 load_modules() {
   hv=""
+  vs=""
+  lo=""
   grep -qw 'lcow.hv=1' /proc/cmdline && hv=1
+  grep -qw 'lcow.transport=vsock' /proc/cmdline && vs=1
+  grep -qw 'lcow.mode=vsocktest' /proc/cmdline && vs=1 && lo=1
   for m in $(cat /lib/modules/modules.load); do
     [ -d "/sys/module/$m" ] && continue
     case "$m" in
+      vsock) [ -n "$hv$vs" ] || continue ;;
+      vsock_loopback) [ -n "$lo" ] || continue ;;
+      vmw_vsock_virtio*) [ -z "$hv" ] && [ -n "$vs" ] || continue ;;
       hv_vmbus) [ -n "$hv" ] || continue ;;
       hv_* | hyperv_*) [ -d /sys/bus/vmbus ] || continue ;;
       # The SCSI disk stack for container layers (hot-added VHDs): Hyper-V only. These come in as the
       # dependencies of hv_storvsc, sd_mod and ext4 (hack/guest/build-image.sh MODULES).
       crc16 | mbcache | jbd2 | ext4 | scsi_common | scsi_mod | scsi_transport_fc | sd_mod | t10_pi | crc64 | \
         crc64_rocksoft | crct10dif_common | crc_t10dif) [ -n "$hv" ] || continue ;;
-      virtio* | vmw_vsock_virtio* | virtio_*) [ -z "$hv" ] || continue ;;
+      virtio* | virtio_*) [ -z "$hv" ] || continue ;;
     esac
     insmod "/lib/modules/$m.ko" 2>/dev/null || echo "LCOW warn insmod $m failed"
   done
@@ -117,6 +129,7 @@ P9=""
 ACCEPT=""
 P9ACCEPT=""
 TOKEN=/sys/firmware/qemu_fw_cfg/by_name/opt/lcow/token/raw
+VSOCK_PORTS=""
 DEBUG=""
 for word in $(cat /proc/cmdline); do
   case "$word" in
@@ -125,6 +138,7 @@ for word in $(cat /proc/cmdline); do
     lcow.accept=*) ACCEPT=${word#lcow.accept=} ;;
     lcow.p9accept=*) P9ACCEPT=${word#lcow.p9accept=} ;;
     lcow.token=*) TOKEN=${word#lcow.token=} ;;
+    lcow.transport=vsock) VSOCK_PORTS=/sys/firmware/qemu_fw_cfg/by_name/opt/lcow/vsock/raw ;;
     lcow.mode=*) MODE=${word#lcow.mode=} ;;
     lcow.debug=1) DEBUG=1 ;;
   esac
@@ -135,6 +149,8 @@ case "$MODE" in
   agent)
     if [ -n "$ACCEPT" ]; then
       set -- --accept "$ACCEPT" --p9-accept "$P9ACCEPT"
+    elif [ -n "$VSOCK_PORTS" ]; then
+      set -- --vsock-ports "$VSOCK_PORTS"
     else
       set -- --dial "$DIAL" --p9 "$P9"
     fi

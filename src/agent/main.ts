@@ -1,5 +1,6 @@
 // Agent process entry: flags, logging, ttrpc server, signals.
 import { createWriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Agent, runCmd } from './agent.js';
 import { PodNetwork } from './network.js';
 import { fetchSecret, isSecretUrl } from './hv-secret.js';
@@ -8,7 +9,7 @@ import { createAgentServer } from './server.js';
 import { shutdownTelemetry } from '../telemetry/index.js';
 import { stderrLogger } from '../util/log.js';
 import { P9Acceptor, acceptControl, dialControl, mount9p, vsockSelfTest } from './uvm.js';
-import { fixedSecret, secretFromFile } from '../transport/index.js';
+import { VMADDR_CID_HOST, fixedSecret, parseVsockPorts, secretFromFile } from '../transport/index.js';
 import { CloneState } from './clone.js';
 
 export interface AgentArgs {
@@ -24,6 +25,11 @@ export interface AgentArgs {
   /** UVM mode, hostfwd direction: listen for the shim's control connection (with --p9-accept and --token-file). */
   accept?: string;
   p9Accept?: string;
+  /**
+   * UVM mode, QEMU virtio-vsock: the file naming the host's vsock ports (fw_cfg opt/lcow/vsock); the agent dials
+   * vsock://2:<control> and mounts shares from vsock://2:<p9> (with --token-file).
+   */
+  vsockPorts?: string;
 }
 
 export function parseAgentArgs(argv: string[]): AgentArgs {
@@ -63,14 +69,17 @@ export function parseAgentArgs(argv: string[]): AgentArgs {
       case '--token-file':
         out.tokenFile = value();
         break;
+      case '--vsock-ports':
+        out.vsockPorts = value();
+        break;
       default:
         throw new Error(`unknown flag ${flag}`);
     }
   }
-  if (!out.stateDir || !(out.listen || ((out.dial || out.accept) && out.tokenFile)))
+  if (!out.stateDir || !(out.listen || ((out.dial || out.accept || out.vsockPorts) && out.tokenFile)))
     throw new Error(
       'usage: lcow-agent --state-dir DIR (--listen SOCKET [--ready-fd N] | --dial URL --p9 URL --token-file FILE |' +
-        ' --accept URL --p9-accept URL --token-file FILE)',
+        ' --vsock-ports FILE --token-file FILE | --accept URL --p9-accept URL --token-file FILE)',
     );
   return out as AgentArgs;
 }
@@ -81,6 +90,12 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(ok ? 0 : 1);
   }
   const args = parseAgentArgs(argv);
+  if (args.vsockPorts) {
+    // QEMU virtio-vsock: the host's listeners took free ports; fw_cfg says which (read once: no templates here).
+    const ports = parseVsockPorts(await readFile(args.vsockPorts, 'utf8'));
+    args.dial = `vsock://${VMADDR_CID_HOST}:${ports.control}`;
+    args.p9 = `vsock://${VMADDR_CID_HOST}:${ports.p9}`;
+  }
   const log = stderrLogger({ component: 'agent' });
   // A SecretSource, not a value: the token file is read again at every handshake (fw_cfg gives a clone restored
   // from a template a fresh secret after restore). Read once here only to fail fast on a missing or bad file.

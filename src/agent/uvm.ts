@@ -103,7 +103,7 @@ function mountChild(req: P9MountRequest, parts: string[], handle: number | Socke
 /**
  * Dial mode: the handshake a share's connection runs. The share id is AddShare's aname and the binding its token,
  * both as the host sent them: the host's 9P listener admits exactly that id and binds exactly that token
- * (src/sandbox/hcs/shares.ts on Hyper-V).
+ * (src/sandbox/shares.ts: the hcs backend, and the qemu backend over vsock).
  */
 export function shareDialAuth(secret: SecretSource, req: Pick<P9MountRequest, 'aname' | 'token'>): DialerAuth {
   return {

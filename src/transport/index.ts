@@ -10,7 +10,22 @@ export * from './transport.js';
 export * from './handshake.js';
 export { TcpTokenListener, dialTcpToken, type DialOptions } from './tcp-token.js';
 export { controlOnly, type ListenOptions } from './authenticator.js';
-export { VsockListener, dialVsock, FdStream, VMADDR_CID_ANY, VMADDR_CID_HOST, VMADDR_CID_LOCAL } from './vsock.js';
+export { formatVsockPorts, parseVsockPorts, type VsockPorts } from './vsock-ports.js';
+export {
+  VsockListener,
+  VsockAdmission,
+  dialVsock,
+  parseSockaddrVm,
+  vsockBindProbe,
+  FdStream,
+  VHOST_VSOCK_DEVICE,
+  VMADDR_CID_ANY,
+  VMADDR_CID_HOST,
+  VMADDR_CID_LOCAL,
+  VMADDR_PORT_ANY,
+  type VsockAddress,
+  type VsockListenOptions,
+} from './vsock.js';
 
 export function newSecret(): Buffer {
   return randomBytes(SECRET_LENGTH);

@@ -19,6 +19,8 @@ export const AF_VSOCK = 40;
 export const VMADDR_CID_ANY = 0xffffffff;
 export const VMADDR_CID_LOCAL = 1;
 export const VMADDR_CID_HOST = 2;
+/** bind(2) to this port: the kernel picks a free one (getsockname tells which). */
+export const VMADDR_PORT_ANY = 0xffffffff;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 
@@ -29,6 +31,7 @@ interface VsockLib {
   bind: Fn;
   listen: Fn;
   accept4: Fn;
+  getsockname: Fn;
   connect: Fn;
   shutdown: Fn;
   ioctl: Fn;
@@ -47,6 +50,7 @@ function vlib(): VsockLib {
     bind: c.func('int bind(int fd, void *addr, uint32 len)'),
     listen: c.func('int listen(int fd, int backlog)'),
     accept4: c.func('int accept4(int fd, void *addr, void *len, int flags)'),
+    getsockname: c.func('int getsockname(int fd, void *addr, void *len)'),
     connect: c.func('int connect(int fd, void *addr, uint32 len)'),
     shutdown: c.func('int shutdown(int fd, int how)'),
     ioctl: c.func('int ioctl(int fd, unsigned long req, void *arg)'),
@@ -165,6 +169,19 @@ export function sockaddrVm(cid: number, port: number): Buffer {
   return b;
 }
 
+export interface VsockAddress {
+  cid: number;
+  port: number;
+}
+
+/** The (cid, port) of a struct sockaddr_vm; throws on another family or a short buffer. */
+export function parseSockaddrVm(b: Buffer, len = b.length): VsockAddress {
+  if (len < 12 || b.length < 12) throw new Error(`sockaddr_vm of ${len} bytes`);
+  const family = b.readUInt16LE(0);
+  if (family !== AF_VSOCK) throw new Error(`address family ${family}, not AF_VSOCK`);
+  return { port: b.readUInt32LE(4), cid: b.readUInt32LE(8) };
+}
+
 function fail(what: string, fd?: number): never {
   const errno = vlib().errno();
   if (fd !== undefined && fd >= 0) closeSync(fd);
@@ -239,62 +256,130 @@ function fdConn(fd: number): Conn {
   return { stream, childHandle: fd, close: () => stream.destroy() };
 }
 
+export interface VsockListenOptions extends ListenOptions {
+  /**
+   * Only this peer CID may connect: a connection from any other CID (another VM on the host, or the host itself
+   * over vsock_loopback) is closed before a byte is read. Vsock ports are host-wide, so a per-VM listener on a
+   * host serving several VMs must say which VM it serves. Undefined: any CID (the guest side, tests).
+   */
+  peerCid?: number;
+}
+
+/**
+ * What a vsock listener does with each accepted connection: the peer CID check (peerCid), then the handshake
+ * (Authenticator). Apart from the listener so that the rule can be exercised on any fd with any peer address.
+ */
+export class VsockAdmission {
+  readonly auth: Authenticator;
+  /** Connections closed because they came from another CID. */
+  peerRefused = 0;
+
+  constructor(private readonly opts: VsockListenOptions) {
+    this.auth = new Authenticator(opts, Direction.guestToHost);
+  }
+
+  /** Takes ownership of `fd`, an accepted connection from `peer`. */
+  accepted(fd: number, peer: VsockAddress | undefined): void {
+    const want = this.opts.peerCid;
+    if (want !== undefined && peer?.cid !== want) {
+      this.peerRefused++;
+      this.opts.logger?.warn('vsock: connection from another CID refused', {
+        peerCid: peer?.cid,
+        peerPort: peer?.port,
+        expectedCid: want,
+      });
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed
+      }
+      return;
+    }
+    const conn = fdConn(fd);
+    this.auth.accept(conn, streamIo(conn.stream));
+  }
+
+  /** Connections refused so far: another CID, or a failed handshake. */
+  get rejected(): number {
+    return this.peerRefused + this.auth.rejected;
+  }
+}
+
 export class VsockListener implements Listener {
-  private readonly auth: Authenticator;
+  private readonly admission: VsockAdmission;
   private closed = false;
+  private readonly peerAddr = Buffer.alloc(16);
+  private readonly peerLen = Buffer.alloc(4);
 
   private constructor(
     private readonly fd: number,
     readonly port: number,
-    opts: ListenOptions,
+    opts: VsockListenOptions,
   ) {
-    this.auth = new Authenticator(opts, Direction.guestToHost);
+    this.admission = new VsockAdmission(opts);
     setNonBlocking(fd);
     this.acceptLoop();
   }
 
-  /** Listens on (VMADDR_CID_ANY, port). Serves the guest-dials-host direction unless told otherwise. */
-  static listen(port: number, opts: ListenOptions): VsockListener {
+  /**
+   * Listens on (VMADDR_CID_ANY, port); VMADDR_PORT_ANY: a free port the kernel picks (this.port says which).
+   * Serves the guest-dials-host direction unless told otherwise.
+   */
+  static listen(port: number, opts: VsockListenOptions): VsockListener {
     const l = vlib();
     const fd = l.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
     if (fd < 0) fail('socket');
     const addr = sockaddrVm(VMADDR_CID_ANY, port);
-    if (l.bind(fd, addr, addr.length) !== 0) fail('bind', fd);
+    if (l.bind(fd, addr, addr.length) !== 0) fail(`bind to port ${port >>> 0}`, fd);
+    let bound = port;
+    if (port === VMADDR_PORT_ANY) {
+      const got = Buffer.alloc(16);
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(got.length, 0);
+      if (l.getsockname(fd, got, len) !== 0) fail('getsockname', fd);
+      bound = parseSockaddrVm(got, len.readUInt32LE(0)).port;
+    }
     if (l.listen(fd, 64) !== 0) fail('listen', fd);
-    return new VsockListener(fd, port, opts);
+    return new VsockListener(fd, bound, opts);
   }
 
   get url(): string {
     return `vsock://${VMADDR_CID_HOST}:${this.port}`;
   }
 
-  /** Connections refused so far (for tests and logs). */
+  /** Connections refused so far (another CID, failed handshake): for tests and logs. */
   get rejected(): number {
-    return this.auth.rejected;
+    return this.admission.rejected;
   }
 
   onConnection(cb: (conn: Conn, purpose: Purpose) => void): void {
-    this.auth.onConnection(cb);
+    this.admission.auth.onConnection(cb);
   }
 
   private acceptLoop(): void {
     while (!this.closed) {
-      const cfd = vlib().accept4(this.fd, null, null, SOCK_CLOEXEC) as number;
+      this.peerLen.writeUInt32LE(this.peerAddr.length, 0);
+      const cfd = vlib().accept4(this.fd, this.peerAddr, this.peerLen, SOCK_CLOEXEC) as number;
       if (cfd < 0) {
         if (vlib().errno() === EAGAIN) return poller.watch(this.fd, 'in', () => this.acceptLoop());
         // ECONNABORTED, EMFILE...: retry a little later.
         setTimeout(() => this.acceptLoop(), 50);
         return;
       }
-      const conn = fdConn(cfd);
-      this.auth.accept(conn, streamIo(conn.stream));
+      let peer: VsockAddress | undefined;
+      try {
+        peer = parseSockaddrVm(this.peerAddr, this.peerLen.readUInt32LE(0));
+      } catch {
+        peer = undefined; // no address: refused when a peer CID is required
+      }
+      this.admission.accepted(cfd, peer);
     }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.auth.closePending();
+    this.admission.auth.closePending();
     poller.unwatch(this.fd);
     try {
       closeSync(this.fd);
@@ -332,5 +417,18 @@ export async function dialVsock(
   return conn;
 }
 
-/** The vsock transport is usable on this host (QEMU side): /dev/vhost-vsock exists. */
+/** The host's end of virtio-vsock (QEMU's vhost-vsock-pci opens it). */
 export const VHOST_VSOCK_DEVICE = '/dev/vhost-vsock';
+
+/**
+ * Throws unless this process can create an AF_VSOCK stream socket and bind it to (VMADDR_CID_ANY,
+ * VMADDR_PORT_ANY): what a host listener for a guest needs. The socket is closed again.
+ */
+export function vsockBindProbe(): void {
+  const l = vlib();
+  const fd = l.socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) fail('socket(AF_VSOCK)');
+  const addr = sockaddrVm(VMADDR_CID_ANY, VMADDR_PORT_ANY);
+  if (l.bind(fd, addr, addr.length) !== 0) fail('bind(VMADDR_CID_ANY, VMADDR_PORT_ANY)', fd);
+  closeSync(fd);
+}

@@ -11,7 +11,11 @@
 // FAKE_QEMU_CLONE (ok | silent: the restored agent never answers | adopt-fails: AdoptClone is refused). Every
 // QMP command it gets is appended to <qmp socket>.log, one JSON line each. FAKE_QEMU_CONSOLE: lines it prints on
 // its console (stdout) first, as a guest would (e.g. the kernel's "Initramfs unpacking failed").
-import { appendFileSync, rmSync } from 'node:fs';
+// Started with a vhost-vsock-pci device (the vsock transport), it cannot run a guest on a host without vsock: it
+// fails like QEMU when the guest CID is listed in FAKE_QEMU_TAKEN_CIDS (comma-separated, or `all`: "vhost-vsock:
+// unable to set guest cid: Address already in use", exit 1), else prints the CID and the vsock ports fw_cfg hands
+// the guest ("fake-qemu: vsock guest-cid=N ports=control=P,p9=Q") and exits 3.
+import { appendFileSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { acceptControl } from '../../src/agent/uvm.js';
 import { Agent as AgentService } from '../../src/gen/agent/v1/agent_pb.js';
@@ -25,12 +29,30 @@ const arg = (flag: string): string => {
   if (i < 0 || i + 1 >= argv.length) throw new Error(`fake-qemu: no ${flag}`);
   return argv[i + 1]!;
 };
-const rules = [...arg('-netdev').matchAll(/hostfwd=tcp:127\.0\.0\.1:(\d+)-:(\d+)/g)].map((m) => ({
+const vsockDevice = argv.find((a) => a.startsWith('vhost-vsock-pci,'));
+const rules = [...(vsockDevice ? '' : arg('-netdev')).matchAll(/hostfwd=tcp:127\.0\.0\.1:(\d+)-:(\d+)/g)].map((m) => ({
   rule: m[0].slice('hostfwd='.length),
   host: Number(m[1]),
   guest: Number(m[2]),
 }));
 const tokenFile = /file=(.+)$/.exec(arg('-fw_cfg'))![1]!;
+
+/** The vsock transport: a taken CID fails as QEMU does; otherwise say what the guest would get, and stop. */
+function fakeVsock(device: string): never {
+  const cid = /guest-cid=(\d+)/.exec(device)![1]!;
+  const taken = (process.env.FAKE_QEMU_TAKEN_CIDS ?? '').split(',');
+  if (taken.includes('all') || taken.includes(cid)) {
+    process.stderr.write(
+      `qemu-system-x86_64: -device ${device}: vhost-vsock: unable to set guest cid: Address already in use\n`,
+    );
+    process.exit(1);
+  }
+  const portsArg = argv.find((a) => a.startsWith('name=opt/lcow/vsock,file='))!;
+  const ports = readFileSync(portsArg.slice('name=opt/lcow/vsock,file='.length), 'utf8').trim().split('\n');
+  process.stderr.write(`fake-qemu: vsock guest-cid=${cid} ports=${ports.join(',')}\n`);
+  process.exit(3);
+}
+if (vsockDevice) fakeVsock(vsockDevice);
 const qmpPath = /^unix:([^,]+)/.exec(arg('-qmp'))![1]!;
 const clone = argv.includes('-incoming');
 const controlGuestPort = 1024;

@@ -62,7 +62,7 @@ import {
   removeScsiDiskRequest,
   type ComputeSystem,
 } from './schema.js';
-import { ShareRouter, type ShareServerFactory } from './shares.js';
+import { ShareRouter, type ShareServerFactory } from '../shares.js';
 import { DEFAULT_TIMEOUTS, HcsComputeSystem, type HcsTimeouts, type SystemExit } from './system.js';
 
 export interface HcsPlatform {
@@ -284,7 +284,7 @@ export class HcsSandbox implements Sandbox {
 
   async addShare(hostPath: string, opts: { readOnly: boolean }): Promise<Share> {
     if (!this.agent || !this.shares) throw new Error('sandbox not booted');
-    const existing = this.shares.acquire(hostPath, opts.readOnly);
+    const existing = this.shares.acquire({ hostPath, readOnly: opts.readOnly });
     if (existing) {
       try {
         return { shareId: existing.id, guestPath: await existing.ready };
@@ -294,7 +294,7 @@ export class HcsSandbox implements Sandbox {
       }
     }
     const agent = this.agent;
-    const e = this.shares.create(hostPath, opts.readOnly, async (entry) => {
+    const e = this.shares.create({ hostPath, readOnly: opts.readOnly }, async (entry) => {
       const r = await agent.addShare({
         shareId: entry.id,
         kind: '9p',

@@ -9,6 +9,7 @@ import { mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
 import { parseShareSecurity, type ShareSecurity } from '../../p9/security.js';
 import { configPicker, defaultGuestDir, positiveInt as num, uvmSizing } from '../sizing.js';
 import { SHARE_CACHE_MODES, type ShareCache } from '../sandbox.js';
+import { parseTransportSetting, type TransportSetting } from './vsock.js';
 
 export { CPU_ANNOTATION, MEMORY_ANNOTATION, defaultGuestDir } from '../sizing.js';
 /** The guest's address on QEMU user networking (eth0); the agent listens there, QEMU's hostfwd targets it. */
@@ -73,6 +74,11 @@ export interface QemuConfig {
    * and refilled, which costs time only to guests that run much more code than that.
    */
   tcgTbSizeMiB: number;
+  /**
+   * The control and 9P channels (config `transport` or LCOW_QEMU_TRANSPORT): `auto` (default: virtio-vsock when
+   * the host can, else tcp), `vsock`, `tcp` (tcp+token through hostfwd). See vsock.ts.
+   */
+  transport: TransportSetting;
 }
 
 export const DEFAULT_REPLAY_UID = 0xffff0000;
@@ -113,6 +119,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     },
     tcgTbSizeMiB: tbSize(process.env.LCOW_TCG_TB_MB ?? pick('tcg_tb_size_mb')),
     templates: process.env.LCOW_TEMPLATES ? process.env.LCOW_TEMPLATES !== '0' : pick('templates') !== false,
+    transport: parseTransportSetting(process.env.LCOW_QEMU_TRANSPORT, pick('transport')),
     templateDir:
       process.env.LCOW_TEMPLATE_DIR ||
       (typeof pick('template_dir') === 'string' ? (pick('template_dir') as string) : undefined),
@@ -249,9 +256,14 @@ export interface CommandLineInputs {
   name: string;
   qmpSocket: string;
   tokenFile: string;
-  /** Host ports (127.0.0.1) QEMU forwards to the agent's control and 9P listeners (hostfwd). */
-  controlPort: number;
-  p9Port: number;
+  /** tcp+token: host ports (127.0.0.1) QEMU forwards to the agent's control and 9P listeners (hostfwd). */
+  controlPort?: number;
+  p9Port?: number;
+  /**
+   * virtio-vsock instead (no user network, no hostfwd): the guest's CID, and the file holding the host ports the
+   * agent dials (fw_cfg opt/lcow/vsock, like the token).
+   */
+  vsock?: { cid: number; portsFile: string };
   /**
    * Templates: guest RAM in a file (shared: the template's own boot, its RAM saved there; private: a clone,
    * copy-on-write over the template's pages), a vmgenid device (the guest kernel reseeds its RNG when the
@@ -264,8 +276,10 @@ export interface CommandLineInputs {
 
 /**
  * argv (without the binary). The secret is only referenced by file (fw_cfg), never on the command line. The
- * network: user mode, restrict=on (the guest reaches nothing outside, no guestfwd: not the host either), and
- * two hostfwd rules from the host's loopback to the agent's listeners; the shim dials in.
+ * channels: tcp+token (controlPort, p9Port): user mode networking, restrict=on (the guest reaches nothing
+ * outside, no guestfwd: not the host either), and two hostfwd rules from the host's loopback to the agent's
+ * listeners; the shim dials in. vsock: a vhost-vsock-pci device with the guest's CID and no network device at
+ * all (a pod network is hot-added, podnet.ts); the agent dials the host's listeners at the ports fw_cfg names.
  */
 export function qemuArgs(i: CommandLineInputs): string[] {
   const fwd = (hostPort: number, guestPort: number): string => `hostfwd=tcp:127.0.0.1:${hostPort}-:${guestPort}`;
@@ -283,9 +297,32 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     'i8042.dumbkbd',
     'cryptomgr.notests',
     'random.trust_cpu=on',
-    `lcow.accept=tcp+token://${GUEST_ADDR}:${GUEST_CONTROL_PORT}`,
-    `lcow.p9accept=tcp+token://${GUEST_ADDR}:${GUEST_P9_PORT}`,
   ];
+  let channels: string[];
+  if (i.vsock) {
+    const { cid, portsFile } = i.vsock;
+    if (!Number.isInteger(cid) || cid <= 2 || cid >= 0xffffffff) throw new Error(`invalid guest CID ${cid}`);
+    if (portsFile.includes(',')) throw new Error(`vsock ports file ${portsFile} must not contain a comma`);
+    cmdline.push('lcow.transport=vsock');
+    channels = [
+      '-fw_cfg',
+      `name=opt/lcow/vsock,file=${portsFile}`,
+      '-device',
+      `vhost-vsock-pci,id=vsock0,guest-cid=${cid}`,
+    ];
+  } else {
+    if (i.controlPort === undefined || i.p9Port === undefined) throw new Error('tcp+token needs two host ports');
+    cmdline.push(
+      `lcow.accept=tcp+token://${GUEST_ADDR}:${GUEST_CONTROL_PORT}`,
+      `lcow.p9accept=tcp+token://${GUEST_ADDR}:${GUEST_P9_PORT}`,
+    );
+    channels = [
+      '-netdev',
+      ['user', 'id=n0', 'restrict=on', fwd(i.controlPort, GUEST_CONTROL_PORT), fwd(i.p9Port, GUEST_P9_PORT)].join(','),
+      '-device',
+      'virtio-net-pci,netdev=n0',
+    ];
+  }
   if (i.cfg.debug) cmdline.push('lcow.debug=1');
   return [
     '-name',
@@ -312,10 +349,7 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     `unix:${i.qmpSocket},server=on,wait=off`,
     '-fw_cfg',
     `name=opt/lcow/token,file=${i.tokenFile}`,
-    '-netdev',
-    ['user', 'id=n0', 'restrict=on', fwd(i.controlPort, GUEST_CONTROL_PORT), fwd(i.p9Port, GUEST_P9_PORT)].join(','),
-    '-device',
-    'virtio-net-pci,netdev=n0',
+    ...channels,
     ...(i.cfg.freePageReporting ? ['-device', 'virtio-balloon-pci,free-page-reporting=on'] : []),
     ...(i.vmgenid ? ['-device', 'vmgenid'] : []),
     ...(i.incoming ? ['-incoming', 'defer'] : []),

@@ -12,8 +12,14 @@
 // Templates (template.ts): when one exists for this VM's shape, QEMU starts paused (-incoming defer) over the
 // template's RAM file mapped private and restores its device state through QMP; the agent is already listening,
 // and AdoptClone makes it a new machine. A restore that fails discards the template and the pod boots cold.
+// virtio-vsock instead of tcp+token where the host has it (config `transport`, vsock.ts): -device
+// vhost-vsock-pci with a random guest CID (CIDs are host-wide: one taken by another VM makes QEMU fail, and the boot
+// retries with another), no network device, no TCP port. The shim LISTENS on two vsock ports the kernel picks
+// (control, 9P), admitting only connections from this UVM's CID (vsock ports are host-wide too: any guest on the
+// host could dial them), and hands the ports to the guest by fw_cfg with the secret; the agent dials and the same
+// mutual handshake runs (guest-dials-host direction). 9P: one connection per share, the share named in its HELLO
+// with its token bound in (../shares.ts, as under HCS). No UVM templates over vsock (docs/templates.md says why).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -24,8 +30,12 @@ import { P9Server } from '../../p9/server.js';
 import { freePort } from './ports.js';
 import {
   PeerProofError,
+  VMADDR_PORT_ANY,
+  VsockListener,
+  controlOnly,
   dialTcpToken,
   fixedSecret,
+  formatVsockPorts,
   newSecret,
   type Conn,
   type SecretSource,
@@ -61,8 +71,18 @@ import { instrumentClient } from '../../telemetry/client.js';
 import { BootPhases, timedShareSetup } from './boot-phases.js';
 import { bootFault } from './guest-faults.js';
 import { attachPodNetwork, detachPodNetwork, inspectPodNetns, PodNetworkError } from './podnet.js';
+import { ShareRouter, closeServer, type ShareEntry } from '../shares.js';
+import {
+  CID_IN_USE,
+  chooseTransport,
+  probeVsock,
+  randomGuestCid,
+  type QemuTransport,
+  type VsockProbe,
+} from './vsock.js';
+import type { ShareSecurity } from '../../p9/security.js';
+import type { ShareCache } from '../sandbox.js';
 
-const SHARE_TOKEN_LENGTH = 16;
 /** QEMU starts per boot at most: each retry follows a port lost to another process (clash or squatter). */
 const MAX_BOOT_ATTEMPTS = 5;
 /** QEMU's complaint when a hostfwd port was taken before it could bind it. */
@@ -76,6 +96,10 @@ export interface QemuSandboxOptions extends SandboxOptions {
   freePort?: () => Promise<number>;
   /** How long a restored clone's agent may take to answer before its template is discarded (default 30 s). */
   cloneAnswerMs?: number;
+  /** Whether virtio-vsock is usable (default: probe the host, vsock.ts). Tests inject both answers. */
+  vsockProbe?: () => VsockProbe;
+  /** Where guest CIDs come from (default: random, vsock.ts). Tests inject taken ones. */
+  guestCid?: () => number;
 }
 
 interface PodNet {
@@ -93,23 +117,26 @@ const SHARE_CHANGE_KINDS: Record<ChangeKind, ShareChange_Kind> = {
   rename: ShareChange_Kind.RENAME,
 };
 
-interface ShareEntry {
-  id: string;
-  key: string;
+/** A share of this backend: a host directory with its mode, security model, cache mode and change replay. */
+interface QemuShareSpec {
   hostPath: string;
   readOnly: boolean;
-  token: Buffer;
-  server: P9Server;
-  refs: number;
-  ready: Promise<Share>;
-  /** Host change replay (docs/share-notify.md), when the share asked for it. */
-  notifier?: ShareNotifier;
+  security: ShareSecurity;
+  cache: ShareCache;
+  notify: boolean;
+}
+
+type QemuShare = ShareEntry<QemuShareSpec, P9Server>;
+
+function shareKey(s: QemuShareSpec): string {
+  return `${s.readOnly ? 'ro' : 'rw'}:${s.security}:${s.cache}:${s.notify ? 'notify:' : ''}${s.hostPath}`;
 }
 
 export class QemuSandbox implements Sandbox {
   readonly backend = 'qemu';
   readonly isolated = true;
-  readonly transport = 'tcp+token';
+  /** tcp+token or vsock: decided at boot (config `transport`, the host's vsock probe). */
+  transport: 'tcp+token' | 'vsock' = 'tcp+token';
   /** The container rootfs is mounted on the host (bundle/rootfs) and shared whole; see task/uvm-fs.ts. */
   readonly mountsRootfsOnHost = true;
   readonly cfg: QemuConfig;
@@ -132,9 +159,13 @@ export class QemuSandbox implements Sandbox {
   private secret: SecretSource | undefined;
   /** Host ports QEMU forwards to the agent's control and 9P listeners. */
   private ports: { control: number; p9: number } | undefined;
-  private readonly shares = new Map<string, ShareEntry>();
-  private readonly sharesByKey = new Map<string, ShareEntry>();
-  private shareSeq = 0;
+  /** vsock: the host's listeners of the current boot attempt (control closes once the agent dialed it). */
+  private vsockListeners: { control: VsockListener; p9: VsockListener } | undefined;
+  /** vsock: this UVM's guest CID. */
+  private guestCid: number | undefined;
+  private readonly shares: ShareRouter<QemuShareSpec, P9Server>;
+  /** Host change replay (docs/share-notify.md) of the shares that asked for it, by share id. */
+  private readonly notifiers = new Map<string, ShareNotifier>();
   private readonly hostMounts = new Set<string>();
   private exitReason: SandboxExitReason | undefined;
   private exited: Promise<void> | undefined;
@@ -151,6 +182,24 @@ export class QemuSandbox implements Sandbox {
     this.log = opts.logger.with({ sandbox: opts.id, backend: 'qemu' });
     this.cfg = qemuConfig(opts.runtimeConfig ?? {}, opts.annotations);
     this.life = new SandboxLifecycle(this.log);
+    this.shares = new ShareRouter<QemuShareSpec, P9Server>(
+      async ({ id, hostPath, readOnly, security, notify }) =>
+        new P9Server({
+          exports: [
+            {
+              name: id,
+              path: hostPath,
+              readOnly,
+              security,
+              replay: notify ? { uid: this.cfg.shareNotify.uid } : undefined,
+            },
+          ],
+          logger: this.log.with({ share: id }),
+          observer: new P9Metrics({ share: id, path: hostPath }),
+        }),
+      this.log,
+      shareKey,
+    );
   }
 
   get qmpSocket(): string {
@@ -164,6 +213,9 @@ export class QemuSandbox implements Sandbox {
   async boot(): Promise<BootedSandbox> {
     this.life.boot();
     const t0 = Date.now();
+    // A forced vsock the host cannot do fails here, saying what is missing, before anything is made.
+    const channel: QemuTransport = chooseTransport(this.cfg.transport, this.opts.vsockProbe ?? (() => probeVsock()));
+    this.transport = channel === 'vsock' ? 'vsock' : 'tcp+token';
     // A CNI result we cannot carry into the VM fails here, before QEMU starts (podnet.ts names what it found).
     if (this.opts.podNetns) await inspectPodNetns(this.opts.podNetns);
     const dir = this.opts.stateDir;
@@ -172,6 +224,7 @@ export class QemuSandbox implements Sandbox {
     this.accel = await probeAccel(this.cfg, this.log);
     const cpus = this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1);
     this.log.info('starting UVM', {
+      transport: this.transport,
       accel: this.accel,
       memoryMiB: this.cfg.memoryMiB,
       cpus,
@@ -183,144 +236,149 @@ export class QemuSandbox implements Sandbox {
     try {
       // Templates: restore a snapshot instead of booting (template.ts); any failure falls back to a cold boot.
       // Looked up before the boot deadline starts (a build under way is waited for, within its own bound).
-      let tpl = await this.template(cpus);
+      if (channel === 'vsock' && this.cfg.templates)
+        this.log.info('UVM templates are not used with the vsock transport: booting cold (docs/templates.md)');
+      let tpl = channel === 'vsock' ? undefined : await this.template(cpus);
       const deadline = Date.now() + this.cfg.bootTimeoutMs;
-      // The host ports are picked free, then bound by QEMU: another local process may take one in between. Then
-      // either QEMU fails at once ("Could not set up host forwarding rule"), or the dial below reaches that process
-      // first, which cannot prove it knows the secret (PeerProofError). Both: new ports, new secret, start again.
-      const pickPort = this.opts.freePort ?? freePort;
-      for (let attempt = 1; ; attempt++) {
-        const ports = { control: await pickPort(), p9: await pickPort() };
-        if (ports.p9 === ports.control) continue;
-        this.ports = ports;
-        // A fresh secret per attempt: nothing of it leaves the host, but an abandoned attempt's VM must never
-        // share a secret with the next one.
-        const secret = newSecret();
-        writePrivateFile(tokenFile, secret);
-        this.secret = fixedSecret(secret);
-        const vm = {
-          name: `lcow-${this.opts.id}`.slice(0, 64),
-          qmpSocket: this.qmpSocket,
-          tokenFile,
-          controlPort: ports.control,
-          p9Port: ports.p9,
-        };
-        const child = this.spawnQemu(
-          tpl
-            ? cloneArgs({ cfg: this.cfg, accel: this.accel, cpus }, tpl.template, vm)
-            : qemuArgs({ cfg: this.cfg, accel: this.accel, cpus, ...vm }),
-        );
-        this.timings.spawned = Date.now() - t0;
-        this.phases.spawned();
-        let exitedDuringBoot = false;
-        const exited = this.exited!.then(() => {
-          exitedDuringBoot = true;
-        });
-        if (tpl) {
-          const restored = await this.restore(tpl.template, deadline);
-          if (restored === 'template failed') {
-            // Discarded (the next pod rebuilds it): boot cold, on fresh ports and a fresh secret, not counted.
+      if (channel === 'vsock') await this.connectOverVsock(tokenFile, cpus, t0, deadline);
+      else {
+        // The host ports are picked free, then bound by QEMU: another local process may take one in between. Then
+        // either QEMU fails at once ("Could not set up host forwarding rule"), or the dial below reaches that process
+        // first, which cannot prove it knows the secret (PeerProofError). Both: new ports, new secret, start again.
+        const pickPort = this.opts.freePort ?? freePort;
+        for (let attempt = 1; ; attempt++) {
+          const ports = { control: await pickPort(), p9: await pickPort() };
+          if (ports.p9 === ports.control) continue;
+          this.ports = ports;
+          // A fresh secret per attempt: nothing of it leaves the host, but an abandoned attempt's VM must never
+          // share a secret with the next one.
+          const secret = newSecret();
+          writePrivateFile(tokenFile, secret);
+          this.secret = fixedSecret(secret);
+          const vm = {
+            name: `lcow-${this.opts.id}`.slice(0, 64),
+            qmpSocket: this.qmpSocket,
+            tokenFile,
+            controlPort: ports.control,
+            p9Port: ports.p9,
+          };
+          const child = this.spawnQemu(
+            tpl
+              ? cloneArgs({ cfg: this.cfg, accel: this.accel, cpus }, tpl.template, vm)
+              : qemuArgs({ cfg: this.cfg, accel: this.accel, cpus, ...vm }),
+          );
+          this.timings.spawned = Date.now() - t0;
+          this.phases.spawned();
+          let exitedDuringBoot = false;
+          const exited = this.exited!.then(() => {
+            exitedDuringBoot = true;
+          });
+          if (tpl) {
+            const restored = await this.restore(tpl.template, deadline);
+            if (restored === 'template failed') {
+              // Discarded (the next pod rebuilds it): boot cold, on fresh ports and a fresh secret, not counted.
+              tpl = undefined;
+              attempt--;
+              continue;
+            }
+            if (restored !== 'port clash') {
+              this.qmp = restored;
+              this.qmpReady = Promise.resolve(restored);
+              this.timings.restored = Date.now() - t0;
+              this.phases.restored();
+            }
+          }
+          type Outcome =
+            | { kind: 'conn'; conn: Conn }
+            | { kind: 'exited' }
+            | { kind: 'squatter'; err: PeerProofError }
+            | { kind: 'clone silent'; err: Error };
+          // A clone's agent was listening when the snapshot was taken: it answers at once, or never.
+          const answerBy =
+            tpl && !this.portClash
+              ? Math.min(deadline, Date.now() + (this.opts.cloneAnswerMs ?? CLONE_ANSWER_MS))
+              : deadline;
+          const outcome = this.portClash
+            ? ({ kind: 'exited' } as Outcome)
+            : await Promise.race<Outcome>([
+                dialTcpToken('127.0.0.1', ports.control, {
+                  secret: this.secret,
+                  purpose: { kind: 'control' },
+                  timeoutMs: Math.max(1, answerBy - Date.now()),
+                  attemptTimeoutMs: 3000,
+                  abort: () => (exitedDuringBoot || this.exitReason ? 'QEMU exited' : undefined),
+                }).then(
+                  (conn): Outcome => ({ kind: 'conn', conn }),
+                  (err: unknown): Outcome => {
+                    if (exitedDuringBoot) return { kind: 'exited' };
+                    if (err instanceof PeerProofError) return { kind: 'squatter', err };
+                    if (tpl) return { kind: 'clone silent', err: err as Error };
+                    throw err;
+                  },
+                ),
+                exited.then((): Outcome => ({ kind: 'exited' })),
+                new Promise<never>((_, reject) => {
+                  timer = setTimeout(
+                    () => reject(new Error(`the guest agent did not answer within ${this.cfg.bootTimeoutMs} ms`)),
+                    Math.max(1, deadline - Date.now()),
+                  );
+                }),
+              ]);
+          clearTimeout(timer);
+          if (outcome.kind === 'conn') {
+            this.timings.connected = Date.now() - t0;
+            this.phases.connected();
+            this.startTime = (await processStartTime(child.pid!)) ?? '';
+            this.client = new TtrpcClient(outcome.conn.stream, { logger: this.log });
+            // Timed and traced like the Task service's (AddShare's span continues into the guest's mount).
+            this.agent = instrumentClient(AgentDesc, createClient(AgentDesc, this.client));
+            if (!tpl) break;
+            // The clone's first call: a new machine (clock, entropy, end of template mode) before anything else.
+            const adopted = await adoptClone(this.agent).catch((err: unknown) => err as Error);
+            if (!(adopted instanceof Error)) {
+              this.startedFrom = { kind: 'template', key: tpl.template.key, built: tpl.built, bootId: adopted.bootId };
+              this.log.info('UVM restored from a template', { template: tpl.template.key, ...adopted });
+              // Its kernel and init ran when the template was built: say so where an operator looks for them.
+              this.opts.guestLog?.console(
+                `shim: restored from UVM template ${tpl.template.key} (built ${tpl.template.meta.builtAt}); ` +
+                  `its boot is in that build's log`,
+              );
+              break;
+            }
+            await this.abandonClone(tpl.template, adopted);
             tpl = undefined;
             attempt--;
             continue;
           }
-          if (restored !== 'port clash') {
-            this.qmp = restored;
-            this.qmpReady = Promise.resolve(restored);
-            this.timings.restored = Date.now() - t0;
-            this.phases.restored();
+          if (outcome.kind === 'clone silent') {
+            await this.abandonClone(tpl!.template, outcome.err);
+            tpl = undefined;
+            attempt--;
+            continue;
           }
-        }
-        type Outcome =
-          | { kind: 'conn'; conn: Conn }
-          | { kind: 'exited' }
-          | { kind: 'squatter'; err: PeerProofError }
-          | { kind: 'clone silent'; err: Error };
-        // A clone's agent was listening when the snapshot was taken: it answers at once, or never.
-        const answerBy =
-          tpl && !this.portClash
-            ? Math.min(deadline, Date.now() + (this.opts.cloneAnswerMs ?? CLONE_ANSWER_MS))
-            : deadline;
-        const outcome = this.portClash
-          ? ({ kind: 'exited' } as Outcome)
-          : await Promise.race<Outcome>([
-              dialTcpToken('127.0.0.1', ports.control, {
-                secret: this.secret,
-                purpose: { kind: 'control' },
-                timeoutMs: Math.max(1, answerBy - Date.now()),
-                attemptTimeoutMs: 3000,
-                abort: () => (exitedDuringBoot || this.exitReason ? 'QEMU exited' : undefined),
-              }).then(
-                (conn): Outcome => ({ kind: 'conn', conn }),
-                (err: unknown): Outcome => {
-                  if (exitedDuringBoot) return { kind: 'exited' };
-                  if (err instanceof PeerProofError) return { kind: 'squatter', err };
-                  if (tpl) return { kind: 'clone silent', err: err as Error };
-                  throw err;
-                },
-              ),
-              exited.then((): Outcome => ({ kind: 'exited' })),
-              new Promise<never>((_, reject) => {
-                timer = setTimeout(
-                  () => reject(new Error(`the guest agent did not answer within ${this.cfg.bootTimeoutMs} ms`)),
-                  Math.max(1, deadline - Date.now()),
-                );
-              }),
-            ]);
-        clearTimeout(timer);
-        if (outcome.kind === 'conn') {
-          this.timings.connected = Date.now() - t0;
-          this.phases.connected();
-          this.startTime = (await processStartTime(child.pid!)) ?? '';
-          this.client = new TtrpcClient(outcome.conn.stream, { logger: this.log });
-          // Timed and traced like the Task service's (AddShare's span continues into the guest's mount).
-          this.agent = instrumentClient(AgentDesc, createClient(AgentDesc, this.client));
-          if (!tpl) break;
-          // The clone's first call: a new machine (clock, entropy, end of template mode) before anything else.
-          const adopted = await adoptClone(this.agent).catch((err: unknown) => err as Error);
-          if (!(adopted instanceof Error)) {
-            this.startedFrom = { kind: 'template', key: tpl.template.key, built: tpl.built, bootId: adopted.bootId };
-            this.log.info('UVM restored from a template', { template: tpl.template.key, ...adopted });
-            // Its kernel and init ran when the template was built: say so where an operator looks for them.
-            this.opts.guestLog?.console(
-              `shim: restored from UVM template ${tpl.template.key} (built ${tpl.template.meta.builtAt}); ` +
-                `its boot is in that build's log`,
+          if (outcome.kind === 'squatter') {
+            this.log.warn(
+              'SECURITY: another local process answered on a forwarded host port and failed to prove it knows the ' +
+                'secret (port squatting?); it received only a random nonce. Restarting QEMU with new ports and a new secret',
+              { port: ports.control, attempt, error: outcome.err.message },
             );
-            break;
-          }
-          await this.abandonClone(tpl.template, adopted);
-          tpl = undefined;
-          attempt--;
-          continue;
+            await this.abandonAttempt();
+            this.closeQmp();
+          } else if (this.portClash) {
+            this.log.warn(
+              'a forwarded host port was taken by another local process before QEMU bound it; restarting QEMU with new ports and a new secret',
+              { ports, attempt },
+            );
+          } else throw new Error(this.bootFault ?? `the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+          this.portClash = false;
+          this.exitReason = undefined;
+          if (attempt >= MAX_BOOT_ATTEMPTS)
+            throw new Error(
+              `the UVM could not get its host ports in ${MAX_BOOT_ATTEMPTS} attempts (see the warnings above)`,
+            );
         }
-        if (outcome.kind === 'clone silent') {
-          await this.abandonClone(tpl!.template, outcome.err);
-          tpl = undefined;
-          attempt--;
-          continue;
-        }
-        if (outcome.kind === 'squatter') {
-          this.log.warn(
-            'SECURITY: another local process answered on a forwarded host port and failed to prove it knows the ' +
-              'secret (port squatting?); it received only a random nonce. Restarting QEMU with new ports and a new secret',
-            { port: ports.control, attempt, error: outcome.err.message },
-          );
-          await this.abandonAttempt();
-          this.closeQmp();
-        } else if (this.portClash) {
-          this.log.warn(
-            'a forwarded host port was taken by another local process before QEMU bound it; restarting QEMU with new ports and a new secret',
-            { ports, attempt },
-          );
-        } else throw new Error(this.bootFault ?? `the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
-        this.portClash = false;
-        this.exitReason = undefined;
-        if (attempt >= MAX_BOOT_ATTEMPTS)
-          throw new Error(
-            `the UVM could not get its host ports in ${MAX_BOOT_ATTEMPTS} attempts (see the warnings above)`,
-          );
       }
-      await this.agent.getInfo({}, { timeoutMs: 30_000 });
+      await this.agent!.getInfo({}, { timeoutMs: 30_000 });
       this.watchAgentConnection();
       this.life.ready();
       this.timings.ready = Date.now() - t0;
@@ -349,6 +407,93 @@ export class QemuSandbox implements Sandbox {
       (err: unknown) => this.log.warn('QMP unavailable', { error: err }),
     );
     return { agent: this.client!, pids: [this.child!.pid!] };
+  }
+
+  /**
+   * vsock: per attempt a guest CID, a secret and two host listeners on ports the kernel picks, both admitting only
+   * this CID; the ports go to the guest by fw_cfg. Waits for the agent to dial the control listener. A CID another
+   * VM holds makes QEMU exit at once ("unable to set guest cid"): another CID, at most MAX_BOOT_ATTEMPTS times.
+   */
+  private async connectOverVsock(tokenFile: string, cpus: number, t0: number, deadline: number): Promise<void> {
+    const portsFile = join(this.opts.stateDir, 'vsock-ports');
+    const nextCid = this.opts.guestCid ?? (() => randomGuestCid());
+    for (let attempt = 1; ; attempt++) {
+      const cid = nextCid();
+      this.guestCid = cid;
+      const secret = newSecret();
+      writePrivateFile(tokenFile, secret);
+      this.secret = fixedSecret(secret);
+      const auth = { secret: this.secret, logger: this.log, peerCid: cid };
+      const control = VsockListener.listen(VMADDR_PORT_ANY, { ...auth, admit: controlOnly });
+      let p9: VsockListener;
+      try {
+        p9 = VsockListener.listen(VMADDR_PORT_ANY, { ...auth, admit: (p) => this.shares.admit(p) });
+      } catch (err) {
+        await control.close();
+        throw err;
+      }
+      this.vsockListeners = { control, p9 };
+      p9.onConnection((c, purpose) => this.shares.handle(c, purpose));
+      const controlConn = new Promise<Conn>((resolve) =>
+        control.onConnection((c) => {
+          // One control channel per UVM: later connections are refused.
+          void control.close();
+          resolve(c);
+        }),
+      );
+      writePrivateFile(portsFile, formatVsockPorts({ control: control.port, p9: p9.port }));
+      this.spawnQemu(
+        qemuArgs({
+          cfg: this.cfg,
+          accel: this.accel!,
+          cpus,
+          name: `lcow-${this.opts.id}`.slice(0, 64),
+          qmpSocket: this.qmpSocket,
+          tokenFile,
+          vsock: { cid, portsFile },
+        }),
+      );
+      this.timings.spawned = Date.now() - t0;
+      this.phases.spawned();
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        controlConn,
+        this.exited!.then(() => 'exited' as const),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`the guest agent did not connect within ${this.cfg.bootTimeoutMs} ms`)),
+            Math.max(1, deadline - Date.now()),
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (outcome !== 'exited') {
+        this.timings.connected = Date.now() - t0;
+        this.phases.connected();
+        this.startTime = (await processStartTime(this.child!.pid!)) ?? '';
+        this.client = new TtrpcClient(outcome.stream, { logger: this.log });
+        this.agent = instrumentClient(AgentDesc, createClient(AgentDesc, this.client));
+        this.log.info('agent connected over vsock', { guestCid: cid, control: control.port, p9: p9.port });
+        return;
+      }
+      await this.closeVsockListeners();
+      if (!this.portClash)
+        throw new Error(this.bootFault ?? `the UVM exited during boot:\n${this.consoleTail.join('\n')}`);
+      this.log.warn('the guest CID is taken by another VM on this host; restarting QEMU with another', {
+        guestCid: cid,
+        attempt,
+      });
+      this.portClash = false;
+      this.exitReason = undefined;
+      if (attempt >= MAX_BOOT_ATTEMPTS)
+        throw new Error(`the UVM could not get a free guest CID in ${MAX_BOOT_ATTEMPTS} attempts`);
+    }
+  }
+
+  private async closeVsockListeners(): Promise<void> {
+    const l = this.vsockListeners;
+    this.vsockListeners = undefined;
+    await l?.control.close();
+    await l?.p9.close();
   }
 
   /**
@@ -437,7 +582,10 @@ export class QemuSandbox implements Sandbox {
 
   /** Set when the console said the boot cannot succeed (guest-faults.ts): the VM is killed, boot() says why. */
   private bootFault: string | undefined;
-  /** Set when QEMU exited during boot because it could not bind a forwarded host port (boot() retries). */
+  /**
+   * Set when QEMU exited during boot because another process had what it needed: a forwarded host port
+   * (tcp+token), or the guest CID (vsock: another VM has it). boot() retries with new ones.
+   */
   private portClash = false;
   /** Set while boot() kills an attempt's QEMU itself (a squatter answered): that exit is not a crash. */
   private abandoning = false;
@@ -508,7 +656,7 @@ export class QemuSandbox implements Sandbox {
           if (
             this.timings.connected === undefined &&
             !this.life.stopRequested &&
-            this.consoleTail.some((l) => l.includes(HOSTFWD_CLASH))
+            this.consoleTail.some((l) => l.includes(HOSTFWD_CLASH) || l.includes(CID_IN_USE))
           ) {
             this.portClash = true;
             this.exitReason = { kind: 'crashed', code, signal };
@@ -534,7 +682,7 @@ export class QemuSandbox implements Sandbox {
    * the agent (which registers the share when AddShare arrives) answers, or `over` says AddShare is over. Feeds the
    * connection to the share's 9P server.
    */
-  private async connectShare(e: ShareEntry, over: () => string | undefined): Promise<void> {
+  private async connectShare(e: QemuShare, over: () => string | undefined): Promise<void> {
     const conn = await dialTcpToken('127.0.0.1', this.ports!.p9, {
       secret: this.secret!,
       purpose: { kind: 'p9', shareId: e.id },
@@ -552,7 +700,7 @@ export class QemuSandbox implements Sandbox {
       throw err;
     });
     if (over()) return conn.close();
-    e.server.handleConnection(conn.stream);
+    this.shares.handle(conn, { kind: 'p9', shareId: e.id });
   }
 
   addShare(hostPath: string, opts: ShareOptions): Promise<Share> {
@@ -564,93 +712,64 @@ export class QemuSandbox implements Sandbox {
     const security = opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareSecurity : this.cfg.hostShareSecurity;
     const cache = opts.cache ?? this.cfg.shareCache;
     const notify = opts.notify === true && this.cfg.shareNotify.enabled;
-    const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${cache}:${notify ? 'notify:' : ''}${hostPath}`;
-    const existing = this.sharesByKey.get(key);
+    const spec: QemuShareSpec = { hostPath, readOnly: opts.readOnly, security, cache, notify };
+    const existing = this.shares.acquire(spec);
     if (existing) {
-      existing.refs++;
       try {
-        return await existing.ready;
+        return { shareId: existing.id, guestPath: await existing.ready };
       } catch (err) {
-        existing.refs--;
+        this.shares.release(existing.id);
         throw err;
       }
     }
-    const id = `s${++this.shareSeq}`;
-    const server = new P9Server({
-      exports: [
-        {
-          name: id,
-          path: hostPath,
-          readOnly: opts.readOnly,
-          security,
-          replay: notify ? { uid: this.cfg.shareNotify.uid } : undefined,
-        },
-      ],
-      logger: this.log.with({ share: id }),
-      observer: new P9Metrics({ share: id, path: hostPath }),
-    });
-    const e: ShareEntry = {
-      id,
-      key,
-      hostPath,
-      readOnly: opts.readOnly,
-      token: randomBytes(SHARE_TOKEN_LENGTH),
-      server,
-      refs: 1,
-      ready: undefined as unknown as Promise<Share>,
-    };
-    this.shares.set(id, e);
-    this.sharesByKey.set(key, e);
+    const agent = this.agent;
+    const e = this.shares.create(spec, (entry) => this.mountShare(agent, entry));
+    try {
+      const guestPath = await e.ready;
+      this.log.debug('share added', { share: e.id, hostPath, guestPath, readOnly: opts.readOnly, security, cache });
+      return { shareId: e.id, guestPath };
+    } catch (err) {
+      this.closeNotifier(e.id);
+      this.shares.drop(e.id);
+      throw err;
+    }
+  }
+
+  /**
+   * The agent's AddShare for a registered share. tcp+token: the shim dials the agent's 9P listener meanwhile
+   * (connectShare); vsock: the agent dials the shim's 9P listener (the router admits and routes it). Resolves
+   * with the guest path once the agent mounted it (and so our side has its connection too).
+   */
+  private async mountShare(agent: NonNullable<QemuSandbox['agent']>, e: QemuShare): Promise<string> {
+    const { hostPath, readOnly, cache, notify } = e.spec;
     let rpcOver: string | undefined;
-    const dialed = this.connectShare(e, () => rpcOver);
+    const dialed = this.transport === 'vsock' ? undefined : this.connectShare(e, () => rpcOver);
     // Marked handled only: both outcomes of AddShare below await `dialed`.
-    dialed.catch(() => undefined);
-    e.ready = this.agent
-      .addShare(
+    dialed?.catch(() => undefined);
+    try {
+      const r = await agent.addShare(
         {
-          shareId: id,
+          shareId: e.id,
           kind: '9p',
           source: hostPath,
           target: '',
-          readOnly: opts.readOnly,
-          aname: id,
+          readOnly,
+          aname: e.id,
           token: e.token,
           options: { msize: '262144', cache },
           notifyUid: notify ? this.cfg.shareNotify.uid : 0,
           notifyPinDirs: notify ? this.cfg.shareNotify.pinDirs : 0,
         },
         { timeoutMs: 60_000 },
-      ) // every agent call has a deadline (a wedged guest must not hang Create)
-      .then(
-        async (r) => {
-          rpcOver = 'AddShare done';
-          await dialed; // the agent mounted it, so our side has it too
-          if (notify) await this.startNotifier(e);
-          return { shareId: id, guestPath: r.guestPath };
-        },
-        async (err: unknown) => {
-          rpcOver = 'AddShare failed';
-          // AddShare's error is the one reported; the dial fails because the agent gave up on the share.
-          await dialed.catch((dialErr: unknown) => this.log.debug('share dial ended', { share: id, error: dialErr }));
-          throw err;
-        },
-      );
-    try {
-      const share = await e.ready;
-      this.log.debug('share added', {
-        share: id,
-        hostPath,
-        guestPath: share.guestPath,
-        readOnly: opts.readOnly,
-        security,
-        cache,
-      });
-      return share;
+      ); // every agent call has a deadline (a wedged guest must not hang Create)
+      rpcOver = 'AddShare done';
+      await dialed; // the agent mounted it, so our side has it too
+      if (notify) await this.startNotifier(e);
+      return r.guestPath;
     } catch (err) {
-      this.shares.delete(id);
-      this.sharesByKey.delete(key);
-      e.notifier?.close();
-      server.close();
+      rpcOver ??= 'AddShare failed';
+      // AddShare's error is the one reported; the dial fails because the agent gave up on the share.
+      await dialed?.catch((dialErr: unknown) => this.log.debug('share dial ended', { share: e.id, error: dialErr }));
       throw err;
     }
   }
@@ -659,14 +778,15 @@ export class QemuSandbox implements Sandbox {
    * Watches the share's host directory and replays host processes' changes in the guest. A host without
    * fanotify (not root, old kernel) keeps the share without it (logged).
    */
-  private async startNotifier(e: ShareEntry): Promise<void> {
+  private async startNotifier(e: QemuShare): Promise<void> {
     const agent = this.agent!;
     const log = this.log.with({ share: e.id });
+    const server = await e.server;
     try {
-      e.notifier = await ShareNotifier.start({
+      const notifier = await ShareNotifier.start({
         shareId: e.id,
         hostPath: e.hostPath,
-        plan: e.server.exports[0]!.replay!.plan,
+        plan: server.exports[0]!.replay!.plan,
         log,
         maxDirs: this.cfg.shareNotify.maxDirs,
         send: (changes) =>
@@ -685,7 +805,8 @@ export class QemuSandbox implements Sandbox {
             { timeoutMs: 60_000 },
           ),
       });
-      const st = e.notifier.stats();
+      this.notifiers.set(e.id, notifier);
+      const st = notifier.stats();
       log.debug('share notify on', { watchedDirs: st.watchedDirs, skippedDirs: st.skippedDirs });
     } catch (err) {
       log.warn('share notify unavailable: host changes will not wake watchers in the guest', { error: err });
@@ -693,17 +814,21 @@ export class QemuSandbox implements Sandbox {
   }
 
   async removeShare(shareId: string): Promise<void> {
-    const e = this.shares.get(shareId);
+    // The last reference unregisters it at once (a new add of the same share makes a new one); its server
+    // serves until the guest unmounted.
+    const e = this.shares.unregister(shareId);
     if (!e) return;
-    if (--e.refs > 0) return;
-    this.shares.delete(shareId);
-    this.sharesByKey.delete(e.key);
-    e.notifier?.close();
+    this.closeNotifier(shareId);
     try {
       if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 10_000 });
     } finally {
-      e.server.close();
+      closeServer(e);
     }
+  }
+
+  private closeNotifier(shareId: string): void {
+    this.notifiers.get(shareId)?.close();
+    this.notifiers.delete(shareId);
   }
 
   describe(): Record<string, string> {
@@ -712,6 +837,7 @@ export class QemuSandbox implements Sandbox {
       cpus: String(this.cfg.cpus || (this.accel === 'kvm' ? 2 : 1)),
       memory_mb: String(this.cfg.memoryMiB),
       shares: String(this.shares.size),
+      ...(this.guestCid !== undefined ? { guest_cid: String(this.guestCid) } : {}),
       ...(this.child?.pid ? { qemu_pid: String(this.child.pid) } : {}),
     };
   }
@@ -785,12 +911,9 @@ export class QemuSandbox implements Sandbox {
   private teardownHostSide(): void {
     this.client?.close();
     this.qmp?.close();
-    for (const e of this.shares.values()) {
-      e.notifier?.close();
-      e.server.close();
-    }
-    this.shares.clear();
-    this.sharesByKey.clear();
+    void this.closeVsockListeners();
+    for (const id of [...this.notifiers.keys()]) this.closeNotifier(id);
+    this.shares.closeAll();
   }
 
   async stop(mode: 'graceful' | 'force'): Promise<void> {

@@ -64,7 +64,8 @@ describe('e2e: operating a QEMU pod (traces, metrics, console, lcowctl)', functi
     dir = mkdtempSync(join(tmpdir(), 'lcow-e2e-ops-'));
     // A cold boot (its kernel and init phases, its console); a clone's phases and console are checked in
     // test/e2e/uvm/template.test.ts.
-    writeFileSync(join(dir, 'lcow.toml'), 'allow_uvm_exec = true\ntemplates = false\n');
+    // tcp+token pinned: the suite checks the transport lcowctl reports.
+    writeFileSync(join(dir, 'lcow.toml'), 'allow_uvm_exec = true\ntemplates = false\ntransport = "tcp"\n');
     for (let i = 0; i < 20; i++) writeFileSync(join(dir, `file-${i}.txt`), `content ${i}\n`);
   });
 

@@ -141,7 +141,8 @@ describe('e2e: a squatted hostfwd port on a real QEMU UVM (umask 000)', function
       stateDir,
       logger: new Logger({ write: (l: string) => lines.push(l) }, 'info', {}),
       annotations: {},
-      runtimeConfig: {},
+      // hostfwd ports are what this suite is about (on a host with vhost-vsock, auto would pick vsock)
+      runtimeConfig: { transport: 'tcp' },
       freePort,
     });
     await sb.boot();

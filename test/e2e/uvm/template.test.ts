@@ -110,7 +110,8 @@ describe('e2e: UVM templates', function () {
       extraPath: [join(ROOT, 'bin')],
       logLevel: 'info',
       namespace: NS,
-      env: { LCOW_TEMPLATE_DIR: tplDir },
+      // templates are a tcp+token feature (docs/templates.md): pinned, whatever the host has
+      env: { LCOW_TEMPLATE_DIR: tplDir, LCOW_QEMU_TRANSPORT: 'tcp' },
     });
     image = await importTestImage(cd.address, cd.namespace);
   });
@@ -213,7 +214,7 @@ describe('e2e: UVM templates', function () {
       extraPath: [join(ROOT, 'bin')],
       logLevel: 'info',
       namespace: NS,
-      env: { LCOW_TEMPLATE_DIR: tplDir, LCOW_TEMPLATES: '0' },
+      env: { LCOW_TEMPLATE_DIR: tplDir, LCOW_TEMPLATES: '0', LCOW_QEMU_TRANSPORT: 'tcp' },
     });
     try {
       const img = await importTestImage(cold.address, cold.namespace);

@@ -132,6 +132,21 @@ describe('lcowctl doctor (injected probes)', () => {
     assert.equal(r.exitCode, EXIT.warn);
   });
 
+  it('transport: vsock forced without /dev/vhost-vsock fails with the fix; tcp forced is only noted', async () => {
+    const h = healthy();
+    delete h.files['/dev/vhost-vsock'];
+    h.contents['/etc/containerd/lcow.toml'] += 'transport = "vsock"\n';
+    const r = await runDoctor(probes(h), { configPath: '/etc/containerd/lcow.toml' });
+    assert.equal(find(r, 'vhost-vsock').status, 'fail');
+    assert.match(find(r, 'vhost-vsock').detail, /transport = "vsock" but there is no \/dev\/vhost-vsock/);
+    assert.match(find(r, 'vhost-vsock').fix!, /modprobe vhost_vsock, or set transport = "tcp"/);
+    const t = healthy();
+    t.contents['/etc/containerd/lcow.toml'] += 'transport = "tcp"\n';
+    const rt = await runDoctor(probes(t), { configPath: '/etc/containerd/lcow.toml' });
+    assert.equal(find(rt, 'vhost-vsock').status, 'info');
+    assert.match(find(rt, 'vhost-vsock').detail, /^transport = "tcp": .*tcp\+token.*\(\/dev\/vhost-vsock present\)$/);
+  });
+
   it('no /dev/kvm or /dev/kvm not openable: TCG without booting a probe guest; a forced accelerator is only noted', async () => {
     const h = healthy();
     delete h.files['/dev/kvm'];

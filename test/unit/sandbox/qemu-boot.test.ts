@@ -125,6 +125,8 @@ describe('qemu backend boot: a squatted hostfwd port (fake QEMU, real handshake)
         initrd: '/dev/null',
         rootfs: '',
         boot_timeout_ms: 20_000,
+        // hostfwd ports are what this suite is about (on a host with vhost-vsock, auto would pick vsock)
+        transport: 'tcp',
         ...extra,
       },
       freePort: ports,

@@ -1,9 +1,9 @@
-// The hcs backend's 9P share routing (src/sandbox/hcs/shares.ts) on its own: which handshake purposes the 9P
+// The 9P share routing (src/sandbox/shares.ts, used by the hcs and qemu backends) on its own: which handshake purposes the 9P
 // listener admits and with what binding, and where an authenticated connection goes. The handshake itself runs
 // for real in test/unit/sandbox/hcs-sandbox.test.ts and test/unit/transport/hvsock.test.ts.
 import assert from 'node:assert/strict';
 import { PassThrough, type Duplex } from 'node:stream';
-import { ShareRouter, SHARE_TOKEN_LENGTH, type ShareServer } from '../../../src/sandbox/hcs/shares.js';
+import { ShareRouter, SHARE_TOKEN_LENGTH, type ShareServer } from '../../../src/sandbox/shares.js';
 import type { Conn } from '../../../src/transport/index.js';
 import { silentLogger } from '../../../src/util/log.js';
 
@@ -21,7 +21,7 @@ function fakeConn(): Conn & { closed: boolean } {
   return c;
 }
 
-describe('hcs 9P share routing (ShareRouter)', () => {
+describe('9P share routing (ShareRouter)', () => {
   const served = new Map<string, Duplex[]>();
   let closedServers: string[];
   const router = (): ShareRouter => {
@@ -39,8 +39,8 @@ describe('hcs 9P share routing (ShareRouter)', () => {
 
   it('admits a registered share id only, binding that share its own token; never the control purpose', async () => {
     const r = router();
-    const a = r.create('/srv/a', true, async () => '/g/a');
-    const b = r.create('/srv/b', false, async () => '/g/b');
+    const a = r.create({ hostPath: '/srv/a', readOnly: true }, async () => '/g/a');
+    const b = r.create({ hostPath: '/srv/b', readOnly: false }, async () => '/g/b');
     assert.equal(a.token.length, SHARE_TOKEN_LENGTH);
     assert.notDeepEqual(a.token, b.token);
     assert.deepEqual(r.admit({ kind: 'p9', shareId: a.id })?.binding, a.token);
@@ -52,8 +52,8 @@ describe('hcs 9P share routing (ShareRouter)', () => {
 
   it("routes an authenticated connection by its purpose's share id; one connection per share", async () => {
     const r = router();
-    const a = r.create('/srv/a', true, async () => '/g/a');
-    const b = r.create('/srv/b', true, async () => '/g/b');
+    const a = r.create({ hostPath: '/srv/a', readOnly: true }, async () => '/g/a');
+    const b = r.create({ hostPath: '/srv/b', readOnly: true }, async () => '/g/b');
     await Promise.all([a.ready, b.ready]);
     const ca = fakeConn();
     r.handle(ca, { kind: 'p9', shareId: a.id });
@@ -76,7 +76,7 @@ describe('hcs 9P share routing (ShareRouter)', () => {
 
   it('closes a connection whose share went away during its handshake', async () => {
     const r = router();
-    const a = r.create('/srv/a', true, async () => '/g/a');
+    const a = r.create({ hostPath: '/srv/a', readOnly: true }, async () => '/g/a');
     await a.ready;
     assert.ok(r.admit({ kind: 'p9', shareId: a.id }));
     r.release(a.id);
