@@ -128,10 +128,20 @@ export interface OomListener {
   (containerId: string): void;
 }
 
+/** The OCI process's user (only the uid matters here). */
+interface ProcessUser {
+  uid?: number;
+}
+
 export class Agent {
   readonly runc: Runc;
   private readonly containers = new Map<string, AgentContainer>();
   private readonly shares = new Map<string, { path: string; mounted: boolean; replayer?: ShareReplayer }>();
+  /**
+   * The fsuids host changes are replayed with (share notify): the 9P server answers that uid's requests from its
+   * replay tree without touching the host, so a container process running as it would lose its writes.
+   */
+  private readonly replayUids = new Set<number>();
   private readonly log: Logger;
   private readonly reaper: Reaper;
   private readonly drainTimeoutMs: number;
@@ -208,6 +218,7 @@ export class Agent {
       }
       let replayer: ShareReplayer | undefined;
       if (notifyUid > 0) {
+        this.replayUids.add(notifyUid);
         replayer = new ShareReplayer(target, notifyUid, Math.min(req.notifyPinDirs ?? 0, 1 << 20), this.log);
         replayer.pinTree().catch((err: unknown) => this.log.warn('pinning share directories failed', { error: err }));
       }
@@ -278,12 +289,13 @@ export class Agent {
     checkId('container id', req.containerId);
     if (this.containers.has(req.containerId))
       throw new AgentError('AlreadyExists', `container ${req.containerId} already exists`);
-    let spec: { root?: { path?: string }; process?: { terminal?: boolean } };
+    let spec: { root?: { path?: string }; process?: { terminal?: boolean; user?: ProcessUser } };
     try {
       spec = JSON.parse(Buffer.from(req.specJson).toString('utf8')) as typeof spec;
     } catch (err) {
       throw new AgentError('InvalidArgument', `spec is not JSON: ${(err as Error).message}`);
     }
+    this.refuseReplayUid(spec.process?.user);
     const bundle = req.bundle || join(this.opts.stateDir, 'bundles', req.containerId);
     await mkdir(bundle, { recursive: true, mode: 0o711 });
     const io = new ProcessIO(req.stdio);
@@ -418,12 +430,13 @@ export class Agent {
     checkId('exec id', req.execId);
     if (c.execs.has(req.execId)) throw new AgentError('AlreadyExists', `exec ${req.execId} already exists`);
     if (c.init.status === 'exited') throw new AgentError('FailedPrecondition', `container ${c.id} is not running`);
-    let proc: { terminal?: boolean; args?: string[] };
+    let proc: { terminal?: boolean; args?: string[]; user?: ProcessUser };
     try {
       proc = JSON.parse(Buffer.from(req.processJson).toString('utf8')) as typeof proc;
     } catch (err) {
       throw new AgentError('InvalidArgument', `process spec is not JSON: ${(err as Error).message}`);
     }
+    this.refuseReplayUid(proc.user);
     if (!Array.isArray(proc.args) || proc.args.length === 0)
       throw new AgentError('InvalidArgument', 'process spec has no args');
     proc.terminal = req.stdio.terminal;
@@ -432,6 +445,15 @@ export class Agent {
     const file = join(dir, `${req.execId}.json`);
     await writeFile(file, JSON.stringify(proc));
     c.execs.set(req.execId, new AgentProcess(req.containerId, req.execId, new ProcessIO(req.stdio), file));
+  }
+
+  private refuseReplayUid(user: ProcessUser | undefined): void {
+    if (user?.uid !== undefined && this.replayUids.has(user.uid))
+      throw new AgentError(
+        'InvalidArgument',
+        `uid ${user.uid} is the uid host changes are replayed with (share_notify_uid in the runtime config): ` +
+          'a process running as it would have its file writes dropped; run as another uid or change share_notify_uid',
+      );
   }
 
   async signalProcess(containerId: string, execId: string, signal: number, all: boolean): Promise<void> {
