@@ -382,7 +382,7 @@ export class QemuSandbox implements Sandbox {
   private async addShareNow(hostPath: string, opts: ShareOptions): Promise<Share> {
     if (!this.agent) throw new Error('sandbox not booted');
     const security = opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareSecurity : this.cfg.hostShareSecurity;
-    const cache = opts.cache ?? this.cfg.shareCache;
+    const cache = opts.cache ?? (opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareCache : this.cfg.shareCache);
     const notify = opts.notify === true && this.cfg.shareNotify.enabled;
     const key = `${opts.readOnly ? 'ro' : 'rw'}:${security}:${cache}:${notify ? 'notify:' : ''}${hostPath}`;
     const existing = this.sharesByKey.get(key);
@@ -518,7 +518,8 @@ export class QemuSandbox implements Sandbox {
     this.sharesByKey.delete(e.key);
     e.notifier?.close();
     try {
-      if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 10_000 });
+      // 60 s: the guest first writes back what it cached of the share (a cache=loose rootfs).
+      if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 60_000 });
     } finally {
       e.server.close();
     }
