@@ -118,7 +118,7 @@ export interface AgentOptions {
   reaper?: Reaper;
   /** UVM: mounts a 9P share (kind "9p") at req.target; see uvm.ts. */
   mount9p?: (req: P9MountRequest) => Promise<void>;
-  /** Undoes a share's mount (default: umount -l). */
+  /** Undoes a share's mount (default: for 9P, `sync -f` first; then umount -l). */
   unmount?: (target: string) => Promise<void>;
   /** UVM under Hyper-V: mounts a SCSI disk the host hot-added (kind "scsi"); see scsi.ts. */
   mountScsi?: (req: ScsiMountRequest) => Promise<void>;
@@ -136,7 +136,10 @@ interface ProcessUser {
 export class Agent {
   readonly runc: Runc;
   private readonly containers = new Map<string, AgentContainer>();
-  private readonly shares = new Map<string, { path: string; mounted: boolean; replayer?: ShareReplayer }>();
+  private readonly shares = new Map<
+    string,
+    { path: string; mounted: boolean; kind?: '9p'; replayer?: ShareReplayer }
+  >();
   /**
    * The fsuids host changes are replayed with (share notify): the 9P server answers that uid's requests from its
    * replay tree without touching the host, so a container process running as it would lose its writes.
@@ -222,7 +225,7 @@ export class Agent {
         replayer = new ShareReplayer(target, notifyUid, Math.min(req.notifyPinDirs ?? 0, 1 << 20), this.log);
         replayer.pinTree().catch((err: unknown) => this.log.warn('pinning share directories failed', { error: err }));
       }
-      this.shares.set(req.shareId, { path: target, mounted: true, replayer });
+      this.shares.set(req.shareId, { path: target, mounted: true, kind: '9p', replayer });
       return target;
     }
     if (req.kind === 'scsi') {
@@ -255,8 +258,21 @@ export class Agent {
     const s = this.shares.get(shareId);
     if (!s) throw new AgentError('NotFound', `share ${shareId} not found`);
     s.replayer?.close();
-    if (s.mounted) await (this.opts.unmount ? this.opts.unmount(s.path) : runCmd('umount', ['-l', s.path]));
+    if (s.mounted) await (this.opts.unmount ? this.opts.unmount(s.path) : this.unmountShare(s.path, s.kind));
     this.shares.delete(shareId);
+  }
+
+  /**
+   * A 9P share may hold data the guest has not written back yet (a cache=loose rootfs, pages of a cache=mmap
+   * mapping): syncfs it while the host's server still answers; a lazy unmount would write back later, after the
+   * shim closed the share. Then detach it (lazily: a process still inside must not fail the removal).
+   */
+  private async unmountShare(target: string, kind: '9p' | undefined): Promise<void> {
+    if (kind === '9p')
+      await runCmd('sync', ['-f', target]).catch((err: unknown) =>
+        this.log.warn('sync of a share before unmount failed', { target, error: err }),
+      );
+    await runCmd('umount', ['-l', target]);
   }
 
   /** Replays host changes under a share through its mount (share-replay.ts). */

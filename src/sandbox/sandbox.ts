@@ -82,10 +82,15 @@ export interface PreparedRootfs {
  * How the guest caches a 9P share (the v9fs `cache=` mount option). `none`: every read and write goes to the
  * server, no shared writable mmap. `mmap`: reads and writes still go to the server, but the guest keeps pages
  * for mmap so MAP_SHARED|PROT_WRITE works (SQLite WAL's -shm, LMDB); see docs/applications.md for what that
- * means when host processes write the same files.
+ * means when host processes write the same files. `loose`: the guest caches dentries, attributes and pages and
+ * writes back later (fsync and unmount flush): only for a share nobody changes on the host while the guest uses
+ * it, i.e. a container's own rootfs snapshot (docs/applications.md, "The container rootfs").
  */
-export type ShareCache = 'none' | 'mmap';
+export type ShareCache = 'none' | 'mmap' | 'loose';
+/** Modes a bind mount (and the `share_cache` default) may ask for: both coherent with host-side writers. */
 export const SHARE_CACHE_MODES: readonly ShareCache[] = ['none', 'mmap'];
+/** Modes for container rootfs snapshots (`rootfs_share_cache`): `loose` too, the default. */
+export const ROOTFS_SHARE_CACHE_MODES: readonly ShareCache[] = ['none', 'mmap', 'loose'];
 
 export interface SandboxStats {
   pid: number;

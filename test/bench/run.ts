@@ -16,6 +16,7 @@ const suiteModules: Array<() => Promise<{ suite: BenchSuite }>> = [
   () => import('./p9-kernel.js').then((m) => ({ suite: m.transportSuite })),
   () => import('./cri.js'),
   () => import('./apps.js'),
+  () => import('./rootfs-cache.js'),
 ];
 
 async function main(): Promise<number> {

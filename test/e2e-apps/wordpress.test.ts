@@ -8,17 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AppHarness, appImage, appsUnavailable } from '../helpers/apps.js';
 import { requirePrerequisite } from '../helpers/prerequisite.js';
+import { WP_DATABASE, WP_INIT, WP_START as START, WP_STOP as STOP, WP_WEB_INSTALL } from '../helpers/app-scripts.js';
 
-const SOCK = '/run/mysqld/mysqld.sock';
-const START =
-  `mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld && ` +
-  `setsid mariadbd --user=mysql --datadir=/data/mysql --socket=${SOCK} --skip-networking ` +
-  `--innodb-use-native-aio=0 --log-error=/data/mysql/error.log </dev/null >/dev/null 2>&1 & ` +
-  `for i in $(seq 600); do mariadb-admin --socket=${SOCK} ping >/dev/null 2>&1 && break; sleep 0.5; done && ` +
-  `mkdir -p /run/lock && apache2ctl start && for i in $(seq 300); do curl -fs -o /dev/null http://localhost/wp-includes/version.php && exit 0; sleep 0.5; done; exit 1`;
-const STOP =
-  `apache2ctl stop; while [ -e /run/apache2/apache2.pid ]; do sleep 0.2; done; ` +
-  `mariadb-admin --socket=${SOCK} shutdown && while [ -e /data/mysql/*.pid ]; do sleep 0.2; done`;
 const TITLE = 'Written in a utility VM';
 // php-cli with WordPress loaded, as the web server's user (hack/apps/images/wordpress/wp-cli.php).
 const WP = (args: string): string => `runuser -u www-data -- php /usr/local/lib/lcow/wp-cli.php ${args}`;
@@ -53,33 +44,10 @@ describe('apps: WordPress (Apache + PHP + MariaDB, one container) with its data 
 
   it('web install, a post and an upload; clean stop; the data is on the host', async function () {
     const p = await pod();
-    await h.time('database', () =>
-      h.sh(
-        p,
-        // wp-content on the share, as in the usual WordPress deployments; the themes and plugins Debian ships
-        // are linked in (WordPress renders an empty page without a theme).
-        'mkdir -p /data/mysql /data/wp-content/uploads && chown mysql:mysql /data/mysql && ' +
-          'ln -s /usr/share/wordpress/wp-content/themes /data/wp-content/themes && ' +
-          'ln -s /usr/share/wordpress/wp-content/plugins /data/wp-content/plugins && ' +
-          'chown -R www-data:www-data /data/wp-content && ' +
-          'mariadb-install-db --user=mysql --datadir=/data/mysql --skip-test-db >/dev/null',
-      ),
-    );
+    await h.time('database', () => h.sh(p, WP_INIT));
     await h.time('start', () => h.sh(p, START));
-    await h.sh(
-      p,
-      `mariadb --socket=${SOCK} -e "create database wordpress; create user wordpress@localhost identified by 'wordpress'; ` +
-        `grant all on wordpress.* to wordpress@localhost"`,
-    );
-    const install = await h.time('web install', () =>
-      h.sh(
-        p,
-        `curl -s -o /dev/null -w '%{http_code}' --data-urlencode weblog_title=LCOW --data-urlencode user_name=admin ` +
-          `--data-urlencode admin_password=lcow-Pass-1234 --data-urlencode admin_password2=lcow-Pass-1234 ` +
-          `--data-urlencode pw_weak=1 --data-urlencode admin_email=admin@example.com --data-urlencode blog_public=0 ` +
-          `'http://localhost/wp-admin/install.php?step=2'`,
-      ),
-    );
+    await h.sh(p, WP_DATABASE);
+    const install = await h.time('web install', () => h.sh(p, WP_WEB_INSTALL));
     assert.equal(install.trim(), '200');
     const out = await h.time('post + upload', () => h.sh(p, WP(`post '${TITLE}' 'Stored on a 9P bind mount.'`)));
     [postId, upload] = out.trim().split(' ') as [string, string];

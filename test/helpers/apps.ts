@@ -164,9 +164,15 @@ export class AppHarness {
   }
 
   /** Starts a new pod (a new UVM) whose container sleeps; returns its id. */
-  async startPod(image: string, mounts: Mount[], opts: { memoryMiB?: number; tmpfs?: string[] } = {}): Promise<string> {
+  async startPod(
+    image: string,
+    mounts: Mount[],
+    opts: { memoryMiB?: number; tmpfs?: string[]; runtimeConfigPath?: string } = {},
+  ): Promise<string> {
     const id = `${this.app}-${++this.podSeq}-${process.pid}`;
     const args = ['run', '-d', '--runtime', RUNTIME, '--annotation', `${SANDBOX_ID}=${id}`];
+    // The runtime's TOML (share_cache, rootfs_share_cache...), as a runtime's ConfigPath option gives it.
+    if (opts.runtimeConfigPath) args.push('--runtime-config-path', opts.runtimeConfigPath);
     if (opts.memoryMiB) args.push('--annotation', `${MEMORY_ANNOTATION}=${opts.memoryMiB}`);
     for (const m of mounts)
       args.push(

@@ -8,7 +8,7 @@ import type { Logger } from '../../util/log.js';
 import { mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
 import { parseShareSecurity, type ShareSecurity } from '../../p9/security.js';
 import { configPicker, defaultGuestDir, positiveInt as num, uvmSizing } from '../sizing.js';
-import { SHARE_CACHE_MODES, type ShareCache } from '../sandbox.js';
+import { ROOTFS_SHARE_CACHE_MODES, SHARE_CACHE_MODES, type ShareCache } from '../sandbox.js';
 import { parseTransportSetting, type TransportSetting } from './vsock.js';
 
 export { CPU_ANNOTATION, MEMORY_ANNOTATION, defaultGuestDir } from '../sizing.js';
@@ -54,6 +54,13 @@ export interface QemuConfig {
    */
   shareCache: ShareCache;
   /**
+   * The cache mode of container rootfs snapshots (config `rootfs_share_cache`, default `mmap`). `loose` is
+   * correct (the snapshot is this container's own; the host does not change it while it runs) and much faster
+   * for path-heavy starts, but v9fs then keeps a fid for every cached dentry, and a container touching more than
+   * the server's fid bound of distinct paths (a big node_modules tree) would get ENFILE: opt-in for now.
+   */
+  rootfsShareCache: ShareCache;
+  /**
    * Host changes under bind mounts reach inotify watchers in the guest (docs/share-notify.md): config
    * `share_notify` (default on), `share_notify_pin_dirs` (directories per share the guest keeps referenced,
    * default 4096), `share_notify_max_dirs` (host directories watched per share, default 65536),
@@ -92,9 +99,12 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
   const guestDir = typeof pick('guest_dir') === 'string' ? (pick('guest_dir') as string) : defaultGuestDir();
   const accelRaw = (process.env.LCOW_QEMU_ACCEL || (pick('accel') as string | undefined) || '').trim();
   const { memoryMiB, cpus } = uvmSizing(pick, annotations, { memoryMiB: 1024, cpus: 0 });
-  const shareCache = pick('share_cache') ?? 'mmap';
-  if (!SHARE_CACHE_MODES.includes(shareCache as ShareCache))
-    throw new Error(`share_cache must be one of ${SHARE_CACHE_MODES.join(', ')}, not ${JSON.stringify(shareCache)}`);
+  const shareCache = cacheMode(pick('share_cache') ?? 'mmap', 'share_cache', SHARE_CACHE_MODES);
+  const rootfsShareCache = cacheMode(
+    pick('rootfs_share_cache') ?? 'mmap',
+    'rootfs_share_cache',
+    ROOTFS_SHARE_CACHE_MODES,
+  );
   return {
     binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
     kernel: (pick('kernel') as string | undefined) ?? join(guestDir, 'vmlinuz'),
@@ -110,7 +120,8 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     freePageReporting: pick('free_page_reporting') !== false,
     rootfsShareSecurity: parseShareSecurity(pick('rootfs_share_security') ?? 'passthrough-existing'),
     hostShareSecurity: parseShareSecurity(pick('host_share_security') ?? 'mapped'),
-    shareCache: shareCache as ShareCache,
+    shareCache,
+    rootfsShareCache,
     shareNotify: {
       enabled: pick('share_notify') !== false,
       pinDirs: num(pick('share_notify_pin_dirs')) ?? 4096,
@@ -131,6 +142,12 @@ function tbSize(v: unknown): number {
   if (v === undefined || v === null || v === '') return 64;
   if (Number(v) === 0) return 0;
   return num(v) ?? 64;
+}
+
+function cacheMode(v: unknown, key: string, modes: readonly ShareCache[]): ShareCache {
+  if (!modes.includes(v as ShareCache))
+    throw new Error(`${key} must be one of ${modes.join(', ')}, not ${JSON.stringify(v)}`);
+  return v as ShareCache;
 }
 
 function replayUid(v: unknown): number {

@@ -710,7 +710,7 @@ export class QemuSandbox implements Sandbox {
   private async addShareNow(hostPath: string, opts: ShareOptions): Promise<Share> {
     if (!this.agent) throw new Error('sandbox not booted');
     const security = opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareSecurity : this.cfg.hostShareSecurity;
-    const cache = opts.cache ?? this.cfg.shareCache;
+    const cache = opts.cache ?? (opts.role === 'rootfs-snapshot' ? this.cfg.rootfsShareCache : this.cfg.shareCache);
     const notify = opts.notify === true && this.cfg.shareNotify.enabled;
     const spec: QemuShareSpec = { hostPath, readOnly: opts.readOnly, security, cache, notify };
     const existing = this.shares.acquire(spec);
@@ -820,7 +820,8 @@ export class QemuSandbox implements Sandbox {
     if (!e) return;
     this.closeNotifier(shareId);
     try {
-      if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 10_000 });
+      // 60 s: the guest first writes back what it cached of the share (a cache=loose rootfs).
+      if (this.agent && !this.client?.closed) await this.agent.removeShare({ shareId }, { timeoutMs: 60_000 });
     } finally {
       closeServer(e);
     }

@@ -14,6 +14,7 @@ import {
   readFileSync,
   readdirSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import net from 'node:net';
@@ -160,6 +161,46 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /host data/);
     assert.equal(readFileSync(join(hostDir, 'from-guest.txt'), 'utf8'), 'written-in-guest\n');
+  });
+
+  it('what a container writes to its rootfs (cache=loose: written back at unmount) is in its snapshot once it stopped', async function () {
+    const id = `uvm-rootfs-${process.pid}`;
+    // Its own pod, with the rootfs on cache=loose (opt-in: rootfs_share_cache), the mode that holds dirty pages.
+    const config = join(hostDir, 'rootfs-loose.toml');
+    writeFileSync(config, 'rootfs_share_cache = "loose"\n');
+    // 4 MiB of dirty pages, a small file renamed over another and a mode change, then exit at once: the periodic
+    // writeback (30 s) has not run: the agent syncs the share before unmounting it at task delete.
+    const script =
+      'dd if=/dev/zero bs=64k count=64 2>/dev/null | tr "\\0" "r" > /big && echo new > /tmp.new && ' +
+      'echo old > /kept && mv /tmp.new /kept && chmod 0600 /kept && echo done && awk \'$2 == "/"\' /proc/mounts';
+    try {
+      const r = await cd.ctr(
+        ['run', '--runtime', RUNTIME, '--runtime-config-path', config, image, id, 'sh', '-c', script],
+        { timeoutMs: 240_000 },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const [done, root] = r.stdout.trim().split('\n');
+      assert.equal(done, 'done');
+      // The root is the snapshot's 9P share, mounted by the guest kernel with the configured rootfs cache mode.
+      assert.match(root ?? '', /^\S+ \/ 9p \S*[,=]loose\b/, `root mount: ${root}`);
+      // `ctr run` deleted the task (the share is gone); the container and its snapshot stay: read its upper dir.
+      const m = await cd.ctr(['snapshots', 'mounts', '/mnt', id]);
+      assert.equal(m.code, 0, m.stderr);
+      const upper = /upperdir=([^,\s]+)/.exec(m.stdout)?.[1];
+      assert.ok(upper, `no upperdir in ${m.stdout}`);
+      const big = readFileSync(join(upper, 'big'));
+      assert.equal(big.length, 4 << 20);
+      assert.ok(
+        big.every((b) => b === 0x72),
+        'the big file has bytes that were not written',
+      );
+      assert.equal(readFileSync(join(upper, 'kept'), 'utf8'), 'new\n');
+      assert.equal(statSync(join(upper, 'kept')).mode & 0o777, 0o600);
+      assert.equal(existsSync(join(upper, 'tmp.new')), false);
+    } finally {
+      await cd.ctr(['task', 'delete', '-f', id]).catch(() => undefined);
+      await cd.ctr(['container', 'rm', id]);
+    }
   });
 
   it('a single-file bind mount (ro) shows the file and refuses writes (siblings: test/integration/shim/uvm-fs)', async function () {

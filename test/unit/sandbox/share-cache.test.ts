@@ -1,5 +1,6 @@
 // The guest cache mode of 9P shares: the runtime config default (share_cache), the per-bind-mount OCI option
-// x-lcow.cache=MODE (removed before the spec reaches runc).
+// x-lcow.cache=MODE (removed before the spec reaches runc), and container rootfs snapshots' own default
+// (rootfs_share_cache: mmap unless configured loose).
 import assert from 'node:assert/strict';
 import { qemuConfig } from '../../../src/sandbox/qemu/config.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,6 +16,17 @@ describe('sandbox: share cache mode', () => {
     assert.equal(qemuConfig({ qemu: { share_cache: 'none' } }, {}).shareCache, 'none');
     assert.throws(() => qemuConfig({ share_cache: 'loose' }, {}), /share_cache must be one of none, mmap/);
     assert.throws(() => qemuConfig({ share_cache: 1 }, {}), /share_cache/);
+  });
+
+  it('rootfs snapshots default to mmap; rootfs_share_cache picks loose or none; share_cache does not change it', () => {
+    assert.equal(qemuConfig({}, {}).rootfsShareCache, 'mmap');
+    assert.equal(qemuConfig({ share_cache: 'none' }, {}).rootfsShareCache, 'mmap');
+    assert.equal(qemuConfig({ rootfs_share_cache: 'loose' }, {}).rootfsShareCache, 'loose');
+    assert.equal(qemuConfig({ qemu: { rootfs_share_cache: 'none' } }, {}).rootfsShareCache, 'none');
+    assert.throws(
+      () => qemuConfig({ rootfs_share_cache: 'fscache' }, {}),
+      /rootfs_share_cache must be one of none, mmap, loose/,
+    );
   });
 
   it('x-lcow.cache=MODE is taken out of the mount options; other options stay in order', () => {

@@ -21,7 +21,8 @@ if mode == "count":
 elif mode in ("publish", "publish-acks"):
     ch.queue_declare(queue=queue, durable=True)
     ch.confirm_delivery()  # basic_publish now returns only after the broker's confirm (raises if nacked)
-    props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+    # delivery_mode 2: persistent (AMQP 0-9-1); bookworm's pika (1.2) has no pika.DeliveryMode enum yet.
+    props = pika.BasicProperties(delivery_mode=2)
     n = int(sys.argv[3]) if mode == "publish" else None
     i = 0
     while n is None or i < n:
