@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { main } from '../../../src/doctor/cli.js';
 import { EXIT, runDoctor, type FileFacts, type HostProbes, type Report } from '../../../src/doctor/doctor.js';
+import { withoutEnv } from '../../helpers/env.js';
 
 const GUEST = '/opt/lcow/guest';
 const file = (size = 1000): FileFacts => ({
@@ -89,6 +90,7 @@ const status = (r: Report): Record<string, string> => {
 const find = (r: Report, id: string, st?: string) => r.checks.find((c) => c.id === id && (!st || c.status === st))!;
 
 describe('lcowctl doctor (injected probes)', () => {
+  withoutEnv('LCOW_QEMU_TRANSPORT');
   it('a healthy host: every check ok (vsock present), exit 0; the runtime config is the one containerd names', async () => {
     const h = healthy();
     const p = probes(h);

@@ -32,6 +32,7 @@ import {
 import { formatVsockPorts, parseVsockPorts } from '../../../src/transport/index.js';
 import { Logger } from '../../../src/util/log.js';
 import { parseAgentArgs } from '../../../src/agent/main.js';
+import { withoutEnv } from '../../helpers/env.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const GOLDEN = resolve(HERE, '../../../../test/golden/qemu');
@@ -246,6 +247,7 @@ function socketFds(): number {
 
 describe('qemu backend boot over vsock (fake QEMU; this host cannot run a vsock guest)', function () {
   this.timeout(60_000);
+  withoutEnv('LCOW_QEMU_TRANSPORT');
   let dir: string;
   let wrapper: string;
   let lines: string[];
