@@ -199,7 +199,7 @@ describe('CRI: containerd 1.6 CRI plugin, runtime handlers runc and lcow', funct
       };
 
       before(async function () {
-        if (unavailable) this.skip();
+        requirePrerequisite(this, unavailable);
         c = env.client;
         const pod = await runPod('a', {
           hostname: `pod-a-${handler}`,

@@ -217,7 +217,7 @@ describe('9P attacks by a hostile guest (raw 9P client against `lcowctl 9p serve
       let dir: string;
       let a: Attacker;
       before(async function () {
-        if (missing) this.skip();
+        requirePrerequisite(this, missing);
         ({ srv, dir } = await server(`priv-${security}`, { security }));
         a = await attacker(srv);
       });
@@ -318,7 +318,7 @@ describe('9P attacks by a hostile guest (raw 9P client against `lcowctl 9p serve
 
   describe('existing objects by model', function () {
     it('passthrough-existing shows image setuid files and capabilities; mapped hides host privileged xattrs', async function () {
-      if (missing) this.skip();
+      requirePrerequisite(this, missing);
       for (const security of ['mapped', 'passthrough-existing'] as const) {
         const { srv, dir } = await server(`existing-${security}`, { security });
         const bin = join(dir, 'ping');
@@ -340,7 +340,7 @@ describe('9P attacks by a hostile guest (raw 9P client against `lcowctl 9p serve
 
   describe('the server never opens, chmods or gives away a special file (Tsetattr size on a FIFO/device)', function () {
     it('host FIFO and device: EINVAL/ENXIO/EPERM, no open seen by inotify; guest-made ones are plain files', async function () {
-      if (missing) this.skip();
+      requirePrerequisite(this, missing);
       const { srv, dir } = await server('special');
       const fifo = join(dir, 'hostfifo');
       const dev = join(dir, 'hostnull');
@@ -392,7 +392,7 @@ describe('9P attacks by a hostile guest (raw 9P client against `lcowctl 9p serve
     let srv: RunningServer;
     let dir: string;
     before(async function () {
-      if (missing) this.skip();
+      requirePrerequisite(this, missing);
       ({ srv, dir } = await server('bounds'));
     });
 

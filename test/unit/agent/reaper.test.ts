@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Reaper } from '../../../src/agent/reaper.js';
 import type { WaitResult } from '../../../src/agent/sys.js';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const distSrc = fileURLToPath(new URL('../../../src/agent/', import.meta.url));
 
@@ -38,8 +39,8 @@ describe('agent reaper', () => {
   });
 
   it('as a subreaper: orphans are reaped, the exit of a child_process child is not stolen', async function () {
-    // PR_SET_CHILD_SUBREAPER exists only on Linux (the agent runs only in a Linux guest); never skipped on CI's Linux.
-    if (process.platform !== 'linux') this.skip();
+    // The agent runs only in a Linux guest; CI runs on Linux, where this never skips.
+    requirePrerequisite(this, process.platform !== 'linux' ? 'PR_SET_CHILD_SUBREAPER exists only on Linux' : undefined);
     const dir = mkdtempSync(join(tmpdir(), 'reaper-test-'));
     const script = join(dir, 'orphans.mjs');
     writeFileSync(

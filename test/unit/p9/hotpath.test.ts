@@ -20,6 +20,7 @@ import { ReplyOut } from '../../../src/p9/reply.js';
 import { SyncWriteGuard } from '../../../src/p9/syncwrite.js';
 import { O, close, fstatx, fstatxRaw, openat, AT_FDCWD, statxFromRaw } from '../../../src/util/syscalls.js';
 import { Fixture } from './fixture.js';
+import { requirePrerequisite } from '../../helpers/prerequisite.js';
 
 const hot: AnyMessage[] = [
   { type: MsgType.Tgetattr, fid: 7, requestMask: 0x3fffn },
@@ -128,7 +129,7 @@ describe('p9 hot paths', function () {
     });
 
     it('Rgetattr carries a host device number in glibc makedev encoding', async function () {
-      if (process.getuid?.() !== 0) this.skip();
+      requirePrerequisite(this, process.getuid?.() !== 0 ? 'mknod of a character device needs root' : undefined);
       const { c, root } = await fx.client();
       const r = spawn('mknod', [fx.host('chr'), 'c', '4095', '1048575']);
       assert.equal(await new Promise((res) => r.once('exit', res)), 0);
