@@ -258,6 +258,23 @@ export class Session {
     }
   }
 
+  /**
+   * Whether a request (not Tversion) with `tag` may be handled: answered EPROTO before a Tversion; a reused
+   * outstanding tag makes every later reply ambiguous (the client is broken), so it closes the connection.
+   */
+  private admitTag(tag: number): boolean {
+    if (this.msize === 0) {
+      this.sendError(tag, Errno.EPROTO);
+      return false;
+    }
+    if (this.inflight.has(tag)) {
+      this.log.warn('9p: tag reused while outstanding, closing connection', { tag });
+      this.close();
+      return false;
+    }
+    return true;
+  }
+
   private onFrame(buf: Buffer, off: number, size: number): void {
     this.timer?.arrived(buf, off, size);
     const type = buf[off + 4]!;
@@ -266,16 +283,7 @@ export class Session {
       this.handleVersion(buf.subarray(off, off + size), tag);
       return;
     }
-    if (this.msize === 0) {
-      this.sendError(tag, Errno.EPROTO);
-      return;
-    }
-    if (this.inflight.has(tag)) {
-      // A reused outstanding tag makes every later reply ambiguous: the client is broken.
-      this.log.warn('9p: tag reused while outstanding, closing connection', { tag });
-      this.close();
-      return;
-    }
+    if (!this.admitTag(tag)) return;
     let msg: TMessage;
     try {
       msg = decodeAt(buf, off, size) as unknown as TMessage;
@@ -315,15 +323,7 @@ export class Session {
     const head = pieces[0]!;
     this.timer?.arrived(head, 0, size);
     const tag = head[5]! | (head[6]! << 8);
-    if (this.msize === 0) {
-      this.sendError(tag, Errno.EPROTO);
-      return;
-    }
-    if (this.inflight.has(tag)) {
-      this.log.warn('9p: tag reused while outstanding, closing connection', { tag });
-      this.close();
-      return;
-    }
+    if (!this.admitTag(tag)) return;
     const count = r32(head, 19);
     if (count > size - TWRITE_HEAD || tag === NOTAG) {
       this.sendError(tag, tag === NOTAG ? Errno.EOPNOTSUPP : Errno.EINVAL);
