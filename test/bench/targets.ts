@@ -7,7 +7,7 @@
 //  - `ctr run --rm true` with the process backend against io.containerd.runc.v2.
 // Each private containerd gets its own template dir, so "first pod" really finds no template.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -16,6 +16,7 @@ import { startContainerd, type PrivateContainerd } from '../helpers/containerd.j
 import { importTestImage } from '../helpers/image.js';
 import type { BenchRow, BenchSuite } from './harness.js';
 import { guestImageArgs } from '../../src/sandbox/qemu/config.js';
+import { pidsWhere } from '../helpers/host-state.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const KERNEL = join(ROOT, 'build/guest/vmlinuz');
@@ -31,19 +32,6 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? NaN;
 };
-
-function pidsWhere(pred: (argv: string[]) => boolean): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      if (pred(readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0'))) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 /** Boots the image with lcow.mode=floor: ms from spawning QEMU until the guest said `node -e 0` ended. */
 function floorBoot(): Promise<number> {

@@ -4,7 +4,7 @@
 //  - `ctr run --rm true`: a cold pod (boots a UVM) and a warm second container in the same pod;
 //  - RSS of the shim and of QEMU for one pod.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { startContainerd } from '../helpers/containerd.js';
 import { importTestImage } from '../helpers/image.js';
 import type { BenchRow, BenchSuite } from './harness.js';
 import { guestImageArgs } from '../../src/sandbox/qemu/config.js';
+import { pidsWhere } from '../helpers/host-state.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const KERNEL = join(ROOT, 'build/guest/vmlinuz');
@@ -25,19 +26,6 @@ const RUNS = Number(process.env.LCOW_BENCH_UVM_RUNS ?? 3);
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
-}
-
-function pidsWhere(pred: (argv: string[]) => boolean): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      if (pred(readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0'))) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
 }
 
 const stats = (xs: number[]): Record<string, number> => {

@@ -4,7 +4,7 @@
 // Every id carries process.pid: other people run lcow shims and UVMs on this host at the same time.
 import assert from 'node:assert/strict';
 import { execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -12,6 +12,7 @@ import { leftovers, startContainerd, type PrivateContainerd } from './containerd
 import { lcowctl } from './lcowctl.js';
 import { P9_METRICS } from '../../src/telemetry/p9-metrics.js';
 import type { HistogramValue, MetricsSnapshot } from '../../src/telemetry/metrics.js';
+import { qemuPidsOfPod, shimPids } from './host-state.js';
 
 const execFileP = promisify(execFile);
 
@@ -49,35 +50,6 @@ export async function appImage(cd: PrivateContainerd, name: string): Promise<str
   assert.ok(key, `unexpected image path ${tar}`);
   process.stderr.write(`      image ${name}: ${((Date.now() - t0) / 1000).toFixed(1)} s (build or cache, import)\n`);
   return `localhost/lcow-apps/${name}:${key}`;
-}
-
-export function qemuPids(pod: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (!cmd[0]?.startsWith('qemu-system')) continue;
-      if (cmd[cmd.indexOf('-name') + 1] === `lcow-${pod}`.slice(0, 64)) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-function shimPids(ns: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (cmd.some((a) => a.includes('containerd-shim-lcow-v1')) && cmd.includes(ns)) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
 }
 
 export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, stepMs = 200): Promise<boolean> {
@@ -214,7 +186,7 @@ export class AppHarness {
 
   /** SIGKILL of the pod's QEMU process: the UVM dies with whatever the guest had not sent yet. */
   killUvm(pod: string): void {
-    const pids = qemuPids(pod);
+    const pids = qemuPidsOfPod(pod);
     assert.equal(pids.length, 1, `QEMU processes of ${pod}: ${pids.join(',')}`);
     process.kill(pids[0]!, 'SIGKILL');
   }
@@ -229,7 +201,7 @@ export class AppHarness {
     }, 60_000);
     await cd.ctr(['task', 'delete', pod], { timeoutMs: 60_000 });
     await cd.ctr(['container', 'rm', pod]);
-    assert.ok(await waitFor(() => qemuPids(pod).length === 0, 30_000), `the UVM of ${pod} is still running`);
+    assert.ok(await waitFor(() => qemuPidsOfPod(pod).length === 0, 30_000), `the UVM of ${pod} is still running`);
     this.pods.delete(pod);
   }
 
@@ -242,7 +214,10 @@ export class AppHarness {
     }
     assert.deepEqual(leftovers(), []);
     const pods = Array.from({ length: this.podSeq }, (_, i) => `${this.app}-${i + 1}-${process.pid}`);
-    assert.ok(await waitFor(() => pods.every((p) => qemuPids(p).length === 0), 20_000), 'a QEMU UVM was left running');
+    assert.ok(
+      await waitFor(() => pods.every((p) => qemuPidsOfPod(p).length === 0), 20_000),
+      'a QEMU UVM was left running',
+    );
     assert.ok(await waitFor(() => shimPids(this.ns).length === 0, 20_000), 'a shim was left running');
     const stateRoot = `/run/lcow/${this.ns}`;
     if (existsSync(stateRoot)) {

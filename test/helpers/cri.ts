@@ -9,13 +9,14 @@
 //   ...
 //   await env.stop();                        // containerd gone, bridge deleted, temp dir removed
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainerd, type PrivateContainerd } from './containerd.js';
 import { criClient, type CriClient, type PodSandboxConfig } from './cri-client.js';
 import { importPauseImage, importTestImage, PAUSE_IMAGE } from './image.js';
+import { pidsWhere, qemuPidsOfPod } from './host-state.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const CRI_NAMESPACE = 'k8s.io';
@@ -232,32 +233,9 @@ export async function podNetnsPath(client: CriClient, podId: string): Promise<st
 }
 
 /** QEMU processes whose -name is lcow-<id>. */
-export function qemuPidsFor(id: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (!cmd[0]?.startsWith('qemu-system')) continue;
-      if (cmd[cmd.indexOf('-name') + 1] === `lcow-${id}`.slice(0, 64)) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
+export const qemuPidsFor = qemuPidsOfPod;
 
 /** Shim processes serving this containerd (their -address names its socket). */
 export function shimPidsFor(cd: PrivateContainerd): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (cmd.some((a) => a.includes('containerd-shim')) && cmd.includes(cd.address)) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
+  return pidsWhere((cmd) => cmd.some((a) => a.includes('containerd-shim')) && cmd.includes(cd.address));
 }

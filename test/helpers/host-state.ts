@@ -17,6 +17,19 @@ function processes(): Array<[number, string[]]> {
   return out;
 }
 
+/** Processes whose argv satisfies `pred` (the test process itself included only if it matches). */
+export function pidsWhere(pred: (argv: string[]) => boolean): number[] {
+  return processes()
+    .filter(([, argv]) => pred(argv))
+    .map(([pid]) => pid);
+}
+
+/** The QEMU process of pod `id` (the VM's -name `lcow-<id>` is cut to 64 bytes, as the shim does). */
+export function qemuPidsOfPod(id: string): number[] {
+  const name = `lcow-${id}`.slice(0, 64).slice('lcow-'.length);
+  return qemuPids((p) => p === name);
+}
+
 /** QEMU processes of the pods whose id satisfies `pod` (the shim names each VM `lcow-<pod id>`). */
 export function qemuPids(pod: (id: string) => boolean): number[] {
   return processes()

@@ -26,6 +26,7 @@ import { startContainerd, leftovers, type PrivateContainerd } from '../../helper
 import { importTestImage } from '../../helpers/image.js';
 import { bundleDir, ctrOnPty, nsMeta, taskClient } from '../../integration/shim/helpers.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
+import { qemuPidsOfPod, shimPids } from '../../helpers/host-state.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const RUNTIME = 'io.containerd.lcow.v1';
@@ -34,35 +35,9 @@ const SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
 const NS = `lcow-e2e-${process.pid}`;
 const POD = `uvm-pod-${process.pid}`;
 
-function qemuPids(name: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (!cmd[0]?.startsWith('qemu-system')) continue;
-      if (cmd[cmd.indexOf('-name') + 1] === `lcow-${name}`) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-const ourQemus = (): number[] => qemuPids(POD);
+const ourQemus = (): number[] => qemuPidsOfPod(POD);
 
-function shimPids(): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (cmd.some((a) => a.includes('containerd-shim-lcow-v1')) && cmd.includes(NS)) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
+const ourShims = (): number[] => shimPids(NS);
 
 async function waitFor(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
@@ -121,14 +96,14 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
     if (unavailable) return;
     if (cd) {
       await removeTask(POD).catch(() => undefined);
-      assert.equal(await waitFor(() => qemuPids(POD).length === 0, 30_000), true, 'UVM left after the pod');
+      assert.equal(await waitFor(() => qemuPidsOfPod(POD).length === 0, 30_000), true, 'UVM left after the pod');
     }
     await cd?.stop();
     if (hostDir) rmSync(hostDir, { recursive: true, force: true });
     rmSync(`/var/log/lcow/${NS}`, { recursive: true, force: true }); // the pods' kept console and agent logs
     assert.deepEqual(leftovers(), []);
     assert.equal(await waitFor(() => ourQemus().length === 0, 20_000), true, 'a QEMU UVM was left running');
-    assert.deepEqual(shimPids(), [], 'a shim was left running');
+    assert.deepEqual(ourShims(), [], 'a shim was left running');
     // The shim keeps /run/lcow/<ns> across pods (as runc keeps its root); this run's namespace must not outlive it.
     const stateRoot = `/run/lcow/${NS}`;
     if (existsSync(stateRoot)) {
@@ -224,11 +199,11 @@ describe('e2e: QEMU utility VM (default sandbox backend)', function () {
   });
 
   it('containers of one pod (same sandbox-id) share one UVM; exec works in it', async function () {
-    assert.equal(qemuPids(POD).length, 1);
+    assert.equal(qemuPidsOfPod(POD).length, 1);
     const b = await run([image, 'uvm-second', 'sh', '-c', 'uname -r']);
     assert.equal(b.code, 0, b.stderr);
     assert.equal(b.stdout.trim(), guestKernel);
-    assert.equal(qemuPids(POD).length, 1, 'the second container must not boot another UVM');
+    assert.equal(qemuPidsOfPod(POD).length, 1, 'the second container must not boot another UVM');
     const e = await cd.ctr(['task', 'exec', '--exec-id', 'e1', POD, 'sh', '-c', 'echo exec-ok; exit 3']);
     assert.equal(e.code, 3, e.stderr);
     assert.equal(e.stdout.trim(), 'exec-ok');
