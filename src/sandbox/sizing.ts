@@ -1,8 +1,8 @@
 // UVM sizing shared by the VM backends (QEMU on Linux, HCS on Windows): per-pod annotations with hcsshim's
 // names win over the runtime config TOML, which wins over the backend's defaults. Existing Kubernetes manifests
 // written for hcsshim's runhcs shim keep working unchanged.
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { INSTALL_ROOT } from '../util/install.js';
 
 export const MEMORY_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.memory.sizeinmb';
 export const CPU_ANNOTATION = 'io.microsoft.virtualmachine.computetopology.processor.count';
@@ -43,10 +43,7 @@ export function uvmSizing(
   return { memoryMiB, cpus: positiveInt(annotations[CPU_ANNOTATION]) ?? positiveInt(pick('cpus')) ?? defaults.cpus };
 }
 
-/** Repository (or install) root: dist/src/sandbox/sizing.js -> three levels up. */
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../..');
-
 /** Where the guest image (vmlinuz, initrd.img) is: LCOW_GUEST_DIR, else <install root>/build/guest. */
 export function defaultGuestDir(): string {
-  return process.env.LCOW_GUEST_DIR || join(ROOT, 'build', 'guest');
+  return process.env.LCOW_GUEST_DIR || join(INSTALL_ROOT, 'build', 'guest');
 }

@@ -58,7 +58,13 @@ export async function serveAction(flags: ShimFlags): Promise<void> {
   // containerd's -debug wins; else the runtime config's log_level; else LCOW_LOG_LEVEL.
   if (!flags.debug && ops.logLevel) log.setLevel(ops.logLevel);
   const backend = sandboxBackend(opts.config);
-  log.info('shim serving', { id: flags.id, pid: process.pid, sandbox: backend ?? 'none' });
+  // startup_ms: from the process's start to here (Node start-up and module loading; containerd waits for it).
+  log.info('shim serving', {
+    id: flags.id,
+    pid: process.pid,
+    sandbox: backend ?? 'none',
+    startup_ms: Math.round(performance.now()),
+  });
   const ttrpcAddress = opts.bootstrap?.containerdTtrpcAddress || process.env.TTRPC_ADDRESS || `${flags.address}.ttrpc`;
   const publisher = new TtrpcEventPublisher(ttrpcAddress, flags.namespace, log);
   let exiting = false;

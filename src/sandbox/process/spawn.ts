@@ -4,10 +4,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { entryScript } from '../../util/install.js';
 import { mkdirPrivate } from '../../util/private-fs.js';
 
-const AGENT_SCRIPT = fileURLToPath(new URL('../../../shim/lcow-agent.js', import.meta.url));
+const AGENT_SCRIPT = entryScript('lcow-agent');
 const BOOT_TIMEOUT_MS = 15_000;
 
 export interface SpawnedAgent {

@@ -22,14 +22,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, statfsSync, statSync, type Stats } from 'node:fs';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { setPriority } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Agent as AgentDesc } from '../../gen/agent/v1/agent_pb.js';
 import { dialTcpToken, fixedSecret, newSecret } from '../../transport/index.js';
 import { TtrpcClient, createClient, type ServiceClient } from '../../ttrpc/index.js';
 import type { Logger } from '../../util/log.js';
+import { entryScript } from '../../util/install.js';
 import { PRIVATE_FILE_MODE, mkdirPrivate, writePrivateFile } from '../../util/private-fs.js';
 import { tryLockExclusive } from '../../util/syscalls.js';
 import { qemuArgs, type Accel, type CommandLineInputs, type QemuConfig } from './config.js';
@@ -211,16 +212,28 @@ export function templateState(
   return { started: startBackgroundBuild(spec, root, log) };
 }
 
+/** Niceness of the background template builder (the lowest priority). */
+const BUILDER_NICE = 19;
+
 /** `lcowctl template build` (detached, own session; spec on stdin, log in <root>/build.log). */
 function startBackgroundBuild(spec: TemplateSpec, root: string, log: Logger): boolean {
   try {
-    const lcowctl = fileURLToPath(new URL('../../../shim/lcowctl.js', import.meta.url));
+    const lcowctl = entryScript('lcowctl');
     const logFd = openSync(join(root, 'build.log'), 'a', PRIVATE_FILE_MODE);
     const child = spawn(process.execPath, [lcowctl, 'template', 'build'], {
       detached: true,
       stdio: ['pipe', 'ignore', logFd],
     });
     closeSync(logFd);
+    // The pod that found no template boots cold beside the builder: the builder (and the QEMU it starts,
+    // which inherits the priority) yields the CPU to it.
+    if (child.pid !== undefined) {
+      try {
+        setPriority(child.pid, BUILDER_NICE);
+      } catch (err) {
+        log.debug('cannot lower the template builder priority', { error: err });
+      }
+    }
     child.on('error', (err) => log.warn('cannot start the template builder', { error: err }));
     child.stdin!.on('error', () => undefined);
     child.stdin!.end(JSON.stringify(spec));
