@@ -238,6 +238,10 @@ export class StdioRelay {
           await agent.closeStdin({ containerId, execId });
         } catch (err) {
           this.log.debug('stdin relay ended', { error: err });
+          // The source ended early (the task is deleted, the client went away): close the send side so the agent
+          // answers and the call ends on both sides; else every process would leave an open stream in the shim
+          // and in the agent until the pod's connection closed. Closing the send side never closes stdin itself.
+          await s.closeSend().catch(() => undefined);
         }
       })();
     }
