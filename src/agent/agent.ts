@@ -626,7 +626,12 @@ export class Agent {
       await this.removeShare(id).catch((err: unknown) =>
         this.log.warn('shutdown: removing a share failed', { share: id, error: err }),
       );
-    if (!this.opts.reaper) this.reaper.stop();
+    if (!this.opts.reaper) {
+      this.reaper.stop();
+      // Nobody reaps adopted orphans any more. (An agent run inside another process, as in the unit tests, left
+      // that process a subreaper collecting zombies of everything orphaned later.)
+      setChildSubreaper(false);
+    }
   }
 
   emitOom(containerId: string): void {

@@ -48,9 +48,12 @@ const PR_SET_CHILD_SUBREAPER = 36;
 const MSG_DONTWAIT = 0x40;
 const TIOCSWINSZ = 0x5414;
 
-/** Marks this process a child subreaper, so that orphaned container processes are reparented to it. */
-export function setChildSubreaper(): boolean {
-  return lib().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) === 0;
+/**
+ * Marks this process a child subreaper, so that orphaned container processes are reparented to it (`on`), or
+ * stops being one: a process that does not reap orphans must not adopt them (they would stay zombies).
+ */
+export function setChildSubreaper(on = true): boolean {
+  return lib().prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0) === 0;
 }
 
 export interface WaitResult {
