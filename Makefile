@@ -99,12 +99,14 @@ install: build guest
 	install -d $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest $(DESTDIR)$(PREFIX)/bin
 	cp -r dist package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
 	cp build/guest/vmlinuz build/guest/initrd.img build/guest/rootfs.erofs $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest/
+	if [ -f build/guest/vmlinux ]; then cp build/guest/vmlinux $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/build/guest/; fi
 	cd $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow && npm ci --omit=dev --no-audit --no-fund
 	cp -r bin $(DESTDIR)$(PREFIX)/lib/containerd-shim-lcow/
 	ln -sf ../lib/containerd-shim-lcow/bin/containerd-shim-lcow-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-lcow-v1
 	ln -sf ../lib/containerd-shim-lcow/bin/lcowctl $(DESTDIR)$(PREFIX)/bin/lcowctl
 
-# The utility VM image: build/guest/vmlinuz + initrd.img (early stage) + rootfs.erofs (rebuilt only when an input changes).
+# The utility VM image: build/guest/vmlinuz (+ vmlinux, uncompressed for PVH boot) + initrd.img (early stage) +
+# rootfs.erofs (rebuilt only when an input changes).
 guest: setup-deb build
 	@hack/guest/build-image.sh >/dev/null
 	@ls -la build/guest/vmlinuz build/guest/initrd.img build/guest/rootfs.erofs

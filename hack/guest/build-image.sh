@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the utility VM image: build/guest/vmlinuz + build/guest/initrd.img + build/guest/rootfs.erofs.
+# Build the utility VM image: build/guest/vmlinuz (and vmlinux, the same kernel uncompressed for PVH boot) +
+# build/guest/initrd.img + build/guest/rootfs.erofs.
 #
 # rootfs.erofs (read-only, on virtio-blk, as Kata's and hcsshim's rootfs images): Debian's kernel modules the
 # UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the host's node (stripped) and runc with their shared
@@ -72,7 +73,7 @@ agent_files() {
 }
 STAMP=$( {
   cat "$KERNEL/.stamp"
-  sha256sum "$ROOT/hack/guest/uvm-init.sh" "${BASH_SOURCE[0]}" | cut -d' ' -f1
+  sha256sum "$ROOT/hack/guest/uvm-init.sh" "${BASH_SOURCE[0]}" "$ROOT/hack/guest/extract-vmlinux.sh" | cut -d' ' -f1
   (cd "$ROOT/dist" && agent_files | xargs sha256sum)
   for m in $NODE_MODULES; do cat "$ROOT/node_modules/$m/package.json"; done | sha256sum
   stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")" "$(readlink -f "$IPROUTE")"
@@ -178,6 +179,12 @@ fi
 mv "$OUT/initrd.img.new" "$OUT/initrd.img"
 mv "$OUT/rootfs.erofs.new" "$OUT/rootfs.erofs"
 cp "$KERNEL/vmlinuz" "$OUT/vmlinuz"
+# The uncompressed kernel for PVH direct boot (the QEMU backend boots it when it is there: no decompressor).
+if "$ROOT/hack/guest/extract-vmlinux.sh" "$OUT/vmlinuz" "$OUT/vmlinux.new"; then
+  mv "$OUT/vmlinux.new" "$OUT/vmlinux"
+else
+  rm -f "$OUT/vmlinux" "$OUT/vmlinux.new"
+fi
 cp "$KERNEL/version" "$OUT/kernel-version"
 echo "$STAMP" >"$OUT/.image-stamp"
 log "initrd $(du -h "$OUT/initrd.img" | cut -f1) ($COMPRESS), rootfs.erofs $(du -h "$OUT/rootfs.erofs" | cut -f1) (tree $(du -sh "$R" | cut -f1)), kernel $(cat "$KERNEL/version") $(du -h "$OUT/vmlinuz" | cut -f1)"

@@ -370,7 +370,7 @@ function checkGuestImage(p: HostProbes, cfg: QemuConfig | undefined): CheckResul
       detail: `missing or empty: ${missing.join(', ')}`,
       fix: 'make guest (or make install), or point guest_dir / kernel / initrd / rootfs in the runtime config (or LCOW_GUEST_DIR) at a built image',
     };
-  const kv = p.readFile(cfg.kernel.replace(/vmlinuz$/, 'kernel-version'))?.trim();
+  const kv = p.readFile(cfg.kernel.replace(/vmlinu[zx]$/, 'kernel-version'))?.trim();
   return { id, title, status: 'ok', detail: `${files.join(', ')}${kv ? ` (guest kernel ${kv})` : ''}` };
 }
 

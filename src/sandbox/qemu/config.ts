@@ -107,7 +107,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
   );
   return {
     binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
-    kernel: (pick('kernel') as string | undefined) ?? join(guestDir, 'vmlinuz'),
+    kernel: (pick('kernel') as string | undefined) ?? defaultKernel(guestDir),
     initrd: (pick('initrd') as string | undefined) ?? join(guestDir, 'initrd.img'),
     rootfs:
       (pick('rootfs') as string | undefined) ??
@@ -200,6 +200,16 @@ export function probeAccel(cfg: QemuConfig, log: Logger, cacheFile = '/run/lcow/
     return accel;
   })();
   return probeMemo;
+}
+
+/**
+ * The guest image's kernel: the uncompressed vmlinux when `make guest` could extract one (an ELF with the PVH entry
+ * note, booted without firmware real-mode setup or decompressor: seconds less per cold boot under TCG), else the
+ * bzImage. hack/guest/extract-vmlinux.sh says more.
+ */
+export function defaultKernel(guestDir: string): string {
+  const vmlinux = join(guestDir, 'vmlinux');
+  return existsSync(vmlinux) ? vmlinux : join(guestDir, 'vmlinuz');
 }
 
 /**

@@ -2,7 +2,11 @@
 // listeners forwarded from the host's loopback only (hostfwd), no guestfwd (the guest reaches nothing on the
 // host), no socat, and the secret only by file (fw_cfg). No QEMU.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
+  defaultKernel,
   GUEST_ADDR,
   GUEST_CONTROL_PORT,
   GUEST_P9_PORT,
@@ -62,5 +66,22 @@ describe('sandbox/qemu: 9P share security models from the runtime config', () =>
     assert.equal(cfg.rootfsShareSecurity, 'mapped');
     assert.equal(cfg.hostShareSecurity, 'mapped');
     assert.throws(() => qemuConfig({ host_share_security: 'passthrough' }, {}), /share security must be one of/);
+  });
+});
+
+describe('sandbox/qemu: the default kernel', () => {
+  it('boots the uncompressed vmlinux (PVH) when the image has one, else the bzImage; `kernel` wins', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lcow-guest-'));
+    try {
+      writeFileSync(join(dir, 'vmlinuz'), 'bzImage');
+      assert.equal(defaultKernel(dir), join(dir, 'vmlinuz'));
+      assert.equal(qemuConfig({ guest_dir: dir }, {}).kernel, join(dir, 'vmlinuz'));
+      writeFileSync(join(dir, 'vmlinux'), 'ELF');
+      assert.equal(defaultKernel(dir), join(dir, 'vmlinux'));
+      assert.equal(qemuConfig({ guest_dir: dir }, {}).kernel, join(dir, 'vmlinux'));
+      assert.equal(qemuConfig({ guest_dir: dir, kernel: '/k/vmlinuz' }, {}).kernel, '/k/vmlinuz');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
