@@ -32,7 +32,7 @@ flock 9
 KERNEL=$("$ROOT/hack/guest/fetch-kernel.sh" -o "$OUT/kernel" $MODULES)
 
 SOURCES=("$ROOT"/test/p9-battery/*.c "$ROOT"/test/p9-battery/*.h "$ROOT/hack/guest/connect-fd.c"
-  "$ROOT/hack/guest/p9test-init.sh" "${BASH_SOURCE[0]}")
+  "$ROOT/hack/guest/p9test-init.sh" "$ROOT/hack/guest/extract-vmlinux.sh" "${BASH_SOURCE[0]}")
 STAMP=$( {
   cat "$KERNEL/.stamp"
   sha256sum "${SOURCES[@]}" | cut -d' ' -f1
@@ -60,6 +60,12 @@ install -m 0755 "$ROOT/hack/guest/p9test-init.sh" "$WORK/init"
 (cd "$WORK" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >"$OUT/initrd.img.new"
 mv "$OUT/initrd.img.new" "$OUT/initrd.img"
 cp "$KERNEL/vmlinuz" "$OUT/vmlinuz"
+# Uncompressed for PVH boot (no decompressor under TCG), as the UVM image (extract-vmlinux.sh).
+if "$ROOT/hack/guest/extract-vmlinux.sh" "$OUT/vmlinuz" "$OUT/vmlinux.new"; then
+  mv "$OUT/vmlinux.new" "$OUT/vmlinux"
+else
+  rm -f "$OUT/vmlinux" "$OUT/vmlinux.new"
+fi
 echo "$STAMP" >"$OUT/.stamp"
 log "initrd $(du -h "$OUT/initrd.img" | cut -f1), kernel $(cat "$KERNEL/version")"
 echo "$OUT"

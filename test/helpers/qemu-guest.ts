@@ -21,6 +21,7 @@ import { tmpdir, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { defaultKernel } from '../../src/sandbox/qemu/config.js';
 
 const execFileP = promisify(execFile);
 
@@ -142,7 +143,7 @@ export async function buildGuestAssets(): Promise<GuestAssets> {
     throw new Error(`${script} failed: ${e.stderr ?? ''}${e.message}`);
   });
   const dir = stdout.trim().split('\n').pop()!;
-  const assets = { dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img') };
+  const assets = { dir, kernel: defaultKernel(dir), initrd: join(dir, 'initrd.img') };
   for (const f of [assets.kernel, assets.initrd]) if (!existsSync(f)) throw new Error(`guest build produced no ${f}`);
   return assets;
 }
