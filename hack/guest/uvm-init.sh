@@ -22,6 +22,7 @@
 #                       where the host hands it out once (there is no fw_cfg)
 #   lcow.hv=1           Hyper-V (HCS) guest: load the VMBus drivers (hv_sock), skip the virtio ones
 #   lcow.noswitch=1     the kernel mounted the root itself (HCS with a rootfs VHD): no early stage
+#   lcow.jitless=1      the agent's Node runs without its JIT (the shim's agent_jit)
 #   lcow.mode=agent|vsocktest|floor|shell   vsocktest: run the guest transport self-test and power off;
 #                       floor: start node once (`node -e 0`) and power off (the bench's floor for pod start)
 #   lcow.debug=1        verbose agent logs
@@ -131,6 +132,7 @@ P9ACCEPT=""
 TOKEN=/sys/firmware/qemu_fw_cfg/by_name/opt/lcow/token/raw
 VSOCK_PORTS=""
 DEBUG=""
+NODE_JIT=""
 for word in $(cat /proc/cmdline); do
   case "$word" in
     lcow.dial=*) DIAL=${word#lcow.dial=} ;;
@@ -141,6 +143,8 @@ for word in $(cat /proc/cmdline); do
     lcow.transport=vsock) VSOCK_PORTS=/sys/firmware/qemu_fw_cfg/by_name/opt/lcow/vsock/raw ;;
     lcow.mode=*) MODE=${word#lcow.mode=} ;;
     lcow.debug=1) DEBUG=1 ;;
+    # The shim's agent_jit (auto: under TCG, where QEMU translates every code blob V8 generates again).
+    lcow.jitless=1) NODE_JIT=--jitless ;;
   esac
 done
 echo "LCOW ready-for-agent uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -156,7 +160,7 @@ case "$MODE" in
     fi
     # A small young generation: in a UVM restored from a template, every page the agent's GC writes becomes
     # that clone's private copy; 16 MiB semispaces (the default) would be copied back and forth by scavenges.
-    LCOW_DEBUG=$DEBUG node --max-semi-space-size=1 /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow "$@" --token-file "$TOKEN"
+    LCOW_DEBUG=$DEBUG node --max-semi-space-size=1 $NODE_JIT /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow "$@" --token-file "$TOKEN"
     echo "LCOW agent exited rc=$?"
     ;;
   vsocktest)

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  agentJitOn,
   defaultKernel,
   GUEST_ADDR,
   GUEST_CONTROL_PORT,
@@ -83,5 +84,41 @@ describe('sandbox/qemu: the default kernel', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('sandbox/qemu: agent_jit', () => {
+  const append = (runtime: Record<string, unknown>, accel: 'tcg' | 'kvm'): string => {
+    const a = qemuArgs({
+      cfg: qemuConfig(runtime, {}),
+      accel,
+      cpus: 1,
+      name: 'lcow-test',
+      qmpSocket: '/run/x/qmp.sock',
+      tokenFile: '/run/x/token',
+      controlPort: 40001,
+      p9Port: 40002,
+    });
+    return a[a.indexOf('-append') + 1]!;
+  };
+
+  it('auto: the agent runs jitless under TCG only; on and off are what they say', () => {
+    const saved = process.env.LCOW_AGENT_JIT;
+    delete process.env.LCOW_AGENT_JIT;
+    try {
+      assert.match(append({}, 'tcg'), /(^| )lcow\.jitless=1( |$)/);
+      assert.doesNotMatch(append({}, 'kvm'), /lcow\.jitless/);
+      assert.doesNotMatch(append({ agent_jit: 'on' }, 'tcg'), /lcow\.jitless/);
+      assert.match(append({ agent_jit: 'off' }, 'kvm'), /lcow\.jitless=1/);
+      assert.equal(agentJitOn('auto', 'kvm'), true);
+      assert.equal(agentJitOn('auto', 'tcg'), false);
+    } finally {
+      if (saved !== undefined) process.env.LCOW_AGENT_JIT = saved;
+    }
+  });
+
+  it('refuses anything else, naming the key', () => {
+    assert.throws(() => qemuConfig({ agent_jit: 'fast' }, {}), /agent_jit = "fast": want one of auto, on, off/);
+    assert.throws(() => qemuConfig({ agent_jit: true }, {}), /agent_jit/);
   });
 });
