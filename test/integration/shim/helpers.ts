@@ -157,7 +157,8 @@ while time.time() < deadline:
         time.sleep(0.2)
         os.write(m, b"go\r")
         if os.environ.get("LCOW_PTY_DEBUG"): sys.stderr.write("resized+typed\n")
-for _ in range(100):
+# ctr exits once the exit status came back through agent, shim and containerd: seconds on a loaded TCG host.
+for _ in range(600):
     done, st = os.waitpid(pid, os.WNOHANG)
     if done: break
     time.sleep(0.1)
