@@ -127,13 +127,22 @@ export class HostFdTable {
     ino.files.clear();
   }
 
-  /** An open-file slot of `ino` with `flags`, shared with other fids opened the same way; `fd` as in ref(). */
+  /**
+   * An open-file slot of `ino` with `flags`, shared with other fids opened the same way; `fd` as in ref(), or -1
+   * when the slot's fd is open (openFileFd) and simply shared.
+   */
   openSlot(ino: HostInode, flags: number, fd: number): HostFd {
     let slot = ino.files.get(flags);
     if (slot === undefined || slot.retired) ino.files.set(flags, (slot = new HostFd(ino, flags)));
     slot.refs++;
     this.adopt(slot, fd);
     return slot;
+  }
+
+  /** The open fd of `ino`'s open-file slot for `flags`, or -1 (none, or closed for now). */
+  openFileFd(ino: HostInode, flags: number): number {
+    const slot = ino.files.get(flags);
+    return slot === undefined || slot.retired ? -1 : slot.fd;
   }
 
   /** A fid that was open with this slot is clunked (or reset). */
@@ -238,6 +247,7 @@ export class HostFdTable {
   }
 
   private adopt(slot: HostFd, fd: number): void {
+    if (fd < 0) return;
     if (slot.fd >= 0 || !this.tryReserve(1)) {
       this.host.close(fd);
       return;

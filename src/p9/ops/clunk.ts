@@ -3,7 +3,8 @@
 // no other fid of the inode needs them and no operation is using them).
 
 import { identityKey, type Fid } from '../fids.js';
-import { MsgType, type RMessage, type Tclunk } from '../messages.js';
+import { MsgType, type Tclunk } from '../messages.js';
+import type { OpResult } from './result.js';
 import { commitXattr } from '../xattr.js';
 import { withPathFd } from './common.js';
 import type { Session } from '../session.js';
@@ -37,8 +38,9 @@ export function releaseFid(s: Session, fid: Fid, commit: boolean): void {
   if (failure !== undefined) throw failure;
 }
 
-export function clunk(s: Session, msg: Tclunk): RMessage {
+export function clunk(s: Session, msg: Tclunk): OpResult {
   const fid = s.fids.take(msg.fid);
   releaseFid(s, fid, true);
-  return { type: MsgType.Rclunk };
+  // Half of every lookup (walk + clunk): the empty reply goes straight into the reply arena.
+  return s.endReply(s.beginReply(MsgType.Rclunk, 0));
 }

@@ -37,7 +37,16 @@ import {
   statxFromRaw,
   type StatX,
 } from '../../util/syscalls.js';
-import { assertOpenableType, assertWritable, dirFid, iounit, makeFid, pathFid, withPathFd } from './common.js';
+import {
+  assertOpenableType,
+  assertWritable,
+  dirFid,
+  iounit,
+  makeFid,
+  pathFid,
+  reopenVerified,
+  withPathFd,
+} from './common.js';
 import { reopenFlags, toHostOpenFlags } from './openflags.js';
 import { writeXattr } from '../xattr.js';
 import { skipBytes } from '../syncwrite.js';
@@ -57,22 +66,38 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   if (fid.open !== null) throw new P9Error(Errno.EINVAL, 'fid already open');
   const host = toHostOpenFlags(msg.flags);
   if (fid.exp.readOnly && (host.writable || host.flags & O.TRUNC)) throw new P9Error(Errno.EROFS);
-  // Room for the O_PATH fd (if closed) and the open file's fd, or ENFILE before anything is opened.
-  s.fds.reserveRoom(fid.inode!.pathSlot.fd < 0 ? 2 : 1);
-  const fd = withPathFd(s, fid, (pfd) => {
-    // The identity check of an fd opened just now made a statx of it: that one answers.
-    const b = s.fds.freshStat ? s.fs.statxBuf : s.fs.fstatxRaw(pfd);
-    const mode = r32(b, STATX_OFF.mode) & 0xffff;
-    const fmt = mode & S_IFMT;
-    if (fmt !== S_IFREG && fmt !== S_IFDIR) throw new P9Error(Errno.ENXIO, 'special file');
-    if (mode & S_ISVTX) {
-      // A placeholder of a guest-made FIFO or device is opened by nobody either: the guest serves those itself.
-      const st = statxFromRaw(b);
-      assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd: pfd, st }).mode });
+  const ino = fid.inode!;
+  // Nothing happens at open time (no O_TRUNC): the fd can be shared, or opened without an O_PATH handle first.
+  const plain = reopenFlags(host.flags) === host.flags;
+  if (plain && s.fds.openFileFd(ino, host.flags) >= 0) {
+    // Another fid of the inode is open the same way (the Linux client opens a directory once per listing, a
+    // pipelining client many at once): it shares that fd, whose type was checked when it was opened.
+    attachOpenFile(s, fid, -1, host.flags, host.writable);
+    return { type: MsgType.Rlopen, qid: fid.qid, iounit: iounit(s) };
+  }
+  let fd: number;
+  if (plain && fid.isDir && !host.writable && ino.pathSlot.fd < 0) {
+    // A directory whose O_PATH handle is closed (a walk followed by a listing): opened for reading by name, as a
+    // walk step would (O_DIRECTORY: the kernel refuses anything else before opening it, so no device or FIFO is
+    // ever opened) and checked against the walked identity, instead of an O_PATH open and a reopen through it.
+    s.fds.reserveRoom(1);
+    fd = openDirByName(s, fid, host.flags, host.noatime);
+    try {
+      checkOpenable(fid, s.fs.statxBuf, fd, host.writable);
+    } catch (err) {
+      s.fs.close(fd);
+      throw err;
     }
-    if (fmt !== S_IFREG && host.writable) throw new P9Error(Errno.EISDIR);
-    return s.fs.openThrough(pfd, host.flags, host.noatime, fmt === S_IFDIR);
-  });
+  } else {
+    // Room for the O_PATH fd (if closed) and the open file's fd, or ENFILE before anything is opened.
+    s.fds.reserveRoom(ino.pathSlot.fd < 0 ? 2 : 1);
+    fd = withPathFd(s, fid, (pfd) => {
+      // The identity check of an fd opened just now made a statx of it: that one answers.
+      const b = s.fds.freshStat ? s.fs.statxBuf : s.fs.fstatxRaw(pfd);
+      const isDir = checkOpenable(fid, b, pfd, host.writable);
+      return s.fs.openThrough(pfd, host.flags, host.noatime, isDir);
+    });
+  }
   if (host.flags & O.TRUNC) {
     try {
       fid.qid = qidFromStat(fid.exp.qids, s.fs.fstatx(fd));
@@ -83,6 +108,43 @@ export function lopen(s: Session, msg: Tlopen): RMessage {
   }
   attachOpenFile(s, fid, fd, host.flags, host.writable);
   return { type: MsgType.Rlopen, qid: fid.qid, iounit: iounit(s) };
+}
+
+/**
+ * Tlopen's type rules on the raw statx `b` of `fd` (a handle on the fid's object): regular files and directories
+ * only, no placeholder of a guest-made FIFO or device (the guest serves those itself), no directory for writing.
+ * Returns whether it is a directory.
+ */
+function checkOpenable(fid: Fid, b: Buffer, fd: number, writable: boolean): boolean {
+  const mode = r32(b, STATX_OFF.mode) & 0xffff;
+  const fmt = mode & S_IFMT;
+  if (fmt !== S_IFREG && fmt !== S_IFDIR) throw new P9Error(Errno.ENXIO, 'special file');
+  if (mode & S_ISVTX) {
+    const st = statxFromRaw(b);
+    assertOpenableType({ ...st, mode: fid.exp.policy.view({ fd, st }).mode });
+  }
+  if (fmt !== S_IFREG && writable) throw new P9Error(Errno.EISDIR);
+  return fmt === S_IFDIR;
+}
+
+/**
+ * Opens a directory fid for reading by its path (one name from an open fd of its parent when this connection has
+ * one, else beneath the root), O_DIRECTORY and never following a symlink, verified against the fid's identity
+ * (ESTALE if the name now names another directory). Leaves the fd's statx in the raw statx buffer.
+ */
+function openDirByName(s: Session, fid: Fid, flags: number, noatime: boolean): number {
+  const ino = fid.inode!;
+  const parent = s.parentDirFd(ino.rootFd, fid.path);
+  const open = (f: number): number =>
+    reopenVerified(s.fs, ino.rootFd, fid.path, ino.ident, f | O.DIRECTORY | O.NOFOLLOW, parent);
+  if (noatime) {
+    try {
+      return open(flags | O.NOATIME);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EPERM') throw err;
+    }
+  }
+  return open(flags);
 }
 
 /**

@@ -4,7 +4,7 @@
 // the raw qid helpers, the fd budget when every fd is pinned, and the sync-write guard.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -166,6 +166,45 @@ describe('p9 hot paths', function () {
       assert.equal((await c.read(deep, 0, 100)).toString(), 'deep');
       const { fid: same } = await c.walk(dir, ['deep']).catch(() => ({ fid: -1 }));
       assert.equal(same, -1, 'the name is gone');
+    });
+
+    it('Tlopen of a walked directory opens one fd, checked against the walked one; fids opened alike share it', async () => {
+      fx.file('d/one', '1');
+      fx.file('d/two', '2');
+      fs.mkdirSync(fx.host('e'));
+      const { c, root } = await fx.client();
+      const before = fx.server.hostFdCount;
+      const { fid: a } = await c.walk(root, ['d']);
+      await c.lopen(a, 0);
+      assert.equal(fx.server.hostFdCount, before + 1, 'the listing fd only, no O_PATH handle');
+      const { fid: b } = await c.walk(root, ['d']);
+      await c.lopen(b, 0);
+      assert.equal(fx.server.hostFdCount, before + 1, 'a second fid opened the same way shares the fd');
+      const names = (fids: Array<{ name: string }>): string[] => fids.map((e) => e.name).sort();
+      const listed = names(await c.readdirAll(a, 4096));
+      assert.deepEqual(listed, ['.', '..', 'one', 'two']);
+      assert.deepEqual(names(await c.readdirAll(b, 4096)), listed);
+      await c.clunk(a);
+      assert.deepEqual(names(await c.readdirAll(b, 4096)), listed, 'the shared fd outlives the first fid');
+      await c.clunk(b);
+      assert.equal(fx.server.hostFdCount, before);
+      // The name now names another directory: ESTALE, never a listing of the other one.
+      const { fid: stale } = await c.walk(root, ['d']);
+      fs.renameSync(fx.host('d'), fx.host('d.old'));
+      fs.renameSync(fx.host('e'), fx.host('d'));
+      await assert.rejects(c.lopen(stale, 0), (e: unknown) => (e as { ecode?: number }).ecode === Errno.ESTALE);
+      // Replaced by a FIFO: refused without opening it (O_DIRECTORY: an open for reading would block the server),
+      // and the connection goes on.
+      fs.rmdirSync(fx.host('d'));
+      const { fid: dirAgain } = await c.walk(root, ['d.old']);
+      fs.renameSync(fx.host('d.old'), fx.host('d'));
+      execFileSync('mkfifo', [fx.host('d.old')]);
+      await assert.rejects(c.lopen(dirAgain, 0), (e: unknown) =>
+        ([Errno.ENOTDIR, Errno.ESTALE] as number[]).includes((e as { ecode?: number }).ecode ?? -1),
+      );
+      const { fid: fifoWalk } = await c.walk(root, ['d.old']);
+      await assert.rejects(c.lopen(fifoWalk, 0), (e: unknown) => (e as { ecode?: number }).ecode === Errno.ENXIO);
+      assert.equal((await c.getattr(root)).mode & 0o170000, 0o040000, 'still serving');
     });
 
     it('readdir encodes names of every length, UTF-8 and types exactly as the host lists them', async () => {
