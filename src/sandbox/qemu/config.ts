@@ -19,6 +19,12 @@ export const GUEST_P9_PORT = 564;
 
 export type Accel = 'kvm' | 'tcg';
 
+/** The OCI runtimes the guest image carries (hack/guest/build-image.sh); the agent runs containers with one. */
+export const GUEST_RUNTIMES = ['runc', 'crun'] as const;
+export type GuestRuntime = (typeof GUEST_RUNTIMES)[number];
+/** The default OCI runtime in the guest: the one place to flip it. */
+export const DEFAULT_GUEST_RUNTIME: GuestRuntime = 'runc';
+
 export interface QemuConfig {
   binary: string;
   kernel: string;
@@ -86,6 +92,12 @@ export interface QemuConfig {
    * the host can, else tcp), `vsock`, `tcp` (tcp+token through hostfwd). See vsock.ts.
    */
   transport: TransportSetting;
+  /**
+   * The OCI runtime the guest agent runs containers with (config `guest_runtime` or LCOW_GUEST_RUNTIME: `runc` or
+   * `crun`; default DEFAULT_GUEST_RUNTIME). Passed on the kernel command line (`lcow.runtime=`), so a template is
+   * built per runtime; a guest image without that binary fails the boot saying so.
+   */
+  guestRuntime: GuestRuntime;
 }
 
 export const DEFAULT_REPLAY_UID = 0xffff0000;
@@ -131,6 +143,7 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     tcgTbSizeMiB: tbSize(process.env.LCOW_TCG_TB_MB ?? pick('tcg_tb_size_mb')),
     templates: process.env.LCOW_TEMPLATES ? process.env.LCOW_TEMPLATES !== '0' : pick('templates') !== false,
     transport: parseTransportSetting(process.env.LCOW_QEMU_TRANSPORT, pick('transport')),
+    guestRuntime: guestRuntime(process.env.LCOW_GUEST_RUNTIME || pick('guest_runtime')),
     templateDir:
       process.env.LCOW_TEMPLATE_DIR ||
       (typeof pick('template_dir') === 'string' ? (pick('template_dir') as string) : undefined),
@@ -142,6 +155,13 @@ function tbSize(v: unknown): number {
   if (v === undefined || v === null || v === '') return 64;
   if (Number(v) === 0) return 0;
   return num(v) ?? 64;
+}
+
+function guestRuntime(v: unknown): GuestRuntime {
+  if (v === undefined || v === null || v === '') return DEFAULT_GUEST_RUNTIME;
+  if (!GUEST_RUNTIMES.includes(v as GuestRuntime))
+    throw new Error(`guest_runtime must be one of ${GUEST_RUNTIMES.join(', ')}, not ${JSON.stringify(v)}`);
+  return v as GuestRuntime;
 }
 
 function cacheMode(v: unknown, key: string, modes: readonly ShareCache[]): ShareCache {
@@ -341,6 +361,9 @@ export function qemuArgs(i: CommandLineInputs): string[] {
     ];
   }
   if (i.cfg.debug) cmdline.push('lcow.debug=1');
+  // Validated by qemuConfig; checked again here because it goes on a command line.
+  if (!GUEST_RUNTIMES.includes(i.cfg.guestRuntime)) throw new Error(`invalid guest runtime ${i.cfg.guestRuntime}`);
+  cmdline.push(`lcow.runtime=${i.cfg.guestRuntime}`);
   return [
     '-name',
     i.name,
