@@ -247,7 +247,7 @@ export function createAgentServer(
       async prepareTemplate() {
         if (!clone) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM');
         try {
-          await prepareTemplate(clone, agent.containerCount > 0);
+          await prepareTemplate(clone, agent, { log });
         } catch (err) {
           throw new AgentError('FailedPrecondition', (err as Error).message);
         }
