@@ -25,7 +25,10 @@ function smapsBreakdown(pid: number): Breakdown {
     const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
       const name = head[1]!.trim();
-      const size = line.split(' ')[0]!.split('-').map((h) => parseInt(h, 16));
+      const size = line
+        .split(' ')[0]!
+        .split('-')
+        .map((h) => parseInt(h, 16));
       const mib = (size[1]! - size[0]!) / 2 ** 20;
       kind =
         name.endsWith('/mem') || name.includes('/mem (deleted)')
@@ -82,8 +85,17 @@ async function main(): Promise<void> {
     for (let i = 0; i < pods; i++) {
       const id = `idle${i}-${process.pid}`;
       const r = await cd.ctr(
-        ['run', '-d', '--runtime', RUNTIME, ...cfg, '--annotation', `io.kubernetes.cri.sandbox-id=${id}`, image, id]
-          .concat(['sleep', '3600']),
+        [
+          'run',
+          '-d',
+          '--runtime',
+          RUNTIME,
+          ...cfg,
+          '--annotation',
+          `io.kubernetes.cri.sandbox-id=${id}`,
+          image,
+          id,
+        ].concat(['sleep', '3600']),
         { timeoutMs: 300_000 },
       );
       if (r.code !== 0) throw new Error(`${id}: ${r.stderr}`);
@@ -98,8 +110,12 @@ async function main(): Promise<void> {
       const b = smapsBreakdown(qemu);
       const total = Object.values(b).reduce((s, v) => s + v.pss, 0);
       const shimPss = shim ? Object.values(smapsBreakdown(shim)).reduce((s, v) => s + v.pss, 0) : NaN;
-      process.stdout.write(`pod ${id}: QEMU PSS ${(total / 1024).toFixed(1)} MiB, shim PSS ${(shimPss / 1024).toFixed(1)} MiB\n`);
-      for (const [k, v] of Object.entries(b).sort((x, y) => y[1].pss - x[1].pss).slice(0, 8))
+      process.stdout.write(
+        `pod ${id}: QEMU PSS ${(total / 1024).toFixed(1)} MiB, shim PSS ${(shimPss / 1024).toFixed(1)} MiB\n`,
+      );
+      for (const [k, v] of Object.entries(b)
+        .sort((x, y) => y[1].pss - x[1].pss)
+        .slice(0, 8))
         process.stdout.write(
           `   ${k}: pss ${(v.pss / 1024).toFixed(1)} rss ${(v.rss / 1024).toFixed(1)} private_dirty ${(v.privateDirty / 1024).toFixed(1)} thp ${(v.thp / 1024).toFixed(1)} MiB\n`,
         );
