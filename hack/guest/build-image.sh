@@ -2,7 +2,7 @@
 # Build the utility VM image: build/guest/vmlinuz + build/guest/initrd.img + build/guest/rootfs.erofs.
 #
 # rootfs.erofs (read-only, on virtio-blk, as Kata's and hcsshim's rootfs images): Debian's kernel modules the
-# UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the host's node (stripped) and runc with their shared
+# UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the host's node (stripped), runc and crun with their shared
 # libraries (ldd), the guest agent (dist/ + the node_modules it imports) and hack/guest/uvm-init.sh as /init.
 # The guest's page cache then holds only the parts that run (node is 83 MB) instead of a whole initrd held in
 # guest RAM twice (the cpio and the unpacked tmpfs copy).
