@@ -9,7 +9,7 @@ MOCHA := $(NODE_BIN)/mocha --reporter ./test/helpers/summary-reporter.cjs
 # as a .deb by hack/ when the guest image is built, not installed on the host.
 DEB_PACKAGES := containerd runc qemu-system-x86 busybox-static diod cpio zstd xz-utils gcc libc6-dev iproute2 kmod \
   protobuf-compiler libprotobuf-dev socat binutils inotify-tools mmdebstrap \
-  containernetworking-plugins iptables util-linux erofs-utils
+  containernetworking-plugins iptables util-linux erofs-utils crun
 
 .PHONY: all setup setup-deb setup-npm gen build lint test test-unit test-integration test-e2e test-vsock install clean guest e2e e2e-apps bench demo windows stress
 

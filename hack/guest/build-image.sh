@@ -3,7 +3,7 @@
 # build/guest/initrd.img + build/guest/rootfs.erofs.
 #
 # rootfs.erofs (read-only, on virtio-blk, as Kata's and hcsshim's rootfs images): Debian's kernel modules the
-# UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the host's node (stripped) and runc with their shared
+# UVM needs (hack/guest/fetch-kernel.sh), busybox-static, the host's node (stripped), runc and crun with their shared
 # libraries (ldd), the guest agent (dist/ + the node_modules it imports) and hack/guest/uvm-init.sh as /init.
 # The guest's page cache then holds only the parts that run (node is 83 MB) instead of a whole initrd held in
 # guest RAM twice (the cpio and the unpacked tmpfs copy).
@@ -41,6 +41,9 @@ MODULES="virtio_pci virtio_blk crc32c_generic erofs virtio_net 9p 9pnet 9pnet_fd
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 NODE=${NODE:-$(command -v node)}
 RUNC=${RUNC:-$(command -v runc)}
+# crun: the other OCI runtime the agent can use (runtime config `guest_runtime`, docs/operations.md). A C binary:
+# under TCG it creates a container in a fraction of runc's time (runc starts two or three Go runtimes per create).
+CRUN=${CRUN:-$(command -v crun || true)}
 # iproute2's ip: the agent makes the pod's network namespace (`ip netns add`) and moves the hot-added pod NIC into
 # it (`ip link set ... netns`), which busybox's ip cannot do.
 IPROUTE=${IPROUTE:-/usr/sbin/ip}
@@ -52,6 +55,7 @@ for tool in cpio sha256sum strip ldd mkfs.erofs; do command -v "$tool" >/dev/nul
 if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"; fi
 [ -x "$NODE" ] || die "no node"
 [ -x "$RUNC" ] || die "no runc (apt-get install runc)"
+[ -n "$CRUN" ] && [ -x "$CRUN" ] || die "no crun (apt-get install crun)"
 [ -x "$IPROUTE" ] && ldd "$IPROUTE" >/dev/null 2>&1 || die "no iproute2 ip at $IPROUTE (apt-get install iproute2)"
 [ -f "$ROOT/dist/shim/lcow-agent.js" ] || die "no dist/shim/lcow-agent.js: run make build first"
 
@@ -76,7 +80,7 @@ STAMP=$( {
   sha256sum "$ROOT/hack/guest/uvm-init.sh" "${BASH_SOURCE[0]}" "$ROOT/hack/guest/extract-vmlinux.sh" | cut -d' ' -f1
   (cd "$ROOT/dist" && agent_files | xargs sha256sum)
   for m in $NODE_MODULES; do cat "$ROOT/node_modules/$m/package.json"; done | sha256sum
-  stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")" "$(readlink -f "$IPROUTE")"
+  stat -c '%n %s %Y' "$BUSYBOX" "$(readlink -f "$NODE")" "$(readlink -f "$RUNC")" "$(readlink -f "$CRUN")" "$(readlink -f "$IPROUTE")"
   mkfs.erofs --version 2>&1 | head -n1
   echo "$COMPRESS bundle=$BUNDLE"
   if [ "$BUNDLE" = 1 ]; then "$ESBUILD" --version; fi
@@ -101,11 +105,12 @@ for applet in $("$BUSYBOX" --list); do
   [ "$applet" = busybox ] || ln -s busybox "$R/bin/$applet"
 done
 
-# node (stripped: the Debian binary carries debug info) and runc, with their libraries.
+# node (stripped: the Debian binary carries debug info), runc and crun, with their libraries.
 strip -o "$R/usr/bin/node" "$(readlink -f "$NODE")"
 cp "$(readlink -f "$RUNC")" "$R/usr/sbin/runc"
+cp "$(readlink -f "$CRUN")" "$R/usr/sbin/crun"
 cp "$(readlink -f "$IPROUTE")" "$R/usr/sbin/ip"
-for bin in "$R/usr/bin/node" "$R/usr/sbin/runc" "$R/usr/sbin/ip"; do
+for bin in "$R/usr/bin/node" "$R/usr/sbin/runc" "$R/usr/sbin/crun" "$R/usr/sbin/ip"; do
   ldd "$bin" | awk '/=> \//{print $3} /^[ \t]*\/lib/{print $1}' | while read -r lib; do
     dst="$R$lib"
     [ -e "$dst" ] && continue

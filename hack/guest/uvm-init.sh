@@ -25,6 +25,8 @@
 #   lcow.jitless=1      the agent's Node runs without its JIT (the shim's agent_jit)
 #   lcow.mode=agent|vsocktest|floor|shell   vsocktest: run the guest transport self-test and power off;
 #                       floor: start node once (`node -e 0`) and power off (the bench's floor for pod start)
+#   lcow.runtime=runc|crun  the OCI runtime the agent runs containers with (default runc); one the image does
+#                       not carry fails the boot ("LCOW fatal ...", which the shim reports as the boot's error)
 #   lcow.debug=1        verbose agent logs
 # The console (ttyS0) goes to the shim's log: lines starting "LCOW " are for the shim.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -133,6 +135,7 @@ TOKEN=/sys/firmware/qemu_fw_cfg/by_name/opt/lcow/token/raw
 VSOCK_PORTS=""
 DEBUG=""
 NODE_JIT=""
+RUNTIME=runc
 for word in $(cat /proc/cmdline); do
   case "$word" in
     lcow.dial=*) DIAL=${word#lcow.dial=} ;;
@@ -145,8 +148,13 @@ for word in $(cat /proc/cmdline); do
     lcow.debug=1) DEBUG=1 ;;
     # The shim's agent_jit (auto: under TCG, where QEMU translates every code blob V8 generates again).
     lcow.jitless=1) NODE_JIT=--jitless ;;
+    lcow.runtime=*) RUNTIME=${word#lcow.runtime=} ;;
   esac
 done
+case "$RUNTIME" in
+  runc | crun) command -v "$RUNTIME" >/dev/null || { echo "LCOW fatal OCI runtime $RUNTIME is not in the guest image (rebuild it: make guest)"; poweroff -f; } ;;
+  *) echo "LCOW fatal unknown OCI runtime $RUNTIME (lcow.runtime=runc|crun)"; poweroff -f ;;
+esac
 echo "LCOW ready-for-agent uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 case "$MODE" in
@@ -160,7 +168,7 @@ case "$MODE" in
     fi
     # A small young generation: in a UVM restored from a template, every page the agent's GC writes becomes
     # that clone's private copy; 16 MiB semispaces (the default) would be copied back and forth by scavenges.
-    LCOW_DEBUG=$DEBUG node --max-semi-space-size=1 $NODE_JIT /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow "$@" --token-file "$TOKEN"
+    LCOW_DEBUG=$DEBUG node --max-semi-space-size=1 $NODE_JIT /opt/lcow/shim/lcow-agent.js --state-dir /run/lcow "$@" --token-file "$TOKEN" --oci-runtime "$RUNTIME"
     echo "LCOW agent exited rc=$?"
     ;;
   vsocktest)

@@ -340,7 +340,7 @@ export class Agent {
       } finally {
         release();
       }
-      await this.oom.add(req.containerId, await memoryCgroupDir(this.runc.root, req.containerId));
+      await this.oom.add(req.containerId, await memoryCgroupDir(this.runc.root, req.containerId, init.pid));
       log.info('container created', { pid: init.pid });
       return { pid: init.pid, bundle };
     } catch (err) {
@@ -556,7 +556,7 @@ export class Agent {
     const c = this.container(containerId);
     if (c.init.status === 'exited') throw new AgentError('NotFound', `container ${containerId} is not running`);
     try {
-      return await this.runc.stats(containerId);
+      return await this.runc.stats(containerId, c.init.pid);
     } catch (err) {
       throw new AgentError('Internal', (err as Error).message);
     }

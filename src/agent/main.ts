@@ -30,7 +30,12 @@ export interface AgentArgs {
    * vsock://2:<control> and mounts shares from vsock://2:<p9> (with --token-file).
    */
   vsockPorts?: string;
+  /** UVM mode: the OCI runtime binary containers run with (`runc` or `crun`; default runc). */
+  ociRuntime?: string;
 }
+
+/** The OCI runtimes the agent drives (their CLIs are alike; see runc.ts for where they differ). */
+const OCI_RUNTIMES = ['runc', 'crun'];
 
 export function parseAgentArgs(argv: string[]): AgentArgs {
   const out: Partial<AgentArgs> = {};
@@ -72,6 +77,11 @@ export function parseAgentArgs(argv: string[]): AgentArgs {
       case '--vsock-ports':
         out.vsockPorts = value();
         break;
+      case '--oci-runtime':
+        out.ociRuntime = value();
+        if (!OCI_RUNTIMES.includes(out.ociRuntime))
+          throw new Error(`--oci-runtime must be one of ${OCI_RUNTIMES.join(', ')}, not ${out.ociRuntime}`);
+        break;
       default:
         throw new Error(`unknown flag ${flag}`);
     }
@@ -107,6 +117,7 @@ export async function main(argv: string[]): Promise<void> {
   const p9Acceptor = args.p9Accept && secret ? await P9Acceptor.listen(args.p9Accept, secret, log) : undefined;
   const agent = new Agent({
     stateDir: args.stateDir,
+    runcBinary: args.ociRuntime,
     logger: log,
     mount9p: p9Acceptor ? (req) => p9Acceptor.mount(req) : p9 && secret ? (req) => mount9p(p9, secret, req) : undefined,
     // In a UVM: disks the host hot-adds (Hyper-V SCSI: container layers) are found in sysfs and mounted.

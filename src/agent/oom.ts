@@ -6,14 +6,27 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-/** The memory cgroup directory of a runc container, from `<root>/<id>/state.json` (v1 or v2 layout). */
-export async function memoryCgroupDir(runcRoot: string, id: string): Promise<string | undefined> {
+/**
+ * The memory cgroup directory of a container: from runc's `<root>/<id>/state.json` (v1 or v2 layout); for a
+ * runtime without that file (crun), from the cgroup v2 line of its init's /proc/<pid>/cgroup.
+ */
+export async function memoryCgroupDir(runcRoot: string, id: string, initPid?: number): Promise<string | undefined> {
   try {
     const st = JSON.parse(await readFile(join(runcRoot, id, 'state.json'), 'utf8')) as {
       cgroup_paths?: Record<string, string>;
     };
     const paths = st.cgroup_paths ?? {};
     return paths.memory ?? paths[''];
+  } catch {
+    return initPid ? unifiedCgroupDir(initPid) : undefined;
+  }
+}
+
+/** The cgroup v2 directory of process `pid` (`0::/path` in /proc/<pid>/cgroup), or undefined. */
+export async function unifiedCgroupDir(pid: number, mount = '/sys/fs/cgroup'): Promise<string | undefined> {
+  try {
+    const m = /^0::(\/.*)$/m.exec(await readFile(`/proc/${pid}/cgroup`, 'utf8'));
+    return m ? join(mount, m[1]!) : undefined;
   } catch {
     return undefined;
   }

@@ -1,9 +1,13 @@
 // A thin driver for the runc CLI (what go-runc does for the Go shims): every call is one runc process with
-// `--root` (per sandbox) and a JSON `--log` file, whose last error is turned into the thrown message.
+// `--root` (per sandbox) and a JSON `--log` file, whose last error is turned into the thrown message. crun (the
+// C runtime; `guest_runtime = "crun"` in a UVM) takes the same commands and flags except `events`: its stats
+// are read from the container's cgroup (cgroup-stats.ts).
 import { spawn, type StdioOptions } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withSpan } from '../telemetry/index.js';
+import { cgroupV2Stats } from './cgroup-stats.js';
+import { unifiedCgroupDir } from './oom.js';
 
 export class RuncError extends Error {
   constructor(
@@ -17,7 +21,8 @@ export class RuncError extends Error {
 
   /** runc's wording for a container or process that does not exist. */
   get notFound(): boolean {
-    return /does not exist|not found|no such process|container not running|process already finished/i.test(
+    // crun: "error opening file `<root>/<id>/status`: No such file or directory" for an unknown container.
+    return /does not exist|not found|no such process|container not running|process already finished|\/status`?: No such file/i.test(
       this.message,
     );
   }
@@ -165,8 +170,21 @@ export class Runc {
     return JSON.parse(await this.run(['state', id])) as { id: string; pid: number; status: string; bundle: string };
   }
 
-  /** `runc events --stats`: runc's own stats JSON (types.Stats), cgroup v1 or v2 shaped. */
-  async stats(id: string): Promise<RuncStats> {
+  /** The runtime's binary name without its directory (`runc`, `crun`). */
+  get flavour(): string {
+    return this.binary.split('/').at(-1) ?? this.binary;
+  }
+
+  /**
+   * `runc events --stats`: runc's own stats JSON (types.Stats), cgroup v1 or v2 shaped. crun has no `events`:
+   * the same figures from the cgroup v2 directory of the container's init (`initPid`).
+   */
+  async stats(id: string, initPid?: number): Promise<RuncStats> {
+    if (this.flavour === 'crun') {
+      const dir = initPid ? await unifiedCgroupDir(initPid) : undefined;
+      if (!dir) throw new RuncError(`crun stats: the cgroup of container ${id} is gone`, ['stats', id], null);
+      return withSpan('crun stats', { 'runc.container': id }, () => cgroupV2Stats(dir));
+    }
     const out = JSON.parse(await this.run(['events', '--stats', id])) as { data?: RuncStats };
     return out.data ?? {};
   }

@@ -12,7 +12,6 @@ import { traceServiceImpl } from '../telemetry/index.js';
 import { flushGuestSpans, serveSpanStream } from '../telemetry/guest-spans.js';
 import type { Logger } from '../util/log.js';
 import type { PassThrough } from 'node:stream';
-import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { adoptClone, prepareTemplate, type CloneState } from './clone.js';
 
@@ -30,14 +29,6 @@ export function agentErrorToTtrpc(err: unknown): TtrpcError {
   if (err instanceof TtrpcError) return err;
   if (err instanceof AgentError) return new TtrpcError(codes[err.code], err.message);
   return new TtrpcError(Code.UNKNOWN, err instanceof Error ? err.message : String(err));
-}
-
-function runcVersion(): string {
-  try {
-    return readFileSync('/proc/version', 'utf8').trim() ? 'runc' : '';
-  } catch {
-    return '';
-  }
 }
 
 /**
@@ -95,7 +86,8 @@ export function createAgentServer(
           pid: process.pid,
           cgroupVersion: guestCgroup,
           kernel: release(),
-          runcVersion: runcVersion(),
+          // The OCI runtime's name (runc or crun: `guest_runtime`), not its version: no process start per call.
+          runcVersion: agent.runc.flavour,
         };
       },
       async addShare(req) {
@@ -255,7 +247,7 @@ export function createAgentServer(
       async prepareTemplate() {
         if (!clone) throw new AgentError('FailedPrecondition', 'this agent does not run in a UVM');
         try {
-          await prepareTemplate(clone, agent.containerCount > 0);
+          await prepareTemplate(clone, agent, { log });
         } catch (err) {
           throw new AgentError('FailedPrecondition', (err as Error).message);
         }

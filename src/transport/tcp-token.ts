@@ -100,6 +100,8 @@ export interface DialOptions {
   attemptTimeoutMs?: number;
   /** Polled between attempts: a reason to give up (e.g. QEMU exited), or undefined to go on. */
   abort?: () => string | undefined;
+  /** The longest wait between two attempts (default 500 ms; the wait doubles from 20 ms up to it). */
+  maxRetryDelayMs?: number;
 }
 
 /**
@@ -143,7 +145,7 @@ export async function dialTcpToken(host: string, port: number, opts: DialOptions
       if (err instanceof PeerProofError) throw new PeerProofError(`tcp+token ${host}:${port}: ${err.message}`);
       lastErr = `attempt ${attempt}: ${(err as Error).message}`;
       await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
-      delay = Math.min(delay * 2, 500);
+      delay = Math.min(delay * 2, opts.maxRetryDelayMs ?? 500);
     }
   }
 }

@@ -689,6 +689,9 @@ export class QemuSandbox implements Sandbox {
       binding: e.token,
       timeoutMs: 60_000,
       attemptTimeoutMs: 10_000,
+      // The agent registers the share when AddShare arrives, a few tens of ms after this dial starts: retry
+      // often, so the mount does not wait up to 500 ms for the next attempt (each refused one is cheap).
+      maxRetryDelayMs: 40,
       abort: () => over() ?? (this.exitReason ? 'the UVM exited' : undefined),
     }).catch((err: unknown) => {
       if (err instanceof PeerProofError)

@@ -125,7 +125,8 @@ export function templateKey(spec: TemplateSpec): { key: string; family: string; 
     .update(resolve(dirname(cfg.initrd)))
     .digest('hex')
     .slice(0, 8);
-  const family = `${accel}-${cfg.memoryMiB}m-${cpus}c-${where}`;
+  // The guest runtime is part of the family: pods of both runtimes on one host keep one template each.
+  const family = `${accel}-${cfg.memoryMiB}m-${cpus}c-${cfg.guestRuntime}-${where}`;
   return { key, family, inputs };
 }
 

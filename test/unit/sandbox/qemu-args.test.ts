@@ -88,10 +88,11 @@ describe('sandbox/qemu: the default kernel', () => {
 });
 
 describe('sandbox/qemu: agent_jit', () => {
-  const append = (runtime: Record<string, unknown>, accel: 'tcg' | 'kvm'): string => {
+  const append = (runtime: Record<string, unknown>, accel: 'tcg' | 'kvm', template = false): string => {
     const a = qemuArgs({
       cfg: qemuConfig(runtime, {}),
       accel,
+      ...(template ? { ramFile: { path: '/dev/shm/t/ram', shared: true } } : {}),
       cpus: 1,
       name: 'lcow-test',
       qmpSocket: '/run/x/qmp.sock',
@@ -102,16 +103,19 @@ describe('sandbox/qemu: agent_jit', () => {
     return a[a.indexOf('-append') + 1]!;
   };
 
-  it('auto: the agent runs jitless under TCG only; on and off are what they say', () => {
+  it('auto: the agent runs jitless in a cold TCG boot only (not in templates and clones, nor with KVM)', () => {
     const saved = process.env.LCOW_AGENT_JIT;
     delete process.env.LCOW_AGENT_JIT;
     try {
       assert.match(append({}, 'tcg'), /(^| )lcow\.jitless=1( |$)/);
       assert.doesNotMatch(append({}, 'kvm'), /lcow\.jitless/);
+      assert.doesNotMatch(append({}, 'tcg', true), /lcow\.jitless/, 'a template (and its clones): JIT');
+      assert.match(append({ agent_jit: 'off' }, 'tcg', true), /lcow\.jitless=1/);
       assert.doesNotMatch(append({ agent_jit: 'on' }, 'tcg'), /lcow\.jitless/);
       assert.match(append({ agent_jit: 'off' }, 'kvm'), /lcow\.jitless=1/);
-      assert.equal(agentJitOn('auto', 'kvm'), true);
-      assert.equal(agentJitOn('auto', 'tcg'), false);
+      assert.equal(agentJitOn('auto', 'kvm', false), true);
+      assert.equal(agentJitOn('auto', 'tcg', false), false);
+      assert.equal(agentJitOn('auto', 'tcg', true), true);
     } finally {
       if (saved !== undefined) process.env.LCOW_AGENT_JIT = saved;
     }

@@ -2,7 +2,7 @@
 // host has no /dev/vhost-vsock, so the probe is fed both answers through injected host calls, the command line is
 // compared with golden argv (test/golden/qemu: argv-tcp*.json were written from main before vsock existed, so the
 // default tcp+token command line is byte-for-byte what it was; since then only deliberate additions to the kernel
-// command line went in, each with its own commit: lcow.jitless=1 under TCG), and the boot's CID retry runs against
+// command line went in, each with its own commit: lcow.runtime=, lcow.jitless=1 in a cold TCG boot), and the boot's CID retry runs against
 // test/helpers/fake-qemu.ts (fails like QEMU when a guest CID is taken). Real host listeners are bound
 // (VMADDR_PORT_ANY works on a host without vhost-vsock); no guest ever dials them here.
 import assert from 'node:assert/strict';
