@@ -13,6 +13,7 @@ import { lcowctl } from './lcowctl.js';
 import { P9_METRICS } from '../../src/telemetry/p9-metrics.js';
 import type { HistogramValue, MetricsSnapshot } from '../../src/telemetry/metrics.js';
 import { qemuPidsOfPod, shimPids } from './host-state.js';
+import { waitFor } from './host-state.js';
 
 const execFileP = promisify(execFile);
 
@@ -52,14 +53,7 @@ export async function appImage(cd: PrivateContainerd, name: string): Promise<str
   return `localhost/lcow-apps/${name}:${key}`;
 }
 
-export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, stepMs = 200): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-  return cond();
-}
+export { waitFor };
 
 export interface Mount {
   src: string;

@@ -12,6 +12,7 @@ import { leftovers, startContainerd, type PrivateContainerd } from '../../helper
 import { importTestImage } from '../../helpers/image.js';
 import { lcowctl } from '../../helpers/lcowctl.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
+import { pidsWhere, waitFor } from '../../helpers/host-state.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const RUNTIME = 'io.containerd.lcow.v1';
@@ -25,29 +26,12 @@ const unavailable = ((): string | undefined => {
   return undefined;
 })();
 
-function ourQemus(tplDir: string): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (!cmd[0]?.startsWith('qemu-system')) continue;
-      if (cmd.some((a) => a.includes(String(process.pid)) || a.includes(tplDir))) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return cond();
-}
+/** QEMU processes this suite started: its pods, and template builds into its own template dir. */
+const ourQemus = (tplDir: string): number[] =>
+  pidsWhere(
+    (a) =>
+      a[0]?.startsWith('qemu-system') === true && a.some((x) => x.includes(String(process.pid)) || x.includes(tplDir)),
+  );
 
 const templateMetas = (dir: string): Array<{ family: string }> =>
   existsSync(dir)

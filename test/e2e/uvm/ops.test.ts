@@ -13,6 +13,7 @@ import { importTestImage } from '../../helpers/image.js';
 import { OtlpReceiver, traceTree } from '../../helpers/otlp-receiver.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
 import { lcowctl } from '../../helpers/lcowctl.js';
+import { qemuPidsOfPod, waitFor } from '../../helpers/host-state.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const RUNTIME = 'io.containerd.lcow.v1';
@@ -28,28 +29,7 @@ const unavailable = ((): string | undefined => {
   return undefined;
 })();
 
-function ourQemus(): number[] {
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (cmd[0]?.startsWith('qemu-system') && cmd[cmd.indexOf('-name') + 1] === `lcow-${POD}`) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return cond();
-}
+const ourQemus = (): number[] => qemuPidsOfPod(POD);
 
 describe('e2e: operating a QEMU pod (traces, metrics, console, lcowctl)', function () {
   this.timeout(300_000);

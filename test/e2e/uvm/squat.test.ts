@@ -6,16 +6,7 @@
 // can neither read the token nor reach QMP. A local user poking the guest's forwarded 9P port gets no answer.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import {
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,6 +15,7 @@ import { QemuSandbox } from '../../../src/sandbox/qemu/qemu.js';
 import { decodeHello, encodeChallenge, encodeHello, Direction, newSecret } from '../../../src/transport/index.js';
 import { Logger } from '../../../src/util/log.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
+import { qemuPidsOfPod } from '../../helpers/host-state.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const ID = `squat-${process.pid}`;
@@ -35,19 +27,7 @@ const unavailable = ((): string | undefined => {
   return undefined;
 })();
 
-function ourQemus(): number[] {
-  return readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-        return cmd[0]?.startsWith('qemu-system') && cmd[cmd.indexOf('-name') + 1] === `lcow-${ID}`;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
+const ourQemus = (): number[] => qemuPidsOfPod(ID);
 
 function asNobody(op: 'connect' | 'read', path: string): Promise<string> {
   const script =

@@ -26,7 +26,7 @@ import { startContainerd, leftovers, type PrivateContainerd } from '../../helper
 import { importTestImage } from '../../helpers/image.js';
 import { bundleDir, ctrOnPty, nsMeta, taskClient } from '../../integration/shim/helpers.js';
 import { requirePrerequisite } from '../../helpers/prerequisite.js';
-import { qemuPidsOfPod, shimPids } from '../../helpers/host-state.js';
+import { qemuPidsOfPod, shimPids, waitFor } from '../../helpers/host-state.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 const RUNTIME = 'io.containerd.lcow.v1';
@@ -38,15 +38,6 @@ const POD = `uvm-pod-${process.pid}`;
 const ourQemus = (): number[] => qemuPidsOfPod(POD);
 
 const ourShims = (): number[] => shimPids(NS);
-
-async function waitFor(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return cond();
-}
 
 /** Waits in the container until `stty size` shows ROWS COLS (or 10 s), prints it as TAG:<size>. */
 const awaitSize = (tag: string, size: string): string =>
