@@ -120,6 +120,14 @@ export class HistogramSeries {
   constructor(readonly bounds: readonly number[]) {
     this.counts = new Array<number>(bounds.length + 1).fill(0);
   }
+  /** Adds another series' observations (same bounds: both series of one histogram). */
+  merge(o: HistogramSeries): void {
+    this.count += o.count;
+    this.sum += o.sum;
+    if (o.min < this.min) this.min = o.min;
+    if (o.max > this.max) this.max = o.max;
+    for (let i = 0; i < this.counts.length; i++) this.counts[i]! += o.counts[i] ?? 0;
+  }
   record(v: number): void {
     this.count++;
     this.sum += v;

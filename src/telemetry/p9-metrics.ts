@@ -4,10 +4,15 @@ import { MsgType } from '../p9/messages.js';
 import type { P9Observer, P9RequestEvent } from '../p9/observer.js';
 import {
   metrics as processMetrics,
+  type Counter,
   type CounterSeries,
+  type Histogram,
   type HistogramSeries,
   type MetricsRegistry,
 } from './metrics.js';
+
+/** The attributes closed shares' operations are summed under. */
+export const CLOSED_SHARE = { share: '(closed)', path: '' } as const;
 
 export const P9_METRICS = {
   duration: 'lcow.p9.request.duration',
@@ -48,16 +53,25 @@ export class P9Metrics implements P9Observer {
     );
   }
 
+  private metrics(): { duration: Histogram; errors: Counter; bytes: Counter } {
+    const r = this.registry;
+    return {
+      duration: r.histogram(P9_METRICS.duration, '9P request latency, arrival to reply', 's'),
+      errors: r.counter(P9_METRICS.errors, '9P requests answered with Rlerror'),
+      bytes: r.counter(P9_METRICS.bytes, '9P bytes received and sent', 'By'),
+    };
+  }
+
   private series(type: number): OpSeries {
     let s = this.ops[type];
     if (!s) {
-      const r = this.registry;
+      const m = this.metrics();
       const op = { ...this.share, op: p9OpName(type) };
       s = {
-        duration: r.histogram(P9_METRICS.duration, '9P request latency, arrival to reply', 's').bind(op),
-        errors: r.counter(P9_METRICS.errors, '9P requests answered with Rlerror').bind(op),
-        bytesIn: r.counter(P9_METRICS.bytes, '9P bytes received and sent', 'By').bind({ ...op, direction: 'in' }),
-        bytesOut: r.counter(P9_METRICS.bytes, '9P bytes received and sent', 'By').bind({ ...op, direction: 'out' }),
+        duration: m.duration.bind(op),
+        errors: m.errors.bind(op),
+        bytesIn: m.bytes.bind({ ...op, direction: 'in' }),
+        bytesOut: m.bytes.bind({ ...op, direction: 'out' }),
       };
       this.ops[type] = s;
     }
@@ -77,9 +91,30 @@ export class P9Metrics implements P9Observer {
     this.fids.delete(session);
   }
 
-  /** The share's server closed: its connections' gauge goes (its counters stay: they are cumulative). */
+  /**
+   * The share's server closed: its connections' gauge goes, and its per-operation series are folded into the
+   * series of closed shares (share="(closed)") and dropped. Totals stay cumulative while the series stay bounded
+   * by the live shares: a long-lived pod has had one rootfs share per container it ever ran (measured before:
+   * 36 series and ~20 KB of shim heap kept per container).
+   */
   serverClosed(): void {
     this.fids.clear();
     this.unobserve();
+    const m = this.metrics();
+    for (let type = 0; type < this.ops.length; type++) {
+      const s = this.ops[type];
+      if (!s) continue;
+      const op = { ...this.share, op: p9OpName(type) };
+      const closed = { ...CLOSED_SHARE, op: p9OpName(type) };
+      m.duration.bind(closed).merge(s.duration);
+      m.errors.bind(closed).value += s.errors.value;
+      m.bytes.bind({ ...closed, direction: 'in' }).value += s.bytesIn.value;
+      m.bytes.bind({ ...closed, direction: 'out' }).value += s.bytesOut.value;
+      m.duration.drop(op);
+      m.errors.drop(op);
+      m.bytes.drop({ ...op, direction: 'in' });
+      m.bytes.drop({ ...op, direction: 'out' });
+      this.ops[type] = undefined;
+    }
   }
 }

@@ -12,8 +12,7 @@ import { leftovers, startContainerd, type PrivateContainerd } from './containerd
 import { lcowctl } from './lcowctl.js';
 import { P9_METRICS } from '../../src/telemetry/p9-metrics.js';
 import type { HistogramValue, MetricsSnapshot } from '../../src/telemetry/metrics.js';
-import { qemuPidsOfPod, shimPids } from './host-state.js';
-import { waitFor } from './host-state.js';
+import { qemuPidsOfPod, shimPids, waitFor } from './host-state.js';
 
 const execFileP = promisify(execFile);
 

@@ -13,7 +13,7 @@ import {
   type MetricsSnapshot,
 } from '../../../src/telemetry/metrics.js';
 import { registryProducer, toMetricData } from '../../../src/telemetry/otel-metrics.js';
-import { P9_METRICS, P9Metrics, p9OpName } from '../../../src/telemetry/p9-metrics.js';
+import { CLOSED_SHARE, P9_METRICS, P9Metrics, p9OpName } from '../../../src/telemetry/p9-metrics.js';
 import { Fixture, until } from '../p9/fixture.js';
 
 class PullReader extends MetricReader {
@@ -94,6 +94,44 @@ describe('telemetry/metrics', () => {
       await provider.shutdown();
     }
     assert.equal(toMetricData(r.snapshot()).length, 3);
+  });
+
+  it("9P: a closed share's series are folded into share=(closed) and dropped; totals stay", () => {
+    const registry = new MetricsRegistry();
+    const ev = (type: number, error = false) => ({
+      type,
+      seconds: 0.001,
+      bytesIn: 10,
+      bytesOut: 20,
+      error,
+      session: 1,
+      fids: 1,
+    });
+    const live = new P9Metrics({ share: 'live', path: '/l' }, registry);
+    live.request(ev(MsgType.Tread));
+    for (const id of ['c1', 'c2']) {
+      const m = new P9Metrics({ share: id, path: `/${id}` }, registry);
+      m.request(ev(MsgType.Tread));
+      m.request(ev(MsgType.Twalk, true));
+      m.serverClosed();
+    }
+    const s = registry.snapshot();
+    const shares = (name: string) => [...new Set(points(s, name).map((p) => p.attributes.share))].sort();
+    assert.deepEqual(shares(P9_METRICS.duration), [CLOSED_SHARE.share, 'live']);
+    assert.deepEqual(shares(P9_METRICS.errors), [CLOSED_SHARE.share, 'live']);
+    assert.deepEqual(shares(P9_METRICS.bytes), [CLOSED_SHARE.share, 'live']);
+    const closed = (name: string, op: string, direction?: string) =>
+      points(s, name).find(
+        (p) =>
+          p.attributes.share === CLOSED_SHARE.share &&
+          p.attributes.op === op &&
+          (direction === undefined || p.attributes.direction === direction),
+      )?.value;
+    assert.equal((closed(P9_METRICS.duration, 'read') as HistogramValue).count, 2);
+    assert.equal((closed(P9_METRICS.duration, 'walk') as HistogramValue).count, 2);
+    assert.equal(closed(P9_METRICS.errors, 'walk'), 2);
+    assert.equal(closed(P9_METRICS.bytes, 'read', 'in'), 20);
+    assert.equal(closed(P9_METRICS.bytes, 'read', 'out'), 40);
   });
 
   it('9P: a known workload gives exact per-operation counts, errors, bytes, and fids per connection', async () => {
