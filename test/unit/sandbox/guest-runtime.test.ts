@@ -4,28 +4,16 @@ import assert from 'node:assert/strict';
 import {
   DEFAULT_GUEST_RUNTIME,
   GUEST_RUNTIMES,
-  qemuArgs,
   qemuConfig,
   type QemuConfig,
 } from '../../../src/sandbox/qemu/config.js';
 import { templateKey } from '../../../src/sandbox/qemu/template.js';
 import { parseAgentArgs } from '../../../src/agent/main.js';
 import { withoutEnv } from '../../helpers/env.js';
+import { testKernelCmdline } from '../../helpers/qemu-cmdline.js';
 import { bootFault } from '../../../src/sandbox/qemu/guest-faults.js';
 
-function append(cfg: QemuConfig): string {
-  const args = qemuArgs({
-    cfg,
-    accel: 'tcg',
-    cpus: 1,
-    name: 'lcow-test',
-    qmpSocket: '/run/x/qmp.sock',
-    tokenFile: '/run/x/token',
-    controlPort: 40001,
-    p9Port: 40002,
-  });
-  return args[args.indexOf('-append') + 1]!;
-}
+const append = (cfg: QemuConfig): string => testKernelCmdline(cfg);
 
 describe('sandbox/qemu: guest_runtime (the OCI runtime in the UVM)', () => {
   withoutEnv('LCOW_GUEST_RUNTIME');

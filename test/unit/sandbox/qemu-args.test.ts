@@ -4,6 +4,8 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { withoutEnv } from '../../helpers/env.js';
+import { testKernelCmdline, testQemuArgs } from '../../helpers/qemu-cmdline.js';
 import { join } from 'node:path';
 import {
   agentJitOn,
@@ -11,21 +13,11 @@ import {
   GUEST_ADDR,
   GUEST_CONTROL_PORT,
   GUEST_P9_PORT,
-  qemuArgs,
   qemuConfig,
 } from '../../../src/sandbox/qemu/config.js';
 
 describe('sandbox/qemu: command line (tcp+token over hostfwd)', () => {
-  const args = qemuArgs({
-    cfg: qemuConfig({}, {}),
-    accel: 'tcg',
-    cpus: 1,
-    name: 'lcow-test',
-    qmpSocket: '/run/x/qmp.sock',
-    tokenFile: '/run/x/token',
-    controlPort: 40001,
-    p9Port: 40002,
-  });
+  const args = testQemuArgs(qemuConfig({}, {}));
   const after = (flag: string): string => args[args.indexOf(flag) + 1]!;
 
   it('netdev: user, restrict=on, exactly two hostfwd rules bound to 127.0.0.1, no guestfwd', () => {
@@ -88,37 +80,24 @@ describe('sandbox/qemu: the default kernel', () => {
 });
 
 describe('sandbox/qemu: agent_jit', () => {
-  const append = (runtime: Record<string, unknown>, accel: 'tcg' | 'kvm', template = false): string => {
-    const a = qemuArgs({
-      cfg: qemuConfig(runtime, {}),
+  withoutEnv('LCOW_AGENT_JIT');
+  const append = (runtime: Record<string, unknown>, accel: 'tcg' | 'kvm', template = false): string =>
+    testKernelCmdline(
+      qemuConfig(runtime, {}),
       accel,
-      ...(template ? { ramFile: { path: '/dev/shm/t/ram', shared: true } } : {}),
-      cpus: 1,
-      name: 'lcow-test',
-      qmpSocket: '/run/x/qmp.sock',
-      tokenFile: '/run/x/token',
-      controlPort: 40001,
-      p9Port: 40002,
-    });
-    return a[a.indexOf('-append') + 1]!;
-  };
+      template ? { ramFile: { path: '/dev/shm/t/ram', shared: true } } : {},
+    );
 
   it('auto: the agent runs jitless in a cold TCG boot only (not in templates and clones, nor with KVM)', () => {
-    const saved = process.env.LCOW_AGENT_JIT;
-    delete process.env.LCOW_AGENT_JIT;
-    try {
-      assert.match(append({}, 'tcg'), /(^| )lcow\.jitless=1( |$)/);
-      assert.doesNotMatch(append({}, 'kvm'), /lcow\.jitless/);
-      assert.doesNotMatch(append({}, 'tcg', true), /lcow\.jitless/, 'a template (and its clones): JIT');
-      assert.match(append({ agent_jit: 'off' }, 'tcg', true), /lcow\.jitless=1/);
-      assert.doesNotMatch(append({ agent_jit: 'on' }, 'tcg'), /lcow\.jitless/);
-      assert.match(append({ agent_jit: 'off' }, 'kvm'), /lcow\.jitless=1/);
-      assert.equal(agentJitOn('auto', 'kvm', false), true);
-      assert.equal(agentJitOn('auto', 'tcg', false), false);
-      assert.equal(agentJitOn('auto', 'tcg', true), true);
-    } finally {
-      if (saved !== undefined) process.env.LCOW_AGENT_JIT = saved;
-    }
+    assert.match(append({}, 'tcg'), /(^| )lcow\.jitless=1( |$)/);
+    assert.doesNotMatch(append({}, 'kvm'), /lcow\.jitless/);
+    assert.doesNotMatch(append({}, 'tcg', true), /lcow\.jitless/, 'a template (and its clones): JIT');
+    assert.match(append({ agent_jit: 'off' }, 'tcg', true), /lcow\.jitless=1/);
+    assert.doesNotMatch(append({ agent_jit: 'on' }, 'tcg'), /lcow\.jitless/);
+    assert.match(append({ agent_jit: 'off' }, 'kvm'), /lcow\.jitless=1/);
+    assert.equal(agentJitOn('auto', 'kvm', false), true);
+    assert.equal(agentJitOn('auto', 'tcg', false), false);
+    assert.equal(agentJitOn('auto', 'tcg', true), true);
   });
 
   it('refuses anything else, naming the key', () => {
