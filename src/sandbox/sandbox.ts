@@ -89,7 +89,7 @@ export interface PreparedRootfs {
 export type ShareCache = 'none' | 'mmap' | 'loose';
 /** Modes a bind mount (and the `share_cache` default) may ask for: both coherent with host-side writers. */
 export const SHARE_CACHE_MODES: readonly ShareCache[] = ['none', 'mmap'];
-/** Modes for container rootfs snapshots (`rootfs_share_cache`): `loose` too, the default. */
+/** Modes for container rootfs snapshots (`rootfs_share_cache`): `loose` too (opt-in: the default is `mmap`). */
 export const ROOTFS_SHARE_CACHE_MODES: readonly ShareCache[] = ['none', 'mmap', 'loose'];
 
 export interface SandboxStats {

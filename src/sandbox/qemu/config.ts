@@ -120,12 +120,8 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
   const guestDir = typeof pick('guest_dir') === 'string' ? (pick('guest_dir') as string) : defaultGuestDir();
   const accelRaw = (process.env.LCOW_QEMU_ACCEL || (pick('accel') as string | undefined) || '').trim();
   const { memoryMiB, cpus } = uvmSizing(pick, annotations, { memoryMiB: 1024, cpus: 0 });
-  const shareCache = cacheMode(pick('share_cache') ?? 'mmap', 'share_cache', SHARE_CACHE_MODES);
-  const rootfsShareCache = cacheMode(
-    pick('rootfs_share_cache') ?? 'mmap',
-    'rootfs_share_cache',
-    ROOTFS_SHARE_CACHE_MODES,
-  );
+  const shareCache = oneOf(pick('share_cache') ?? 'mmap', 'share_cache', SHARE_CACHE_MODES);
+  const rootfsShareCache = oneOf(pick('rootfs_share_cache') ?? 'mmap', 'rootfs_share_cache', ROOTFS_SHARE_CACHE_MODES);
   return {
     binary: (pick('qemu_binary') as string | undefined) ?? 'qemu-system-x86_64',
     kernel: (pick('kernel') as string | undefined) ?? defaultKernel(guestDir),
@@ -153,7 +149,11 @@ export function qemuConfig(runtime: Record<string, unknown>, annotations: Record
     agentJit: agentJit(process.env.LCOW_AGENT_JIT ?? pick('agent_jit')),
     templates: process.env.LCOW_TEMPLATES ? process.env.LCOW_TEMPLATES !== '0' : pick('templates') !== false,
     transport: parseTransportSetting(process.env.LCOW_QEMU_TRANSPORT, pick('transport')),
-    guestRuntime: guestRuntime(process.env.LCOW_GUEST_RUNTIME || pick('guest_runtime')),
+    guestRuntime: oneOf(
+      process.env.LCOW_GUEST_RUNTIME || pick('guest_runtime') || DEFAULT_GUEST_RUNTIME,
+      'guest_runtime',
+      GUEST_RUNTIMES,
+    ),
     templateDir:
       process.env.LCOW_TEMPLATE_DIR ||
       (typeof pick('template_dir') === 'string' ? (pick('template_dir') as string) : undefined),
@@ -185,17 +185,11 @@ function tbSize(v: unknown): number {
   return num(v) ?? 64;
 }
 
-function guestRuntime(v: unknown): GuestRuntime {
-  if (v === undefined || v === null || v === '') return DEFAULT_GUEST_RUNTIME;
-  if (!GUEST_RUNTIMES.includes(v as GuestRuntime))
-    throw new Error(`guest_runtime must be one of ${GUEST_RUNTIMES.join(', ')}, not ${JSON.stringify(v)}`);
-  return v as GuestRuntime;
-}
-
-function cacheMode(v: unknown, key: string, modes: readonly ShareCache[]): ShareCache {
-  if (!modes.includes(v as ShareCache))
-    throw new Error(`${key} must be one of ${modes.join(', ')}, not ${JSON.stringify(v)}`);
-  return v as ShareCache;
+/** A setting that must be one of `allowed`, refused naming the key and the choices. */
+function oneOf<T extends string>(v: unknown, key: string, allowed: readonly T[]): T {
+  if (!allowed.includes(v as T))
+    throw new Error(`${key} must be one of ${allowed.join(', ')}, not ${JSON.stringify(v)}`);
+  return v as T;
 }
 
 function replayUid(v: unknown): number {
