@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startContainerd } from '../test/helpers/containerd.js';
 import { importTestImage } from '../test/helpers/image.js';
-import { pidsWhere } from '../test/helpers/host-state.js';
+import { podProcesses, removeIdlePods, startIdlePods } from '../test/helpers/idle-pods.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 const RUNTIME = 'io.containerd.lcow.v1';
@@ -82,34 +82,15 @@ async function main(): Promise<void> {
       const end = Date.now() + 300_000;
       while (!built() && Date.now() < end) await new Promise((r2) => setTimeout(r2, 500));
     }
-    for (let i = 0; i < pods; i++) {
-      const id = `idle${i}-${process.pid}`;
-      const r = await cd.ctr(
-        [
-          'run',
-          '-d',
-          '--runtime',
-          RUNTIME,
-          ...cfg,
-          '--annotation',
-          `io.kubernetes.cri.sandbox-id=${id}`,
-          image,
-          id,
-        ].concat(['sleep', '3600']),
-        { timeoutMs: 300_000 },
-      );
-      if (r.code !== 0) throw new Error(`${id}: ${r.stderr}`);
-      ids.push(id);
-    }
+    const wanted = Array.from({ length: pods }, (_, i) => `idle${i}-${process.pid}`);
+    ids.push(...wanted);
+    await startIdlePods(cd, image, wanted, cfg);
     await new Promise((r) => setTimeout(r, Number(process.env.SETTLE_MS ?? 5000)));
     for (const id of ids) {
-      const qemu = pidsWhere((a) => a[0]?.startsWith('qemu-system') === true && a.includes(`lcow-${id}`))[0]!;
-      const shim = pidsWhere(
-        (a) => a.some((x) => x.includes('containerd-shim-lcow-v1')) && a.includes(id) && a.includes('serve'),
-      )[0];
+      const { qemu, shim } = podProcesses(id);
       const b = smapsBreakdown(qemu);
       const total = Object.values(b).reduce((s, v) => s + v.pss, 0);
-      const shimPss = shim ? Object.values(smapsBreakdown(shim)).reduce((s, v) => s + v.pss, 0) : NaN;
+      const shimPss = Object.values(smapsBreakdown(shim)).reduce((s, v) => s + v.pss, 0);
       process.stdout.write(
         `pod ${id}: QEMU PSS ${(total / 1024).toFixed(1)} MiB, shim PSS ${(shimPss / 1024).toFixed(1)} MiB\n`,
       );
@@ -121,15 +102,7 @@ async function main(): Promise<void> {
         );
     }
   } finally {
-    for (const id of ids) await cd.ctr(['task', 'kill', '-s', 'KILL', id]);
-    for (const id of ids) {
-      for (let j = 0; j < 100; j++) {
-        const r = await cd.ctr(['task', 'delete', id]);
-        if (r.code === 0 || /not found/.test(r.stderr)) break;
-        await new Promise((r2) => setTimeout(r2, 200));
-      }
-      await cd.ctr(['container', 'rm', id]);
-    }
+    await removeIdlePods(cd, ids);
     await cd.stop();
     if (!keep) rmSync(tplDir, { recursive: true, force: true });
     rmSync(`/var/log/lcow/${ns}`, { recursive: true, force: true });

@@ -16,7 +16,7 @@ import { startContainerd, type PrivateContainerd } from '../helpers/containerd.j
 import { importTestImage } from '../helpers/image.js';
 import type { BenchRow, BenchSuite } from './harness.js';
 import { defaultKernel, guestImageArgs } from '../../src/sandbox/qemu/config.js';
-import { pidsWhere } from '../helpers/host-state.js';
+import { podProcesses, removeIdlePods, startIdlePods } from '../helpers/idle-pods.js';
 
 const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 // The kernel the pods boot (the uncompressed vmlinux when the image has one), so the floor is measured alike.
@@ -149,54 +149,21 @@ export const suite: BenchSuite = {
         for (let i = 0; i < RUNS; i++)
           cloneMs.push(await timedRun(cd, LCOW, `c${i}-${process.pid}`, `c${i}-${process.pid}`));
         const image = await importTestImage(cd.address, cd.namespace);
-        const idle: string[] = [];
+        const idle = Array.from({ length: IDLE_PODS }, (_, i) => `idle${i}-${process.pid}`);
         try {
-          for (let i = 0; i < IDLE_PODS; i++) {
-            const id = `idle${i}-${process.pid}`;
-            const r = await cd.ctr(
-              [
-                'run',
-                '-d',
-                '--runtime',
-                LCOW,
-                '--annotation',
-                `io.kubernetes.cri.sandbox-id=${id}`,
-                image,
-                id,
-                'sleep',
-                '3600',
-              ],
-              { timeoutMs: 300_000 },
-            );
-            if (r.code !== 0) throw new Error(`idle pod ${id}: ${r.stderr}`);
-            idle.push(id);
-          }
+          await startIdlePods(cd, image, idle);
           await new Promise((r) => setTimeout(r, 5000)); // settle: idle means idle
           for (const id of idle) {
-            const qemu = pidsWhere((a) => a[0]?.startsWith('qemu-system') === true && a.includes(`lcow-${id}`));
-            const shim = pidsWhere(
-              (a) => a.some((x) => x.includes('containerd-shim-lcow-v1')) && a.includes(id) && a.includes('serve'),
-            );
-            if (qemu.length !== 1 || shim.length !== 1) throw new Error(`pod ${id}: qemu ${qemu} shim ${shim}`);
-            const q = (await processPssBytes(qemu[0]!)) ?? NaN;
-            const s = (await processPssBytes(shim[0]!)) ?? NaN;
+            const { qemu, shim } = podProcesses(id);
+            const q = (await processPssBytes(qemu)) ?? NaN;
+            const s = (await processPssBytes(shim)) ?? NaN;
             qemuPss.push(q / MiB);
             pss.push((q + s) / MiB);
-            shimRss.push(((await processRssBytes(shim[0]!)) ?? NaN) / MiB);
-            shimPrivate.push(((await processPrivateBytes(shim[0]!)) ?? NaN) / MiB);
+            shimRss.push(((await processRssBytes(shim)) ?? NaN) / MiB);
+            shimPrivate.push(((await processPrivateBytes(shim)) ?? NaN) / MiB);
           }
         } finally {
-          for (const id of idle) {
-            await cd.ctr(['task', 'kill', '-s', 'KILL', id]);
-          }
-          for (const id of idle) {
-            for (let j = 0; j < 100; j++) {
-              const r = await cd.ctr(['task', 'delete', id]);
-              if (r.code === 0 || /not found/.test(r.stderr)) break;
-              await new Promise((r2) => setTimeout(r2, 200));
-            }
-            await cd.ctr(['container', 'rm', id]);
-          }
+          await removeIdlePods(cd, idle);
         }
       } finally {
         await cd.stop();
